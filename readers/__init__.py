@@ -1,0 +1,1 @@
+"""Built-in readers, one module per source; registered as ``syncx.readers`` entry points."""

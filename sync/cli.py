@@ -1,0 +1,359 @@
+"""The ``syncx`` command line.
+
+Exit codes: 0 success, 1 the job failed, 2 a bad job file or usage, 130 stopped by the user
+before a bounded job finished (an unbounded job stopped by Ctrl-C/SIGTERM after its final
+savepoint exits 0). Errors are one readable message, never a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from sync import __version__, registry
+from sync.errors import JobInterruptedError, SyncxError
+from sync.job import RunOptions, RunReport, default_state_dir, run_job, secret_values
+from sync.jobfile import LoadedJob, load_job
+from sync.metrics import Metric, Metrics, ProgressLine
+from sync.plugin import JobContext
+from sync.schema import job_schema, plugin_schema
+from sync.state import StateDir
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="syncx",
+    help="Declarative data synchronization: ChunJun/Flinkx job files, checkpoints, exactly-once.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+checkpoints_app = typer.Typer(help="Inspect a job's stored checkpoints.", no_args_is_help=True)
+app.add_typer(checkpoints_app, name="checkpoints")
+
+JobArg = Annotated[Path, typer.Argument(help="Job file (YAML or JSON, ChunJun shape).")]
+ParamOpt = Annotated[
+    list[str] | None, typer.Option("--param", "-p", help="Fill ${name} placeholders: name=value.")
+]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="State folder (default .syncx/state/<job>).")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+
+
+class _Redactor(logging.Filter):
+    """Masks secret values in every log record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            record.msg = redact(record.getMessage(), self.secrets)
+            record.args = None
+        return True
+
+
+_REDACTOR = _Redactor()
+
+
+def redact(text: str, secrets: set[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _setup_logging(level: str, debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_REDACTOR)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    name = {"warn": "WARNING", "trace": "DEBUG"}.get(level, level.upper())
+    root.setLevel(logging.DEBUG if debug else getattr(logging, name, logging.INFO))
+
+
+def _params(items: list[str] | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"-p expects name=value, got '{item}'", 2)
+        values[key] = value
+    return values
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"syncx: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors(debug: bool, secrets: set[str] | None = None) -> Iterator[None]:
+    """Turn syncx errors into one message and an exit code; tracebacks only with --debug."""
+    try:
+        yield
+    except SyncxError as exc:
+        if debug:
+            logging.getLogger(__name__).exception("failed")
+        _fail(redact(str(exc), secrets or set()), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("stopped", JobInterruptedError.exit_code)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        text = redact(f"{type(exc).__name__}: {exc}", secrets or set())
+        _fail(f"job failed: {text} (run with --debug for the traceback)", 1)
+
+
+def _load(job: Path, params: list[str] | None, debug: bool) -> LoadedJob:
+    with _errors(debug):
+        loaded = load_job(job, _params(params))
+    _REDACTOR.secrets = secret_values(loaded)
+    return loaded
+
+
+@app.command()
+def run(
+    job: JobArg,
+    param: ParamOpt = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option("--metrics-file", help="Write the final metrics as JSON here.")
+    ] = None,
+    state_dir: StateOpt = None,
+    restore: Annotated[
+        str | None,
+        typer.Option(help="Resume: 'latest', 'latest-or-new', or a checkpoint file's path."),
+    ] = None,
+    force_restore: Annotated[
+        bool, typer.Option("--force-restore", help="Restore even though the job changed.")
+    ] = False,
+    checkpoint_interval: Annotated[
+        float | None,
+        typer.Option("--checkpoint-interval", min=0.01, help="Seconds between checkpoints."),
+    ] = None,
+    retain_checkpoints: Annotated[
+        int, typer.Option("--retain-checkpoints", min=1, help="Completed checkpoints to keep.")
+    ] = 3,
+    debug: DebugOpt = False,
+) -> None:
+    """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
+    loaded = _load(job, param, debug)
+    _setup_logging(loaded.file.job.setting.log.level, debug)
+    restore_mode: Any = restore
+    if restore not in (None, "latest", "latest-or-new"):
+        restore_mode = Path(str(restore))
+    options = RunOptions(
+        state_dir=state_dir,
+        restore=restore_mode,
+        force_restore=force_restore,
+        checkpoint_interval=checkpoint_interval,
+        retain_checkpoints=retain_checkpoints,
+    )
+    progress: list[ProgressLine] = []
+
+    def on_start(metrics: Metrics) -> None:
+        progress.append(ProgressLine(metrics).__enter__())
+
+    options.on_start = on_start
+    report: RunReport | None = None
+    with _signals(options.stop_request), _errors(debug, _REDACTOR.secrets):
+        try:
+            report = run_job(loaded, options)
+        finally:
+            for line in progress:
+                line.__exit__(None, None, None)
+    assert report is not None
+    if metrics_file is not None:
+        metrics_file.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    typer.echo(_summary(report), err=True)
+    if report.status == "stopped" and _bounded(loaded):
+        raise typer.Exit(JobInterruptedError.exit_code)
+
+
+@contextmanager
+def _signals(stop_request: threading.Event) -> Iterator[None]:
+    """First Ctrl-C/SIGTERM: stop after a final checkpoint; second: stop at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        if stop_request.is_set():
+            raise KeyboardInterrupt
+        typer.echo(
+            f"\nsyncx: {signal.Signals(signum).name}: taking a final checkpoint, then stopping "
+            "(again to stop at once)",
+            err=True,
+        )
+        stop_request.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _bounded(job: LoadedJob) -> bool:
+    reader = job.reader_cls(job.reader_params, _offline_context(job))
+    return reader.bounded
+
+
+def _offline_context(job: LoadedJob) -> JobContext:
+    return JobContext(
+        job_name=job.name,
+        run_id="validate",
+        state_dir=default_state_dir(job),
+        setting=job.file.job.setting,
+    )
+
+
+def _summary(report: RunReport) -> str:
+    m = report.metrics
+    elapsed = float(m["elapsedSeconds"]) or 1e-9
+    rate = float(m[Metric.NUM_WRITE]) / elapsed
+    text = (
+        f"syncx: job {report.job} {report.status}: read {int(m[Metric.NUM_READ]):,} rows, wrote "
+        f"{int(m[Metric.NUM_WRITE]):,}, dirty {int(m[Metric.N_ERRORS]):,} in {elapsed:.1f}s "
+        f"({rate:,.0f} rows/s); {report.semantic}"
+    )
+    if report.last_checkpoint is not None:
+        text += f"; checkpoint {report.last_checkpoint} in {report.state_dir}"
+    if report.restored_from is not None:
+        text += f"; restored from checkpoint {report.restored_from}"
+    if report.restarts:
+        text += f"; {report.restarts} restart(s)"
+    if report.dirty_path:
+        text += f"; dirty records in {report.dirty_path}"
+    if report.status == "stopped":
+        text += "; resume with --restore latest"
+    return text
+
+
+@app.command()
+def validate(job: JobArg, param: ParamOpt = None, debug: DebugOpt = False) -> None:
+    """Check a job file without connecting anywhere."""
+    loaded = _load(job, param, debug)
+    with _errors(debug, _REDACTOR.secrets):
+        ctx = _offline_context(loaded)
+        writer = loaded.writer_cls(loaded.writer_params, ctx)
+        reader = loaded.reader_cls(loaded.reader_params, ctx)
+        content = loaded.file.content
+        setting = loaded.file.job.setting
+        semantic = writer.effective_semantic()
+        lines = [
+            f"{job}: valid",
+            f"  reader: {registry.canonical_name('reader', content.reader.name)} "
+            f"({'bounded' if reader.bounded else 'unbounded'}), {setting.speed.readers} channel(s)",
+            f"  writer: {registry.canonical_name('writer', content.writer.name)}, "
+            f"{setting.speed.writers} channel(s), {semantic}",
+        ]
+        if semantic == "at-least-once":
+            lines.append(
+                "  note: this writer is at-least-once: rows after the last checkpoint may repeat on restore"
+            )
+        typer.echo("\n".join(lines))
+
+
+@app.command()
+def plugins() -> None:
+    """List installed readers and writers."""
+    for kind in ("reader", "writer"):
+        typer.echo(f"{kind}s:")
+        for name, target in sorted(registry.known(kind).items()):
+            typer.echo(f"  {name:<16} {target}")
+
+
+@app.command()
+def schema(
+    plugin: Annotated[
+        str | None, typer.Argument(help="A plugin name; default the whole job file.")
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the job file, or of one plugin's parameter block."""
+    with _errors(False):
+        if plugin is None:
+            result = job_schema()
+        else:
+            kind: registry.Kind = (
+                "writer" if plugin.lower().endswith(("writer", "sink")) else "reader"
+            )
+            result = plugin_schema(kind, plugin)
+    typer.echo(json.dumps(result, indent=2))
+
+
+@checkpoints_app.command("list")
+def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = None) -> None:
+    """List the stored checkpoints of a job."""
+    loaded = _load(job, param, False)
+    state = StateDir(state_dir or default_state_dir(loaded))
+    paths = state.checkpoint_paths()
+    if not paths:
+        typer.echo(f"no checkpoints in {state.checkpoints}")
+        return
+    for path in paths:
+        with _errors(False):
+            try:
+                chk = state.load(path)
+            except SyncxError as exc:
+                typer.echo(f"{path.name}  unreadable: {exc}")
+                continue
+        done = sum(1 for s in chk.positions.values() if s.done)
+        typer.echo(
+            f"{chk.id:>6}  {chk.created}  {'final' if chk.final else 'periodic':<8} run {chk.run_id}  "
+            f"splits {done}/{len(chk.splits)} done  read {int(chk.metrics.get('numRead', 0)):,}"
+        )
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(
+    job: JobArg,
+    checkpoint_id: Annotated[
+        int | None, typer.Argument(help="Checkpoint id; default the latest.")
+    ] = None,
+    param: ParamOpt = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """Print one checkpoint: positions, writer handles, metrics (never secrets)."""
+    loaded = _load(job, param, False)
+    state = StateDir(state_dir or default_state_dir(loaded))
+    with _errors(False, _REDACTOR.secrets):
+        chk = state.load(state.find(checkpoint_id)) if checkpoint_id is not None else state.latest()
+        if chk is None:
+            _fail(f"no checkpoints in {state.checkpoints}", 1)
+        assert chk is not None
+        typer.echo(redact(json.dumps(chk.to_json(), indent=2, default=str), _REDACTOR.secrets))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"syncx {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """syncx."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

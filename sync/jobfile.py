@@ -1,0 +1,314 @@
+"""Reading a job file: YAML or JSON (with comments), ``${placeholders}``, strict validation.
+
+Everything wrong with a file is reported at once, before anything connects, each problem with
+its path in the file (``job.content[0].writer.parameter.batchSize: must be > 0``). Input values
+are never echoed in messages, so a secret can not leak through a validation error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sync import registry
+from sync.errors import ConfigIssue, JobFileError
+from sync.model import JobFile, Params
+from sync.plugin import Reader, Writer
+
+__all__ = ["LoadedJob", "load_job", "parse_params", "strip_json_comments"]
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class LoadedJob:
+    """A validated job: the file model plus each side's plugin class and typed parameters."""
+
+    path: Path
+    name: str
+    file: JobFile
+    reader_cls: type[Reader]
+    reader_params: Params
+    writer_cls: type[Writer]
+    writer_params: Params
+
+
+def load_job(path: str | Path, params: Mapping[str, str] | None = None) -> LoadedJob:
+    """Read, fill and validate a job file; raise :class:`JobFileError` listing every problem."""
+    job_path = Path(path)
+    source = str(job_path)
+    try:
+        text = job_path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise JobFileError(f"job file not found: {source}") from exc
+    except IsADirectoryError as exc:
+        raise JobFileError(f"job file is a directory: {source}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobFileError(f"cannot read job file {source}: {exc}") from exc
+    raw = _parse_text(text, job_path)
+    if not isinstance(raw, dict):
+        raise JobFileError("the job file must hold a mapping with a 'job' key", source)
+    values = dict(os.environ)
+    values.update(params or {})
+    issues: list[ConfigIssue] = []
+    filled = _fill_placeholders(raw, values, "", issues)
+    if issues:
+        raise JobFileError(issues, source)
+    return _validate(filled, job_path)
+
+
+def parse_params(model: type[BaseModel], data: Any, prefix: str) -> tuple[Any, list[ConfigIssue]]:
+    """Validate ``data`` with ``model``; return the instance or the issues, paths under ``prefix``."""
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_issue(model, data, err, prefix) for err in exc.errors()]
+
+
+def strip_json_comments(text: str) -> str:
+    """Blank out ``//`` and ``/* */`` comments outside strings, keeping lines and columns."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    in_string = False
+    while i < n:
+        ch = text[i]
+        if in_string:
+            out.append(ch)
+            if ch == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+            out.append(ch)
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end == -1 else end
+            out.append(" " * (end - i))
+            i = end
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            end = n if end == -1 else end + 2
+            out.append(re.sub(r"[^\n]", " ", text[i:end]))
+            i = end
+            continue
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _parse_text(text: str, path: Path) -> Any:
+    """JSON for ``.json`` files (or text that starts with ``{``), YAML otherwise."""
+    source = str(path)
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            return json.loads(strip_json_comments(text))
+        except json.JSONDecodeError as exc:
+            msg = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            raise JobFileError(msg, source) from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise JobFileError(f"invalid YAML{where}: {problem}", source) from exc
+
+
+def _fill_placeholders(
+    value: Any, values: Mapping[str, str], path: str, issues: list[ConfigIssue]
+) -> Any:
+    """Replace ``${name}`` / ``${name:-default}`` in every string of the tree."""
+    if isinstance(value, dict):
+        return {
+            key: _fill_placeholders(item, values, _join(path, key), issues)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _fill_placeholders(item, values, f"{path}[{i}]", issues) for i, item in enumerate(value)
+        ]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in values:
+            return values[name]
+        if default is not None:
+            return default
+        issues.append(
+            ConfigIssue(
+                path,
+                f"placeholder ${{{name}}} is not set (pass -p {name}=VALUE or set the environment variable {name})",
+            )
+        )
+        return match.group(0)
+
+    return _PLACEHOLDER.sub(substitute, value)
+
+
+def _validate(raw: dict[str, Any], path: Path) -> LoadedJob:
+    source = str(path)
+    issues: list[ConfigIssue] = []
+    model, found = parse_params(JobFile, raw, "")
+    issues.extend(found)
+    plugins: dict[str, tuple[type[Any], Params]] = {}
+    content = raw.get("job", {}).get("content") if isinstance(raw.get("job"), dict) else None
+    if isinstance(content, list):
+        for index, entry in enumerate(content):
+            if not isinstance(entry, dict):
+                continue
+            for kind in ("reader", "writer"):
+                spec = entry.get(kind)
+                if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                    continue
+                where = f"job.content[{index}].{kind}"
+                try:
+                    cls = registry.load(kind, spec["name"])
+                except JobFileError as exc:
+                    issues.extend(ConfigIssue(f"{where}.name", i.message) for i in exc.issues)
+                    continue
+                params, found = parse_params(
+                    cls.Parameters, spec.get("parameter") or {}, f"{where}.parameter"
+                )
+                issues.extend(found)
+                if params is not None and index == 0:
+                    plugins[kind] = (cls, params)
+    if issues:
+        raise JobFileError(_dedupe(issues), source)
+    assert model is not None  # no issues means the model validated
+    reader_cls, reader_params = plugins["reader"]
+    writer_cls, writer_params = plugins["writer"]
+    return LoadedJob(
+        path=path,
+        name=model.name or path.stem,
+        file=model,
+        reader_cls=reader_cls,
+        reader_params=reader_params,
+        writer_cls=writer_cls,
+        writer_params=writer_params,
+    )
+
+
+def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    seen: dict[tuple[str, str], ConfigIssue] = {}
+    for issue in issues:
+        seen.setdefault((issue.path, issue.message), issue)
+    return list(seen.values())
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, part)
+    return path
+
+
+def _issue(model: type[BaseModel], data: Any, err: Any, prefix: str) -> ConfigIssue:
+    """One readable issue from a pydantic error, never quoting the input value."""
+    loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = _keys(parent) if parent else []
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        msg = "unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        if parent and not hint:
+            msg += f"; allowed: {', '.join(allowed)}"
+        return ConfigIssue(_loc_path(prefix, loc), msg)
+    messages = {
+        "missing": "is required",
+        "greater_than": "must be > {gt}",
+        "greater_than_equal": "must be >= {ge}",
+        "less_than": "must be < {lt}",
+        "less_than_equal": "must be <= {le}",
+        "too_short": "must have at least {min_length} item(s)",
+        "too_long": "must have at most {max_length} item(s)",
+        "literal_error": "must be one of {expected}",
+        "int_parsing": "must be an integer",
+        "int_type": "must be an integer",
+        "int_from_float": "must be a whole number",
+        "float_parsing": "must be a number",
+        "float_type": "must be a number",
+        "bool_parsing": "must be true or false",
+        "bool_type": "must be true or false",
+        "string_type": "must be a string",
+        "list_type": "must be a list",
+        "dict_type": "must be a mapping",
+        "model_type": "must be a mapping",
+        "model_attributes_type": "must be a mapping",
+        "enum": "must be one of {expected}",
+    }
+    template = messages.get(kind)
+    msg = template.format(**ctx) if template else _strip_input(err["msg"])
+    del data
+    return ConfigIssue(_loc_path(prefix, loc), msg)
+
+
+def _strip_input(msg: str) -> str:
+    """pydantic's own message, first letter lowered; custom validators put no input in it."""
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def _is_union_tag(part: int | str) -> bool:
+    """pydantic puts the union member's type name into ``loc`` (``'int'``, ``'list[str]'``)."""
+    return isinstance(part, str) and (
+        "[" in part
+        or part
+        in {"int", "str", "float", "bool", "list", "dict", "function-after", "function-plain"}
+    )
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``loc`` (for "did you mean")."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next(
+            (info for name, info in current.model_fields.items() if part in (name, info.alias)),
+            None,
+        )
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """Unwrap ``X | None``, ``list[X]``, ``Annotated[X, ...]`` to the model class ``X``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return None
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,1 @@
+"""Private test servers (MariaDB, ...) used by the syncx test-suite and benchmarks."""
