@@ -17,6 +17,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Annotated, Any
 
 import numpy as np
@@ -188,10 +189,10 @@ def _random_column(
     if pa.types.is_floating(arrow):
         return pa.array(rng.standard_normal(count) * 1000, type=arrow)
     if pa.types.is_decimal(arrow):
-        cents = pa.array(rng.integers(-(10**9), 10**9, size=count))
-        return pc.divide(
-            pc.cast(cents, pa.decimal128(20, 0)), pa.scalar(100, pa.decimal128(3, 0))
-        ).cast(arrow, safe=False)
+        cents = pc.cast(pa.array(rng.integers(-(10**9), 10**9, size=count)), pa.decimal128(20, 0))
+        return pc.multiply(cents, pa.scalar(Decimal("0.01"), pa.decimal128(3, 2))).cast(
+            arrow, safe=False
+        )
     if pa.types.is_boolean(arrow):
         return pa.array(rng.integers(0, 2, size=count).astype(bool))
     if pa.types.is_timestamp(arrow):

@@ -73,13 +73,13 @@ class DirtySink:
                 f"the dirty records are in {self.path}"
             )
             raise ErrorLimitExceededError(msg)
-        ratio_limit = self.limit.percentage
+        ratio_limit = self.limit.ratio
         if ratio_limit is not None and read and (final or read >= MIN_RECORDS_FOR_RATIO):
             ratio = errors / read
             if ratio > ratio_limit:
                 msg = (
                     f"{errors} dirty of {read} records read ({ratio:.2%}) exceed "
-                    f"setting.errorLimit.percentage = {ratio_limit}; the dirty records are in "
+                    f"setting.errorLimit.percentage = {self.limit.percentage}; the dirty records are in "
                     f"{self.path}"
                 )
                 raise ErrorLimitExceededError(msg)

@@ -255,6 +255,7 @@ class _Runner:
                 if self.options.stop_request.wait(strategy.delay_interval):
                     raise JobInterruptedError("stopped while waiting to restart") from exc
                 checkpoint = self._latest_of_run() or checkpoint
+                self.metrics.restore(checkpoint.metrics if checkpoint else {})
         return RunReport(
             job=self.job.name,
             status="succeeded" if completed else "stopped",

@@ -225,7 +225,11 @@ def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
 def _issue(model: type[BaseModel], data: Any, err: Any, prefix: str) -> ConfigIssue:
     """One readable issue from a pydantic error, never quoting the input value."""
     loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
-    kind, ctx = err["type"], err.get("ctx") or {}
+    kind = err["type"]
+    ctx = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in (err.get("ctx") or {}).items()
+    }
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         allowed = _keys(parent) if parent else []

@@ -87,11 +87,10 @@ class Metrics:
         return out
 
     def restore(self, values: dict[str, float]) -> None:
-        """Continue counting from a checkpoint's counters."""
+        """Continue counting from a checkpoint's counters (zero for those it lacks)."""
         with self._lock:
-            for key, value in values.items():
-                if key in self._values and key != Metric.CDC_LAG:
-                    self._values[key] = float(value)
+            for key in self._values:
+                self._values[key] = 0.0 if key == Metric.CDC_LAG else float(values.get(key, 0))
 
 
 class ProgressLine:

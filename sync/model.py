@@ -75,10 +75,20 @@ class ErrorLimit(Params):
     record: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Fail when more than this many records are dirty."
     )
-    percentage: Annotated[float, Field(ge=0, le=1)] | None = Field(
+    percentage: Annotated[float, Field(ge=0, le=100)] | None = Field(
         default=None,
-        description="Fail when dirty records exceed this ratio (0-1) of the records read.",
+        description=(
+            "Fail when dirty records exceed this ratio (0-1) of the records read. A value above 1 "
+            "is read as a percent, as ChunJun 1.10's examples write it (10.0 = 10%)."
+        ),
     )
+
+    @property
+    def ratio(self) -> float | None:
+        """``percentage`` as a ratio 0-1."""
+        if self.percentage is None:
+            return None
+        return self.percentage / 100 if self.percentage > 1 else self.percentage
 
 
 class RestoreSetting(Params):

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from sync.dirty import DirtySink, ErrorLimitExceededError
 from sync.errors import JobFailedError, JobInterruptedError, SyncxError
+from sync.faults import crash_point, fail_point
 from sync.metrics import Metric, Metrics
 from sync.plugin import Handle, Reader, Split, Writer, WriterTask
 from sync.ratelimit import RateLimiter
@@ -81,9 +82,9 @@ class Inbox:
         self._stopping = stopping
         self._next = 0
 
-    def size(self) -> int:
-        """Items waiting in all inputs."""
-        return sum(len(q) for q in self._queues.values())
+    def has_room(self, source: int) -> bool:
+        """Whether ``source``'s queue can take an item without waiting."""
+        return len(self._queues[source]) < self._capacity
 
     def put(self, source: int, item: Any) -> None:
         """Append to ``source``'s queue, waiting while it is full."""
@@ -207,6 +208,7 @@ class Execution:
         self._inputs = inputs
         self._inboxes = [Inbox(inputs[w], _QUEUE_BATCHES, self._halt) for w in range(writers)]
         self._threads: list[threading.Thread] = []
+        self._round_robin = {r: r for r in range(readers)}
 
     # -- coordinator -------------------------------------------------------------------------
 
@@ -301,6 +303,7 @@ class Execution:
             job_state=job_state,
         )
         self.state.write_checkpoint(checkpoint, self.retain)
+        crash_point("checkpoint-stored")
         self.metrics.add(Metric.CHECKPOINTS, 1)
         with self._cond:
             self._completed_id = pending.checkpoint_id
@@ -321,6 +324,7 @@ class Execution:
                 thread.join()
         if self._failure is not None:
             raise self._failure
+        crash_point("final-committed")
 
     def _shutdown(self) -> None:
         self._halt.set()
@@ -375,6 +379,7 @@ class Execution:
                 self._cond.notify_all()
             for target in targets:
                 self._inboxes[target].put(index, _Barrier(last_barrier))
+            crash_point("barrier-sent")
 
         while not self._halt.is_set():
             split = self._next_split()
@@ -393,6 +398,7 @@ class Execution:
                     if self._halt.is_set():
                         raise _Cancelled
                     if batch is not None and batch.num_rows:
+                        fail_point("reader-batch")
                         self._emit(index, targets, batch)
                         state.position = opened.snapshot()
                     barrier_if_pending()
@@ -418,10 +424,16 @@ class Execution:
             batch = self.transform(batch)
             if not batch.num_rows:
                 return
-        target = (
-            targets[0] if len(targets) == 1 else min(targets, key=lambda t: self._inboxes[t].size())
-        )
-        self._inboxes[target].put(index, batch)
+        self._inboxes[self._route(index, targets)].put(index, batch)
+
+    def _route(self, index: int, targets: list[int]) -> int:
+        """Chained: the one writer. Rebalanced: round robin, skipping writers whose queue is full."""
+        if len(targets) == 1:
+            return targets[0]
+        start = self._round_robin[index]
+        self._round_robin[index] = start + 1
+        rotated = [targets[(start + step) % len(targets)] for step in range(len(targets))]
+        return next((t for t in rotated if self._inboxes[t].has_room(index)), rotated[0])
 
     # -- writers -----------------------------------------------------------------------------
 
@@ -450,6 +462,7 @@ class Execution:
                             handle = task.prepare(aligning)
                         if handle is not None:
                             uncommitted[aligning] = handle
+                        crash_point("writer-prepared")
                         self._ack_writer(aligning, index, list(uncommitted.values()))
                         aligning, blocked = None, set()
                 else:
@@ -458,6 +471,7 @@ class Execution:
             self._close_writer(task, uncommitted, clean_end)
 
     def _write(self, task: WriterTask, batch: pa.RecordBatch) -> None:
+        fail_point("writer-write")
         with self.metrics.timed(Metric.WRITE_DURATION):
             rejected = task.write(batch)
         for record in rejected:
@@ -479,6 +493,7 @@ class Execution:
         for done in sorted(k for k in uncommitted if k <= checkpoint_id):
             with self.metrics.timed(Metric.WRITE_DURATION):
                 task.commit(uncommitted.pop(done))
+            crash_point("writer-committed")
 
     def _close_writer(
         self, task: WriterTask, uncommitted: dict[int, Handle], clean_end: bool

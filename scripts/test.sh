@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up syncx with its test extras, start the test servers, and run the whole test suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k stream).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev,all
+scripts/mariadb-test-server.sh start
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+[ "$code" -eq 5 ] && { echo "test.sh: pytest collected no tests" >&2; exit 1; }
+exit "$code"
