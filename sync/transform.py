@@ -51,7 +51,8 @@ def build_transform(
             connection = local.connection = duckdb.connect()
         connection.register(name, pa.Table.from_batches([batch]))
         try:
-            result = connection.execute(sql).fetch_arrow_table()
+            relation = connection.sql(sql)
+            result = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
         except duckdb.Error as exc:
             msg = f"job.content[0].transformer.transformSql failed: {exc}"
             raise JobFileError(msg) from exc

@@ -63,7 +63,7 @@ TMP_PREFIX = ".webhdfs-tmp-"
 CHUNK = 64 * 1024
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-_JSON = "application/json"
+_JSON = "application/json; charset=utf-8"
 _OCTETS = "application/octet-stream"
 
 _EXCEPTIONS: dict[str, tuple[str, int]] = {
@@ -88,75 +88,36 @@ _EXCEPTIONS: dict[str, tuple[str, int]] = {
     "UnsupportedOperationException": ("java.lang.UnsupportedOperationException", 400),
 }
 
+
+def _op_names(names: str) -> frozenset[str]:
+    """Turn a whitespace-separated list of op names into a set."""
+    return frozenset(names.split())
+
+
 # Every op Hadoop's {Get,Put,Post,Delete}OpParam enums know; the ones without a handler
 # answer UnsupportedOperationException like a NameNode without that feature would.
 _OPS: dict[str, tuple[str, frozenset[str]]] = {
     "GET": (
         "GetOpParam",
-        frozenset(
-            {
-                "OPEN",
-                "GETFILESTATUS",
-                "LISTSTATUS",
-                "GETCONTENTSUMMARY",
-                "GETQUOTAUSAGE",
-                "GETFILECHECKSUM",
-                "GETHOMEDIRECTORY",
-                "GETDELEGATIONTOKEN",
-                "GETTRASHROOT",
-                "GETXATTRS",
-                "LISTXATTRS",
-                "GETACLSTATUS",
-                "CHECKACCESS",
-                "LISTSTATUS_BATCH",
-                "GETSTORAGEPOLICY",
-                "GETALLSTORAGEPOLICY",
-                "GETSERVERDEFAULTS",
-                "GETSNAPSHOTDIFF",
-                "GETSNAPSHOTTABLEDIRECTORYLIST",
-                "GETFILEBLOCKLOCATIONS",
-                "GET_BLOCK_LOCATIONS",
-                "GETECPOLICY",
-                "NULL",
-            }
+        _op_names(
+            """OPEN GETFILESTATUS LISTSTATUS GETCONTENTSUMMARY GETQUOTAUSAGE GETFILECHECKSUM
+            GETHOMEDIRECTORY GETDELEGATIONTOKEN GETTRASHROOT GETXATTRS LISTXATTRS GETACLSTATUS
+            CHECKACCESS LISTSTATUS_BATCH GETSTORAGEPOLICY GETALLSTORAGEPOLICY GETSERVERDEFAULTS
+            GETSNAPSHOTDIFF GETSNAPSHOTTABLEDIRECTORYLIST GETFILEBLOCKLOCATIONS
+            GET_BLOCK_LOCATIONS GETECPOLICY NULL"""
         ),
     ),
     "PUT": (
         "PutOpParam",
-        frozenset(
-            {
-                "CREATE",
-                "MKDIRS",
-                "CREATESYMLINK",
-                "RENAME",
-                "SETREPLICATION",
-                "SETOWNER",
-                "SETPERMISSION",
-                "SETTIMES",
-                "RENEWDELEGATIONTOKEN",
-                "CANCELDELEGATIONTOKEN",
-                "MODIFYACLENTRIES",
-                "REMOVEACLENTRIES",
-                "REMOVEDEFAULTACL",
-                "REMOVEACL",
-                "SETACL",
-                "SETXATTR",
-                "REMOVEXATTR",
-                "ALLOWSNAPSHOT",
-                "DISALLOWSNAPSHOT",
-                "CREATESNAPSHOT",
-                "RENAMESNAPSHOT",
-                "SETSTORAGEPOLICY",
-                "SETQUOTA",
-                "NULL",
-            }
+        _op_names(
+            """CREATE MKDIRS CREATESYMLINK RENAME SETREPLICATION SETOWNER SETPERMISSION SETTIMES
+            RENEWDELEGATIONTOKEN CANCELDELEGATIONTOKEN MODIFYACLENTRIES REMOVEACLENTRIES
+            REMOVEDEFAULTACL REMOVEACL SETACL SETXATTR REMOVEXATTR ALLOWSNAPSHOT DISALLOWSNAPSHOT
+            CREATESNAPSHOT RENAMESNAPSHOT SETSTORAGEPOLICY SETQUOTA NULL"""
         ),
     ),
-    "POST": (
-        "PostOpParam",
-        frozenset({"APPEND", "CONCAT", "TRUNCATE", "UNSETSTORAGEPOLICY", "NULL"}),
-    ),
-    "DELETE": ("DeleteOpParam", frozenset({"DELETE", "DELETESNAPSHOT", "NULL"})),
+    "POST": ("PostOpParam", _op_names("APPEND CONCAT TRUNCATE UNSETSTORAGEPOLICY NULL")),
+    "DELETE": ("DeleteOpParam", _op_names("DELETE DELETESNAPSHOT NULL")),
 }
 
 _STANDBY_MESSAGE = (
@@ -318,6 +279,11 @@ def _symbolic_permission(mode: int) -> str:
 def _visible(name: str) -> bool:
     """Hide in-progress upload files from listings."""
     return not name.startswith(TMP_PREFIX)
+
+
+def _name_key(name: str) -> bytes:
+    """Sort key giving HDFS' listing order (UTF-8 byte order)."""
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _bool_param(params: dict[str, str], name: str, default: bool) -> bool:
@@ -523,7 +489,7 @@ class _FileSystem:
             return [self._status_json(local, "", st)]
         statuses = []
         with _translate_os_errors(path):
-            names = sorted((n for n in os.listdir(local) if _visible(n)), key=str.encode)
+            names = sorted((n for n in os.listdir(local) if _visible(n)), key=_name_key)
         for name in names:
             child = local / name
             child_st = self._stat(child)
@@ -929,6 +895,9 @@ class _BaseHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "WebHdfsTestServer/1.0"
+    # Headers and small bodies leave in one segment, and without Nagle delays.
+    wbufsize = CHUNK
+    disable_nagle_algorithm = True
     role: ClassVar[str] = ""
 
     _status: int
@@ -940,6 +909,13 @@ class _BaseHandler(BaseHTTPRequestHandler):
     def hdfs(self) -> WebHdfsServer:
         """The WebHdfsServer this handler serves."""
         return cast(_HttpServer, self.server).webhdfs
+
+    def handle_one_request(self) -> None:
+        """Serve one request; a connection that died while flushing is just closed."""
+        try:
+            super().handle_one_request()
+        except OSError:
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Send http.server's access log to the debug logger."""
@@ -1138,7 +1114,8 @@ class _BaseHandler(BaseHTTPRequestHandler):
 
     def _send_json(self, payload: dict[str, Any], status: int = 200) -> None:
         """Send a JSON document serialized like Jackson (sorted keys, compact)."""
-        body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        body = text.encode("utf-8", "surrogateescape")
         self._send(status, body)
 
     def _send_exception(self, exc: RemoteException) -> None:
@@ -1204,45 +1181,56 @@ class _NameNodeHandler(_BaseHandler):
     # GET
 
     def _op_getfilestatus(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETFILESTATUS on the NameNode."""
         self._send_json({"FileStatus": self.hdfs.fs.file_status(path)})
 
     def _op_liststatus(self, path: str, params: dict[str, str], user: str) -> None:
+        """LISTSTATUS on the NameNode."""
         self._send_json({"FileStatuses": {"FileStatus": self.hdfs.fs.list_status(path)}})
 
     def _op_getcontentsummary(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETCONTENTSUMMARY on the NameNode."""
         self._send_json({"ContentSummary": self.hdfs.fs.content_summary(path)})
 
     def _op_getaclstatus(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETACLSTATUS on the NameNode."""
         self._send_json({"AclStatus": self.hdfs.fs.acl_status(path)})
 
     def _op_gethomedirectory(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETHOMEDIRECTORY on the NameNode."""
         self._send_json({"Path": f"/user/{user}"})
 
     def _op_gettrashroot(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETTRASHROOT on the NameNode."""
         self._send_json({"Path": f"/user/{user}/.Trash"})
 
     def _op_open(self, path: str, params: dict[str, str], user: str) -> None:
+        """OPEN on the NameNode."""
         offset = _long_param(params, "offset", 0, minimum=0) or 0
         _long_param(params, "length", None, minimum=0)
         self.hdfs.fs.redirect_status(path, "OPEN", offset)
         self._redirect(params)
 
     def _op_getfilechecksum(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETFILECHECKSUM on the NameNode."""
         self.hdfs.fs.redirect_status(path, "GETFILECHECKSUM")
         self._redirect(params)
 
     # PUT
 
     def _op_create(self, path: str, params: dict[str, str], user: str) -> None:
+        """CREATE on the NameNode."""
         _check_valid_name(path)
         _bool_param(params, "overwrite", False)
         _bool_param(params, "createparent", True)
         self._redirect(params)
 
     def _op_mkdirs(self, path: str, params: dict[str, str], user: str) -> None:
+        """MKDIRS on the NameNode."""
         self._send_json({"boolean": self.hdfs.fs.mkdirs(path, user)})
 
     def _op_rename(self, path: str, params: dict[str, str], user: str) -> None:
+        """RENAME on the NameNode."""
         destination = params.get("destination")
         if not destination or not destination.startswith("/"):
             raise RemoteException(
@@ -1253,6 +1241,7 @@ class _NameNodeHandler(_BaseHandler):
         self._send_json({"boolean": self.hdfs.fs.rename(path, _normalize(destination), user)})
 
     def _op_setpermission(self, path: str, params: dict[str, str], user: str) -> None:
+        """SETPERMISSION on the NameNode."""
         permission = params.get("permission")
         if permission and not (permission.isdigit() and set(permission) <= set("01234567")):
             raise RemoteException(
@@ -1263,30 +1252,35 @@ class _NameNodeHandler(_BaseHandler):
         self._send(200, content_type=_OCTETS)
 
     def _op_setowner(self, path: str, params: dict[str, str], user: str) -> None:
+        """SETOWNER on the NameNode."""
         if not params.get("owner") and not params.get("group"):
             raise RemoteException("IllegalArgumentException", "Both owner and group are empty.")
         self.hdfs.fs.check_attribute_change(path, user)
         self._send(200, content_type=_OCTETS)
 
     def _op_settimes(self, path: str, params: dict[str, str], user: str) -> None:
+        """SETTIMES on the NameNode."""
         mtime = _long_param(params, "modificationtime", -1, minimum=-1)
         atime = _long_param(params, "accesstime", -1, minimum=-1)
         self.hdfs.fs.set_times(path, user, cast(int, mtime), cast(int, atime))
         self._send(200, content_type=_OCTETS)
 
     def _op_setreplication(self, path: str, params: dict[str, str], user: str) -> None:
+        """SETREPLICATION on the NameNode."""
         _long_param(params, "replication", None, minimum=1)
         self._send_json({"boolean": self.hdfs.fs.set_replication(path, user)})
 
     # POST
 
     def _op_append(self, path: str, params: dict[str, str], user: str) -> None:
+        """APPEND on the NameNode."""
         self.hdfs.fs.redirect_status(path, "APPEND")
         self._redirect(params)
 
     # DELETE
 
     def _op_delete(self, path: str, params: dict[str, str], user: str) -> None:
+        """DELETE on the NameNode."""
         recursive = _bool_param(params, "recursive", False)
         self._send_json({"boolean": self.hdfs.fs.delete(path, recursive, user)})
 
@@ -1309,6 +1303,7 @@ class _DataNodeHandler(_BaseHandler):
         super().handle_op(method, op, path, params, query)
 
     def _unsupported(self, op: str) -> RemoteException:
+        """The DataNode's answer to an op it does not serve."""
         return RemoteException("IllegalArgumentException", f"Invalid operation {op}")
 
     def _receive(self, upload: _Upload) -> None:
@@ -1329,6 +1324,7 @@ class _DataNodeHandler(_BaseHandler):
             raise
 
     def _op_create(self, path: str, params: dict[str, str], user: str) -> None:
+        """CREATE on the DataNode."""
         upload = self.hdfs.fs.begin_create(
             path,
             overwrite=_bool_param(params, "overwrite", False),
@@ -1341,14 +1337,17 @@ class _DataNodeHandler(_BaseHandler):
         self._send(201, content_type=None, headers={"Location": location})
 
     def _op_append(self, path: str, params: dict[str, str], user: str) -> None:
+        """APPEND on the DataNode."""
         upload = self.hdfs.fs.begin_append(path, user=user, client=self.client_address[0])
         self._receive(upload)
         self._send(200, content_type=None)
 
     def _op_getfilechecksum(self, path: str, params: dict[str, str], user: str) -> None:
+        """GETFILECHECKSUM on the DataNode."""
         self._send_json({"FileChecksum": self.hdfs.fs.checksum(path)})
 
     def _op_open(self, path: str, params: dict[str, str], user: str) -> None:
+        """OPEN on the DataNode."""
         offset = cast(int, _long_param(params, "offset", 0, minimum=0))
         length = _long_param(params, "length", None, minimum=0)
         handle, size = self.hdfs.fs.open_file(path)

@@ -1,0 +1,99 @@
+"""The command line: subcommands, exit codes, messages without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sync import __version__
+from tests.conftest import RunCli, stream_job
+
+
+def _job(tmp_path: Path, job: dict, name: str = "job.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(job), encoding="utf-8")
+    return path
+
+
+def test_version_and_plugins(run_cli: RunCli) -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"syncx {__version__}"
+    listed = run_cli("plugins").stdout
+    for name in ("streamreader", "streamwriter", "filereader", "filewriter"):
+        assert name in listed
+
+
+def test_run_prints_rows_summary_and_metrics_file(tmp_path: Path, run_cli: RunCli) -> None:
+    done = run_cli("run", _job(tmp_path, stream_job(counts=[4])), "--metrics-file", "m.json")
+    assert done.returncode == 0, done.stderr
+    assert [line.split(",")[0] for line in done.stdout.splitlines()] == ["0", "1", "2", "3"]
+    assert "syncx: job job succeeded: read 4 rows, wrote 4" in done.stderr
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["status"] == "succeeded"
+    assert report["semantic"] == "at-least-once"
+    for name in (
+        "numRead",
+        "numWrite",
+        "byteRead",
+        "byteWrite",
+        "nErrors",
+        "conversionErrors",
+        "nullErrors",
+        "duplicateErrors",
+        "readDuration",
+        "writeDuration",
+    ):
+        assert name in report["metrics"]
+    assert report["metrics"]["numWrite"] == 4
+
+
+def test_validate_says_what_delivery_the_writer_gives(tmp_path: Path, run_cli: RunCli) -> None:
+    printing = run_cli("validate", _job(tmp_path, stream_job()))
+    assert printing.returncode == 0
+    assert "at-least-once" in printing.stdout
+    files = stream_job(writer={"name": "filewriter", "parameter": {"path": "out"}})
+    staged = run_cli("validate", _job(tmp_path, files, "files.json"))
+    assert staged.returncode == 0
+    assert "exactly-once" in staged.stdout
+    assert not (tmp_path / "out").exists()  # validate touches nothing
+
+
+def test_bad_job_exits_2_without_traceback(tmp_path: Path, run_cli: RunCli) -> None:
+    bad = stream_job(setting={"speed": {"channel": 0}})
+    for args in (("run", _job(tmp_path, bad)), ("validate", "missing.yaml"), ("run", tmp_path)):
+        done = run_cli(*args)
+        assert done.returncode == 2, done
+        assert done.stderr.startswith("syncx: ")
+        assert "Traceback" not in done.stderr
+
+
+def test_bad_param_syntax_and_unset_placeholder(tmp_path: Path, run_cli: RunCli) -> None:
+    job = stream_job(writer={"name": "filewriter", "parameter": {"path": "${target}"}})
+    path = _job(tmp_path, job)
+    done = run_cli("run", path, "-p", "novalue")
+    assert done.returncode == 2
+    assert "-p expects name=value" in done.stderr
+    done = run_cli("run", path)
+    assert done.returncode == 2
+    assert "placeholder ${target} is not set" in done.stderr
+    assert "job.content[0].writer.parameter.path" in done.stderr
+    done = run_cli("run", path, "-p", "target=out")
+    assert done.returncode == 0, done.stderr
+
+
+def test_schema_command(run_cli: RunCli) -> None:
+    whole = json.loads(run_cli("schema").stdout)
+    assert whole["title"] == "syncx job file"
+    one = json.loads(run_cli("schema", "streamreader").stdout)
+    assert "sliceRecordCount" in one["properties"]
+    unknown = run_cli("schema", "nosuchwriter")
+    assert unknown.returncode == 2
+    assert "known writers" in unknown.stderr
+
+
+def test_bad_constant_value_names_its_path(tmp_path: Path, run_cli: RunCli) -> None:
+    columns = [{"name": "id", "type": "id"}, {"name": "n", "type": "int", "value": "seven"}]
+    done = run_cli("run", _job(tmp_path, stream_job(columns=columns)))
+    assert done.returncode == 2
+    assert "job.content[0].reader.parameter.column[1].value: cannot be read as int" in done.stderr
