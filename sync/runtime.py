@@ -397,7 +397,7 @@ class Execution:
                         break
                     if self._halt.is_set():
                         raise _Cancelled
-                    if batch is not None and batch.num_rows:
+                    if isinstance(batch, pa.RecordBatch) and batch.num_rows:
                         fail_point("reader-batch")
                         self._emit(index, targets, batch)
                         state.position = opened.snapshot()

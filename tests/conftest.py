@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 COMPAT = REPO.parent / "shared" / "compat"
@@ -52,8 +53,6 @@ def write_job(tmp_path: Path) -> Callable[[dict[str, Any], str], Path]:
     def write(job: dict[str, Any], name: str = "job.json") -> Path:
         path = tmp_path / name
         if name.endswith((".yaml", ".yml")):
-            import yaml
-
             path.write_text(yaml.safe_dump(job), encoding="utf-8")
         else:
             path.write_text(json.dumps(job, indent=1), encoding="utf-8")

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 
+import pytest
+
 from sync import __version__
-from tests.conftest import RunCli, stream_job
+from sync.errors import JobFileError
+from sync.registry import require
+from tests.conftest import RunCli, stream_job, syncx_command
 
 
 def _job(tmp_path: Path, job: dict, name: str = "job.json") -> Path:
@@ -97,3 +104,38 @@ def test_bad_constant_value_names_its_path(tmp_path: Path, run_cli: RunCli) -> N
     done = run_cli("run", _job(tmp_path, stream_job(columns=columns)))
     assert done.returncode == 2
     assert "job.content[0].reader.parameter.column[1].value: cannot be read as int" in done.stderr
+
+
+def test_progress_line_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal stderr shows a live line with rows, rows/s and bytes."""
+    job = stream_job(counts=[6000], writer={"name": "streamwriter", "parameter": {"print": False}})
+    job["job"]["content"][0]["reader"]["parameter"]["permitsPerSecond"] = 3000
+    path = _job(tmp_path, job)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        syncx_command("run", str(path)),
+        cwd=tmp_path,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(timeout=60) == 0
+    text = output.decode(errors="replace")
+    assert "rows/s" in text
+    assert "\r" in text
+    assert "succeeded: read 6,000 rows" in text
+
+
+def test_missing_driver_names_the_extra() -> None:
+    with pytest.raises(JobFileError, match=r"pip install 'syncx\[mysql\]'"):
+        require("no_such_driver_module", "mysql", "mysqlreader")

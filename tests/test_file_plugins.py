@@ -11,6 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from readers.file import FileReader, FileReaderParams
+from sync.errors import JobFileError
 from sync.model import Setting
 from sync.plugin import JobContext, SplitReader
 from writers.file import STAGING, FileWriter, FileWriterParams
@@ -185,8 +186,6 @@ def test_reader_skips_hidden_files_and_filters(tmp_path: Path) -> None:
 
 
 def test_missing_path_names_the_parameter(tmp_path: Path) -> None:
-    from sync.errors import JobFileError
-
     params = FileReaderParams.model_validate({"path": str(tmp_path / "nothing"), "fileType": "csv"})
     with pytest.raises(
         JobFileError, match=r"job.content\[0\].reader.parameter.path: no files match"

@@ -12,8 +12,10 @@ from sync.jobfile import load_job, strip_json_comments
 from tests.conftest import COMPAT, stream_job
 
 CHUNJUN_STREAM_JOBS = sorted(
-    [p for p in (COMPAT / "chunjun").glob("stream__*.json")]
-    + [p for p in (COMPAT / "chunjun-1.10-docs").glob("example__stream_stream.json")]
+    [
+        *(COMPAT / "chunjun").glob("stream__*.json"),
+        COMPAT / "chunjun-1.10-docs" / "example__stream_stream.json",
+    ]
 )
 
 

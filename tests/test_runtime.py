@@ -13,6 +13,9 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pytest
 
+from readers.stream import StreamReader, StreamReaderParams
+from sync.model import Setting
+from sync.plugin import JobContext
 from tests.conftest import RunCli, stream_job, syncx_command
 
 
@@ -27,10 +30,6 @@ def _write(path: Path, job: dict) -> Path:
 
 def _stream_rows(counts: list[int]) -> set[tuple[int, str]]:
     """What the stream reader generates for these channel counts: (id, s) pairs, via a real run."""
-    from readers.stream import StreamReader, StreamReaderParams
-    from sync.model import Setting
-    from sync.plugin import JobContext
-
     params = StreamReaderParams.model_validate(
         {
             "column": [{"name": "id", "type": "id"}, {"name": "s", "type": "string"}],
@@ -230,7 +229,7 @@ def _start(tmp_path: Path, job: dict) -> subprocess.Popen[str]:
 
 
 def _visible_ids(folder: Path) -> list[int]:
-    files = [p for p in folder.glob("*.parquet")]
+    files = list(folder.glob("*.parquet"))
     if not files:
         return []
     return sorted(ds.dataset(files, format="parquet").to_table()["id"].to_pylist())

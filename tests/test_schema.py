@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
+import pytest
 import yaml
 
 from sync.jobfile import strip_json_comments
@@ -22,8 +24,6 @@ def test_checked_in_schemas_are_current(tmp_path: Path) -> None:
 
 
 def test_example_jobs_validate_against_the_schema() -> None:
-    import jsonschema
-
     schema = job_schema()
     for path in sorted((REPO / "jobs").iterdir()):
         text = path.read_text()
@@ -36,9 +36,6 @@ def test_example_jobs_validate_against_the_schema() -> None:
 
 
 def test_schema_rejects_an_unknown_plugin_parameter() -> None:
-    import jsonschema
-    import pytest
-
     schema = job_schema()
     job = {
         "job": {

@@ -160,7 +160,7 @@ class _FileTask(WriterTask):
         self._files: list[list[str]] = []
         self._sequence = 0
         self._token = uuid.uuid4().hex[:8]
-        self._options = {
+        self._options: dict[str, object] = {
             "compress": None if self._params.compress == "none" else self._params.compress,
             "rowGroupSize": self._params.row_group_size,
             "enableDictionary": self._params.enable_dictionary,
