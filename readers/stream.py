@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 from typing_extensions import override
 
 from sync.errors import JobFileError
@@ -49,7 +49,20 @@ class StreamReaderParams(Params):
     """``parameter`` of ``streamreader``."""
 
     column: list[StreamColumn] = Field(min_length=1)
-    slice_record_count: list[Annotated[int, Field(ge=0)]] = Field(
+    slice_record_count: list[
+        Annotated[
+            int,
+            Field(ge=0),
+            WithJsonSchema(
+                {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": "^[0-9]+$"},
+                    ]
+                }
+            ),
+        ]
+    ] = Field(
         default_factory=list,
         description="Rows per channel (one number per channel, or one for all); 0 = unbounded.",
     )

@@ -22,7 +22,14 @@ import typer
 
 from sync import __version__, registry
 from sync.errors import JobInterruptedError, SyncxError
-from sync.job import RunOptions, RunReport, default_state_dir, run_job, secret_values
+from sync.job import (
+    RunOptions,
+    RunReport,
+    default_state_dir,
+    job_semantic,
+    run_job,
+    secret_values,
+)
 from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, ProgressLine
 from sync.plugin import JobContext
@@ -254,7 +261,7 @@ def validate(job: JobArg, param: ParamOpt = None, debug: DebugOpt = False) -> No
         reader = loaded.reader_cls(loaded.reader_params, ctx)
         content = loaded.file.content
         setting = loaded.file.job.setting
-        semantic = writer.effective_semantic()
+        semantic = job_semantic(reader, writer)
         lines = [
             f"{job}: valid",
             f"  reader: {registry.canonical_name('reader', content.reader.name)} "
@@ -264,7 +271,7 @@ def validate(job: JobArg, param: ParamOpt = None, debug: DebugOpt = False) -> No
         ]
         if semantic == "at-least-once":
             lines.append(
-                "  note: this writer is at-least-once: rows after the last checkpoint may repeat on restore"
+                "  note: at-least-once: rows after the last checkpoint may repeat on restore"
             )
         typer.echo("\n".join(lines))
 

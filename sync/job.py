@@ -22,7 +22,7 @@ from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
 from sync.metrics import Metrics
-from sync.plugin import JobContext, Semantic
+from sync.plugin import Handle, JobContext, Reader, Semantic, Writer
 from sync.ratelimit import RateLimiter
 from sync.registry import canonical_name
 from sync.runtime import Execution, is_retriable, new_run_id
@@ -36,6 +36,7 @@ __all__ = [
     "default_state_dir",
     "fingerprint",
     "fingerprint_diff",
+    "job_semantic",
     "run_job",
     "secret_values",
 ]
@@ -132,6 +133,12 @@ def fingerprint_diff(old: Any, new: Any, path: str = "") -> list[str]:
             diffs.extend(fingerprint_diff(old.get(key), new.get(key), sub))
         return diffs
     return [] if old == new else [path]
+
+
+def job_semantic(reader: Reader, writer: Writer) -> Semantic:
+    """The job's delivery guarantee: the weaker of what the reader and the writer give."""
+    semantics = {reader.effective_semantic(), writer.effective_semantic()}
+    return "at-least-once" if "at-least-once" in semantics else "exactly-once"
 
 
 def run_job(job: LoadedJob, options: RunOptions) -> RunReport:
@@ -284,7 +291,6 @@ class _Runner:
         """One execution from ``checkpoint`` (or anew); returns (completed, last checkpoint)."""
         job, setting = self.job, self.setting
         halt = threading.Event()
-        fresh = checkpoint is None
         job_state, handles = self._recovery(checkpoint)
         ctx = JobContext(
             job_name=job.name,
@@ -298,14 +304,29 @@ class _Runner:
         )
         reader = job.reader_cls(job.reader_params, ctx)
         writer = job.writer_cls(job.writer_params, ctx)
-        self.semantic = writer.effective_semantic()
+        try:
+            return self._execute(checkpoint, reader, writer, handles, halt)
+        finally:
+            reader.close()
+            writer.close()
+
+    def _execute(
+        self,
+        checkpoint: Checkpoint | None,
+        reader: Reader,
+        writer: Writer,
+        handles: list[Handle],
+        halt: threading.Event,
+    ) -> tuple[bool, int | None]:
+        job, setting = self.job, self.setting
+        self.semantic = job_semantic(reader, writer)
         reader.check()
         writer.check()
         if checkpoint is not None:
             splits, positions = checkpoint.splits, checkpoint.positions
         else:
             splits, positions = reader.plan(setting.speed.readers), {}
-        writer.begin(handles, fresh=fresh)
+        writer.begin(handles, fresh=checkpoint is None)
         execution = Execution(
             reader=reader,
             writer=writer,

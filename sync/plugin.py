@@ -153,13 +153,23 @@ class Reader(ABC, Generic[P]):
         del positions
         return None
 
+    def effective_semantic(self) -> Semantic:
+        """``at-least-once`` when some split cannot resume exactly (re-read from its start)."""
+        return "exactly-once"
+
+    def close(self) -> None:
+        """Release pools and clients; called once at the end of every attempt."""
+
 
 class WriterTask(ABC):
     """One writer subtask: receives batches, takes part in checkpoints in two phases."""
 
     @abstractmethod
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
-        """Write a batch; return the records the target rejected (the rest are written)."""
+        """Write a batch; return the records the target rejected (the rest are written).
+
+        Records rejected later (at ``prepare``) go to ``JobContext.report_dirty``.
+        """
 
     @abstractmethod
     def prepare(self, checkpoint_id: int) -> Handle:
@@ -199,7 +209,7 @@ class Writer(ABC, Generic[P]):
         return self.semantic
 
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
-        """Once per run, before any task opens: recover, then prepare the target.
+        """Once per attempt (a restart is a new attempt), before any task opens.
 
         Commit ``handles`` (a stored checkpoint's: restored, or the last run's final one whose
         commit may not have finished) and abort anything else this job prepared and left behind.
@@ -213,3 +223,6 @@ class Writer(ABC, Generic[P]):
 
     def finish(self) -> None:
         """Once, after the final checkpoint is committed (postSql)."""
+
+    def close(self) -> None:
+        """Release pools and clients; called once at the end of every attempt."""

@@ -214,7 +214,7 @@ class Execution:
 
     def run(self) -> ExecutionResult:
         """Run until the job ends, fails, or is stopped; return how it ended."""
-        schema = self.reader.schema()
+        schema = None if self.transform is not None else self.reader.schema()
         for index in range(self.n_writers):
             self._spawn(f"writer-{index}", self._writer_loop, index, schema)
         for index in range(self.n_readers):

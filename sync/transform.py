@@ -52,7 +52,11 @@ def build_transform(
         connection.register(name, pa.Table.from_batches([batch]))
         try:
             relation = connection.sql(sql)
-            result = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+            result = (
+                relation.to_arrow_table()
+                if hasattr(relation, "to_arrow_table")
+                else relation.arrow()
+            )
         except duckdb.Error as exc:
             msg = f"job.content[0].transformer.transformSql failed: {exc}"
             raise JobFileError(msg) from exc

@@ -1,0 +1,52 @@
+"""Every example job in jobs/ runs (those needing a server run in that server's test module)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+
+from tests.conftest import REPO, RunCli
+
+JOBS = REPO / "jobs"
+
+
+def _quickstart(tmp_path: Path, run_cli: RunCli) -> None:
+    done = run_cli("run", JOBS / "quickstart.yaml", "-p", f"out={tmp_path / 'out'}")
+    assert done.returncode == 0, done.stderr
+    table = ds.dataset(tmp_path / "out", format="parquet").to_table()
+    assert table.num_rows == 200_000
+    assert table.column_names == ["id", "customer", "qty", "price", "paid", "created_at", "channel"]
+    again = run_cli("run", JOBS / "quickstart.yaml", "-p", f"out={tmp_path / 'out'}")
+    assert again.returncode == 0, again.stderr
+    assert ds.dataset(tmp_path / "out", format="parquet").count_rows() == 200_000  # overwrite
+
+
+def _chunjun_stream(tmp_path: Path, run_cli: RunCli) -> None:
+    done = run_cli("run", JOBS / "chunjun_stream.json")
+    assert done.returncode == 0, done.stderr
+    ids = [int(line.split(",")[0]) for line in done.stdout.splitlines()]
+    assert ids == list(range(1, 30, 2))  # the transformer kept odd ids
+    assert all(len(line.split(",")) == 3 for line in done.stdout.splitlines())
+
+
+RUNS: dict[str, Callable[[Path, RunCli], None]] = {
+    "quickstart.yaml": _quickstart,
+    "chunjun_stream.json": _chunjun_stream,
+}
+NEEDS_SERVER = {
+    # job file → the test module that runs it
+    "sqlite_to_sqlite.yaml": "tests/test_sql_plugins.py",
+}
+
+
+def test_every_job_is_run_somewhere() -> None:
+    files = {p.name for p in JOBS.iterdir()}
+    assert files == set(RUNS) | set(NEEDS_SERVER), "add the new job to RUNS or NEEDS_SERVER"
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_job_runs(name: str, tmp_path: Path, run_cli: RunCli) -> None:
+    RUNS[name](tmp_path, run_cli)
