@@ -21,7 +21,7 @@ from pydantic import BaseModel, SecretStr
 from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
-from sync.metrics import Metrics
+from sync.metrics import Metric, Metrics
 from sync.plugin import Handle, JobContext, Reader, Semantic, Writer
 from sync.ratelimit import RateLimiter
 from sync.registry import canonical_name
@@ -300,6 +300,7 @@ class _Runner:
             job_state=job_state,
             batch_rows=self.limiter.batch_rows(4096),
             report_dirty=self.dirty.report,
+            report_lag=lambda seconds: self.metrics.set(Metric.CDC_LAG, seconds),
             stopping=halt,
         )
         reader = job.reader_cls(job.reader_params, ctx)

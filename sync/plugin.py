@@ -95,6 +95,8 @@ class JobContext:
     """How many rows a reader should put in one batch (smaller under a tight record limit)."""
     report_dirty: Callable[[DirtyRecord], None] = field(default=lambda _record: None)
     """Readers hand records they cannot convert to this; they count against errorLimit."""
+    report_lag: Callable[[float], None] = field(default=lambda _seconds: None)
+    """CDC readers report seconds between an event's time and its processing (``cdcLag``)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the job is stopping: long waits inside a plugin should end early."""
 
