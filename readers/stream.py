@@ -35,6 +35,8 @@ __all__ = ["StreamColumn", "StreamReader", "StreamReaderParams"]
 
 _EPOCH = dt.datetime(2024, 1, 1)
 _UNBOUNDED = 0
+_BLOCK = 4096
+"""Rows generated together from one seed: values depend on (channel, row), not on batch sizes."""
 
 
 class StreamColumn(Params):
@@ -136,6 +138,7 @@ class _StreamSplit(SplitReader):
         self._total = int(split.data["rows"])
         self._next = start
         self._stopping: threading.Event = reader.ctx.stopping
+        self._cached: tuple[int, pa.RecordBatch] | None = None
 
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
@@ -170,15 +173,36 @@ class _StreamSplit(SplitReader):
         return self._next
 
     def _generate(self, start: int, count: int) -> pa.RecordBatch:
-        rng = np.random.default_rng([self._channel, start])
+        """Rows ``start`` .. ``start + count``, cut from blocks that depend only on the row."""
+        blocks = []
+        first, last = start // _BLOCK, (start + count - 1) // _BLOCK
+        for block in range(first, last + 1):
+            whole = self._block(block)
+            lo = max(start, block * _BLOCK) - block * _BLOCK
+            hi = min(start + count, (block + 1) * _BLOCK) - block * _BLOCK
+            blocks.append(whole.slice(lo, hi - lo))
+        return (
+            blocks[0]
+            if len(blocks) == 1
+            else pa.Table.from_batches(blocks).combine_chunks().to_batches()[0]
+        )
+
+    def _block(self, block: int) -> pa.RecordBatch:
+        """Block ``block`` of this channel: a pure function of (channel, block), so resumes and
+        restores with another batch size continue with exactly the same rows."""
+        if self._cached is not None and self._cached[0] == block:
+            return self._cached[1]
+        rng = np.random.default_rng([self._channel, block])
+        start = block * _BLOCK
         arrays = []
         for spec, field in zip(self._reader.params.column, self._reader.schema(), strict=True):
             if spec.value is not None:
-                constant = pa.array([str(spec.value)] * count)
-                arrays.append(pc.cast(constant, field.type))
+                arrays.append(pc.cast(pa.array([str(spec.value)] * _BLOCK), field.type))
             else:
-                arrays.append(_random_column(_type_name(spec.type), field.type, rng, start, count))
-        return pa.RecordBatch.from_arrays(arrays, schema=self._reader.schema())
+                arrays.append(_random_column(_type_name(spec.type), field.type, rng, start, _BLOCK))
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self._reader.schema())
+        self._cached = (block, batch)
+        return batch
 
 
 def _type_name(name: str) -> str:
