@@ -5,27 +5,32 @@ as Hive does) or a glob, or a list of these. A split's position is the number of
 from its file, so a restore continues at the next row. With typed ``column`` entries, values are
 converted to those types and a value that does not convert is a dirty record (the rest of the
 file goes on).
+
+The filesystem (:meth:`FileReader.make_filesystem`), the split plan and the column selection
+(:meth:`FileReader.select`) are hooks: ``hdfsreader`` reads the same way through WebHDFS.
 """
 
 from __future__ import annotations
 
-import glob
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
 from sync.errors import JobFileError
-from sync.formats import format_named
+from sync.formats import FileFormat, format_named
+from sync.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from sync.model import Params
 from sync.plugin import JobContext, Reader, Split, SplitReader
 from sync.types import arrow_type, conform
 
-__all__ = ["FileColumn", "FileReader", "FileReaderParams"]
+__all__ = ["BaseFileReader", "FileColumn", "FileReader", "FileReaderParams"]
+
+WHERE = "job.content[0].reader.parameter"
+P = TypeVar("P", bound=Params)
 
 
 class FileColumn(Params):
@@ -49,8 +54,97 @@ class FileReaderParams(Params):
     filter_regex: str | None = Field(default=None, description="Only files whose name matches.")
 
 
-class FileReader(Reader[FileReaderParams]):
-    """Reads files as splits."""
+class BaseFileReader(Reader[P]):
+    """Files as splits, one per file, on any :class:`~sync.fs.FileSystem` (hooks below)."""
+
+    format: FileFormat
+    columns: list[FileColumn]
+
+    def __init__(self, params: P, ctx: JobContext) -> None:
+        super().__init__(params, ctx)
+        self._fs: FileSystem | None = None
+
+    def make_filesystem(self) -> FileSystem:
+        """The filesystem the files are on (created on first use: no I/O in constructors)."""
+        return LocalFileSystem()
+
+    @property
+    def fs(self) -> FileSystem:
+        """The filesystem, created on first use."""
+        if self._fs is None:
+            self._fs = self.make_filesystem()
+        return self._fs
+
+    def patterns(self) -> list[str]:
+        """The files, folders and globs to read."""
+        raise NotImplementedError
+
+    def filter_regex(self) -> str | None:
+        """Only files whose name matches this are read."""
+        return None
+
+    def files(self) -> list[FileInfo]:
+        """Every file to read, in order, after ``filterRegex``."""
+        found = expand_paths(self.fs, self.patterns())
+        regex = self.filter_regex()
+        if regex:
+            compiled = re.compile(regex)
+            found = [f for f in found if compiled.search(f.path.rsplit("/", 1)[-1])]
+        return found
+
+    @override
+    def check(self) -> None:
+        if not self.files():
+            shown = ", ".join(self.patterns())
+            msg = f"{WHERE}.path: no files match {shown}"
+            raise JobFileError(msg)
+
+    @override
+    def plan(self, parallelism: int) -> list[Split]:
+        return [Split(f"file-{i}", {"path": info.path}) for i, info in enumerate(self.files())]
+
+    @override
+    def open(self, split: Split, position: int | None) -> SplitReader:
+        return _FileSplit(self, split, int(position or 0))
+
+    def read_options(self, split: Split) -> dict[str, object]:
+        """Options for the format's reader of one split."""
+        del split
+        return {}
+
+    def select(self, batch: pa.RecordBatch, path: str) -> pa.RecordBatch:
+        """The configured columns of a batch read from ``path``, converted to their types;
+        values that do not convert are reported as dirty and their rows dropped."""
+        if not self.columns:
+            return batch
+        arrays, fields = [], []
+        for position, column in enumerate(self.columns):
+            index = (
+                column.index
+                if column.index is not None
+                else batch.schema.get_field_index(column.name or "")
+            )
+            if index < 0 or index >= batch.num_columns:
+                what = column.name if column.index is None else f"index {column.index}"
+                msg = f"{WHERE}.column[{position}]: {what} not in {path}"
+                raise JobFileError(msg)
+            arrays.append(batch.column(index))
+            name = column.name or batch.schema.field(index).name
+            kind = arrow_type(column.type) if column.type else batch.schema.field(index).type
+            fields.append(pa.field(name, kind))
+        selected = pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields])
+        return self.convert(selected, pa.schema(fields))
+
+    def convert(self, batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+        """Cast to ``schema``; rows that do not convert go to the dirty sink."""
+        converted, dirty = conform(batch, schema)
+        for record in dirty:
+            self.ctx.report_dirty(record)
+        return converted
+
+
+class FileReader(BaseFileReader[FileReaderParams]):
+    """Reads local files as splits."""
 
     Parameters = FileReaderParams
 
@@ -59,94 +153,42 @@ class FileReader(Reader[FileReaderParams]):
         self.format = format_named(params.file_type)
         self.columns = [FileColumn(name=c) if isinstance(c, str) else c for c in params.column]
 
-    def _files(self) -> list[str]:
-        patterns = [self.params.path] if isinstance(self.params.path, str) else self.params.path
-        found: list[str] = []
-        for pattern in patterns:
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            for match in matches:
-                entry = Path(match)
-                if entry.is_dir():
-                    found.extend(
-                        str(p)
-                        for p in sorted(entry.rglob("*"))
-                        if p.is_file() and _visible(p, entry)
-                    )
-                elif entry.is_file():
-                    found.append(str(entry))
-        if self.params.filter_regex:
-            regex = re.compile(self.params.filter_regex)
-            found = [f for f in found if regex.search(Path(f).name)]
-        return found
+    @override
+    def patterns(self) -> list[str]:
+        return [self.params.path] if isinstance(self.params.path, str) else list(self.params.path)
 
     @override
-    def check(self) -> None:
-        if not self._files():
-            msg = f"job.content[0].reader.parameter.path: no files match {self.params.path}"
-            raise JobFileError(msg)
+    def filter_regex(self) -> str | None:
+        return self.params.filter_regex
 
     @override
-    def plan(self, parallelism: int) -> list[Split]:
-        return [Split(f"file-{i}", {"path": path}) for i, path in enumerate(self._files())]
-
-    @override
-    def open(self, split: Split, position: int | None) -> SplitReader:
-        return _FileSplit(self, str(split.data["path"]), int(position or 0))
-
-
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+    def read_options(self, split: Split) -> dict[str, object]:
+        options: dict[str, object] = {
+            "header": self.params.header,
+            "fieldDelimiter": self.params.field_delimiter,
+        }
+        typed = [c for c in self.columns if c.type]
+        if self.params.file_type == "csv" and typed:
+            options["types"] = {c.name: pa.string() for c in typed if c.name}
+        return options
 
 
 class _FileSplit(SplitReader):
-    def __init__(self, reader: FileReader, path: str, start: int) -> None:
+    def __init__(self, reader: BaseFileReader[Any], split: Split, start: int) -> None:
         self._reader = reader
-        self._path = path
+        self._split = split
+        self._path = str(split.data["path"])
         self._rows = start
-        self._file = Path(path).open("rb")  # noqa: SIM115 - closed in close()
+        self._file = reader.fs.open_read(self._path)
 
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
         reader = self._reader
-        typed = [c for c in reader.columns if c.type]
-        options: dict[str, object] = {
-            "header": reader.params.header,
-            "fieldDelimiter": reader.params.field_delimiter,
-        }
-        if reader.params.file_type == "csv" and typed:
-            options["types"] = {c.name: pa.string() for c in typed if c.name}
+        options = reader.read_options(self._split)
         for batch in reader.format.read(self._file, self._rows, reader.ctx.batch_rows, options):
-            selected = self._select(batch)
+            selected = reader.select(batch, self._path)
             self._rows += batch.num_rows
             yield selected
-
-    def _select(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        columns = self._reader.columns
-        if not columns:
-            return batch
-        arrays, fields = [], []
-        for position, column in enumerate(columns):
-            index = (
-                column.index
-                if column.index is not None
-                else batch.schema.get_field_index(column.name or "")
-            )
-            if index < 0 or index >= batch.num_columns:
-                what = column.name if column.index is None else f"index {column.index}"
-                msg = f"job.content[0].reader.parameter.column[{position}]: {what} not in {self._path}"
-                raise JobFileError(msg)
-            arrays.append(batch.column(index))
-            name = column.name or batch.schema.field(index).name
-            fields.append(
-                pa.field(
-                    name, arrow_type(column.type) if column.type else batch.schema.field(index).type
-                )
-            )
-        selected = pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields])
-        converted, dirty = conform(selected, pa.schema(fields))
-        for record in dirty:
-            self._reader.ctx.report_dirty(record)
-        return converted
 
     @override
     def snapshot(self) -> int:

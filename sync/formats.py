@@ -1,25 +1,55 @@
 """File formats shared by the file and HDFS plugins: writing batches, reading them back by row.
 
-Every format writes Arrow batches column-wise (Parquet and CSV through Arrow's C++ writers) and
-reads them as a stream of batches from a row offset, which is a file split's position.
+Every format writes Arrow batches column-wise (Parquet, ORC and CSV through Arrow's C++ writers,
+Hive text through Arrow compute kernels) and reads them as a stream of batches from a row
+offset, which is a file split's position.
+
+- ``parquet``: row groups are buffered up to ``rowGroupSize`` rows (or ``rowGroupBytes`` of
+  Arrow data), so small input batches do not make tiny row groups. Timestamps are INT64
+  ``TIMESTAMP(MICROS)`` (Hive 3+, Spark, Trino read them), or INT96 with ``timestampType: int96``
+  for older Hive and Impala. Decimals keep their precision and scale.
+- ``orc``: Arrow's ORC writer (``compress`` zlib, snappy, lz4, zstd or none); stripes of
+  ``stripeSize`` bytes. ORC has no TIME, unsigned or 256-bit decimal types.
+- ``text``: Hive's default text layout (LazySimpleSerDe): fields joined by ``fieldDelimiter``
+  (default ``\\x01``), one row per line, no header, ``\\N`` for NULL, booleans ``true``/``false``,
+  timestamps ``yyyy-MM-dd HH:mm:ss[.f...]``, binary base64 as Hive writes it, optional gzip or
+  bzip2 (files end in ``.gz``/``.bz2`` so that Hadoop picks the codec). Values are written as
+  they are: like Hive's default table, a value holding the delimiter or a line break breaks its
+  row. Reading splits lines on the delimiter column-wise; a short line gives NULLs for its
+  missing fields and extra fields are ignored, as Hive does.
+- ``csv`` and ``json`` (JSON lines) for the local file plugins.
 """
 
 from __future__ import annotations
 
+import base64
+import bz2
 import io
 import json
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
+import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 
-__all__ = ["FORMATS", "FileFormat", "FormatWriter", "format_named"]
+from sync.errors import JobFileError
 
-FormatName = Literal["csv", "json", "parquet"]
+__all__ = ["FORMATS", "FileFormat", "FormatWriter", "Opener", "format_named"]
+
+FormatName = Literal["csv", "json", "parquet", "orc", "text"]
+Opener = Callable[[], BinaryIO]
+"""Opens one source file for reading (used by :meth:`FileFormat.merge`)."""
+
+_MIB = 1024 * 1024
+_READ_CHUNK = 4 * _MIB
+HIVE_NULL = "\\N"
 
 
 class FormatWriter(ABC):
@@ -32,6 +62,18 @@ class FormatWriter(ABC):
     @abstractmethod
     def close(self) -> None:
         """Finish the file (footer) and close the stream, making it durable."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes the file has (or is estimated to have) so far, buffered rows included."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Write buffered rows out, so that :meth:`size` is exact."""
+
+    @property
+    def size_ratio(self) -> float | None:
+        """File bytes per Arrow byte written so far (for the next file's estimates)."""
+        return None
 
 
 class FileFormat(ABC):
@@ -51,24 +93,99 @@ class FileFormat(ABC):
     ) -> Iterator[pa.RecordBatch]:
         """Batches of the file from row ``start_row`` on."""
 
+    def file_extension(self, options: dict[str, object]) -> str:
+        """The extension of a written file (compressed text adds ``.gz``/``.bz2``)."""
+        del options
+        return self.extension
+
+    def unsupported(self, kind: pa.DataType) -> str | None:
+        """Why a column of this type cannot be written in this format (None: it can)."""
+        del kind
+        return None
+
+    def matches(self, head: bytes) -> bool:
+        """Whether a file starting with ``head`` (its first bytes) is in this format."""
+        del head
+        return True
+
+    def units(self, stream: BinaryIO) -> list[int] | None:
+        """Compressed bytes of each independently readable unit (Parquet row group, ORC
+        stripe), for splitting one large file between readers; None when it has no such units."""
+        del stream
+        return None
+
+    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
+        """Write the rows of ``sources`` (files of this format), in order, as one file."""
+        writer: FormatWriter | None = None
+        try:
+            for opener in sources:
+                with opener() as stream:
+                    for batch in self.read(stream, 0, 65_536, options):
+                        if writer is None:
+                            writer = self.writer(target, batch.schema, options)
+                        writer.write(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                target.close()
+
+
+# -- Parquet -------------------------------------------------------------------------------------
+
 
 class _ParquetWriter(FormatWriter):
     def __init__(self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]) -> None:
         self._stream = stream
+        int96 = options.get("timestampType") == "int96"
         self._writer = pq.ParquetWriter(
             stream,
             schema,
-            compression=str(options.get("compress") or "snappy"),
+            compression=str(options.get("compress") or "none"),
             use_dictionary=bool(options.get("enableDictionary", True)),
+            use_deprecated_int96_timestamps=int96,
+            coerce_timestamps=None if int96 else "us",
         )
-        self._row_group = int(options.get("rowGroupSize") or 128 * 1024)  # type: ignore[call-overload]
+        self._max_rows = _int(options.get("rowGroupSize"), 128 * 1024)
+        self._max_bytes = _int(options.get("rowGroupBytes"), 0)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._arrow_flushed = 0
+        self._ratio = _float(options.get("sizeRatio"), 1.0)
 
     def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch, row_group_size=self._row_group)
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
+        if self._pending_rows >= self._max_rows or (
+            self._max_bytes and self._pending_bytes >= self._max_bytes
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._arrow_flushed += self._pending_bytes
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        if self._arrow_flushed:
+            self._ratio = self._stream.tell() / self._arrow_flushed
+
+    def size(self) -> int:
+        return self._stream.tell() + int(self._pending_bytes * self._ratio)
+
+    @property
+    def size_ratio(self) -> float | None:
+        return self._ratio if self._arrow_flushed else None
 
     def close(self) -> None:
-        self._writer.close()
-        self._stream.close()
+        try:
+            self.flush()
+            self._writer.close()
+        finally:
+            self._stream.close()
 
 
 class _Parquet(FileFormat):
@@ -79,14 +196,29 @@ class _Parquet(FileFormat):
     ) -> FormatWriter:
         return _ParquetWriter(stream, schema, options)
 
+    def matches(self, head: bytes) -> bool:
+        return head[:4] == b"PAR1"
+
+    def units(self, stream: BinaryIO) -> list[int] | None:
+        metadata = pq.ParquetFile(stream).metadata
+        return [
+            sum(
+                metadata.row_group(g).column(c).total_compressed_size
+                for c in range(metadata.num_columns)
+            )
+            for g in range(metadata.num_row_groups)
+        ]
+
     def read(
         self, stream: BinaryIO, start_row: int, batch_rows: int, options: dict[str, object]
     ) -> Iterator[pa.RecordBatch]:
         parquet = pq.ParquetFile(stream)
-        groups, skipped = [], 0
-        for index in range(parquet.num_row_groups):
+        first, last = _unit_range(options, parquet.num_row_groups)
+        groups: list[int] = []
+        skipped = 0
+        for index in range(first, last):
             rows = parquet.metadata.row_group(index).num_rows
-            if skipped + rows <= start_row:
+            if not groups and skipped + rows <= start_row:  # only the leading groups
                 skipped += rows
                 continue
             groups.append(index)
@@ -100,6 +232,376 @@ class _Parquet(FileFormat):
             yield batch.slice(to_skip) if to_skip else batch
             to_skip = 0
 
+    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
+        writer: FormatWriter | None = None
+        try:
+            for opener in sources:
+                with opener() as stream:
+                    parquet = pq.ParquetFile(stream)
+                    if writer is None:
+                        writer = self.writer(target, parquet.schema_arrow, options)
+                    for group in range(parquet.num_row_groups):
+                        for batch in parquet.read_row_group(group).to_batches():
+                            writer.write(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                target.close()
+
+
+# -- ORC -----------------------------------------------------------------------------------------
+
+
+class _OrcWriter(FormatWriter):
+    """ORC buffers a stripe inside Arrow's writer: sizes between stripes are estimated."""
+
+    def __init__(self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]) -> None:
+        del schema
+        self._stream = stream
+        self._writer = paorc.ORCWriter(
+            stream,
+            compression=str(options.get("compress") or "uncompressed"),
+            stripe_size=_int(options.get("stripeSize"), 64 * _MIB),
+            dictionary_key_size_threshold=0.8 if options.get("enableDictionary", True) else 0.0,
+        )
+        self._ratio = _float(options.get("sizeRatio"), 0.5)
+        self._arrow_total = 0
+        self._arrow_at_flush = 0
+        self._flushed = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write(pa.Table.from_batches([batch]))
+        self._arrow_total += batch.nbytes
+        position = self._stream.tell()
+        if position != self._flushed:
+            self._flushed = position
+            self._arrow_at_flush = self._arrow_total
+            self._ratio = position / self._arrow_total
+
+    def size(self) -> int:
+        return self._flushed + int((self._arrow_total - self._arrow_at_flush) * self._ratio)
+
+    @property
+    def size_ratio(self) -> float | None:
+        return self._ratio if self._flushed else None
+
+    def close(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._stream.close()
+
+
+_ORC_UNSUPPORTED: list[tuple[Callable[[pa.DataType], bool], str]] = [
+    (pa.types.is_time, "ORC has no TIME type; declare the column string"),
+    (
+        pa.types.is_unsigned_integer,
+        "ORC has no unsigned integers; declare the next larger signed type "
+        "(bigint unsigned: decimal(20,0))",
+    ),
+    (pa.types.is_decimal256, "ORC decimals hold at most 38 digits"),
+    (pa.types.is_float16, "ORC has no half floats; declare float"),
+    (pa.types.is_null, "declare the column's type (a column of only NULLs has none)"),
+    (pa.types.is_duration, "ORC has no duration type; declare bigint"),
+]
+
+
+class _Orc(FileFormat):
+    extension = "orc"
+
+    def writer(
+        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
+    ) -> FormatWriter:
+        return _OrcWriter(stream, schema, options)
+
+    def unsupported(self, kind: pa.DataType) -> str | None:
+        return next((why for test, why in _ORC_UNSUPPORTED if test(kind)), None)
+
+    def matches(self, head: bytes) -> bool:
+        return head[:3] == b"ORC"
+
+    def units(self, stream: BinaryIO) -> list[int] | None:
+        orc = paorc.ORCFile(stream)
+        if not orc.nstripes:
+            return []
+        return [orc.content_length // orc.nstripes] * orc.nstripes
+
+    def read(
+        self, stream: BinaryIO, start_row: int, batch_rows: int, options: dict[str, object]
+    ) -> Iterator[pa.RecordBatch]:
+        orc = paorc.ORCFile(stream)
+        first, last = _unit_range(options, orc.nstripes)
+        to_skip = start_row
+        for stripe in range(first, last):
+            batch = orc.read_stripe(stripe)
+            if to_skip >= batch.num_rows:
+                to_skip -= batch.num_rows
+                continue
+            if to_skip:
+                batch = batch.slice(to_skip)
+                to_skip = 0
+            for offset in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(offset, batch_rows)
+
+    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
+        writer: FormatWriter | None = None
+        try:
+            for opener in sources:
+                with opener() as stream:
+                    orc = paorc.ORCFile(stream)
+                    if writer is None:
+                        writer = self.writer(target, orc.schema, options)
+                    for stripe in range(orc.nstripes):
+                        writer.write(orc.read_stripe(stripe))
+        finally:
+            if writer is not None:
+                writer.close()
+            else:
+                target.close()
+
+
+# -- Hive text -----------------------------------------------------------------------------------
+
+
+class _TextWriter(FormatWriter):
+    def __init__(self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]) -> None:
+        del schema
+        self._stream = stream
+        self._delimiter = str(options.get("fieldDelimiter") or "\x01")
+        self._encoding = str(options.get("encoding") or "utf-8")
+        self._utf8 = self._encoding.replace("-", "").replace("_", "").lower() == "utf8"
+        self._options_where = options.get("encodingParameter")
+        compress = options.get("compress")
+        self._compressor: zlib._Compress | bz2.BZ2Compressor | None = None
+        if compress == "gzip":
+            self._compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        elif compress == "bzip2":
+            self._compressor = bz2.BZ2Compressor(9)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        data: bytes | memoryview = hive_text_lines(batch, self._delimiter)
+        if not self._utf8:
+            try:
+                data = bytes(data).decode("utf-8").encode(self._encoding)
+            except UnicodeEncodeError as exc:
+                where = str(self._options_where or "encoding")
+                bad = exc.object[exc.start : exc.end]
+                msg = (
+                    f"{where}: {self._encoding} cannot represent {bad!r} (a value written); "
+                    "choose an encoding that can, such as utf-8"
+                )
+                raise JobFileError(msg) from exc
+        if self._compressor is not None:
+            data = self._compressor.compress(data)
+        self._stream.write(data)
+
+    def size(self) -> int:
+        return self._stream.tell()
+
+    def close(self) -> None:
+        try:
+            if self._compressor is not None:
+                self._stream.write(self._compressor.flush())
+        finally:
+            self._stream.close()
+
+
+def _text_column(column: pa.Array) -> pa.Array:
+    """One column as Hive's text SerDe writes it, NULL as ``\\N``."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.dictionary_decode()
+        kind = column.type
+    if (
+        pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_fixed_size_binary(kind)
+    ):
+        text = pa.array(
+            [
+                None if v is None else base64.b64encode(v).decode("ascii")
+                for v in column.to_pylist()
+            ],
+            pa.string(),
+        )
+    elif pa.types.is_timestamp(kind):
+        if kind.tz is not None:
+            column = column.cast(pa.timestamp(kind.unit))
+        text = pc.cast(column, pa.string())
+        text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$", r"\1")
+        text = pc.replace_substring_regex(text, r"\.0+$", "")
+    elif pa.types.is_floating(kind):
+        text = pc.cast(column, pa.string())
+        text = pc.replace_substring_regex(text, "^nan$", "NaN")
+        text = pc.replace_substring_regex(text, "^inf$", "Infinity")
+        text = pc.replace_substring_regex(text, "^-inf$", "-Infinity")
+    elif pa.types.is_string(kind):
+        text = column
+    else:
+        text = pc.cast(column, pa.string())
+    return pc.fill_null(text, HIVE_NULL)
+
+
+def hive_text_lines(batch: pa.RecordBatch, delimiter: str) -> memoryview:
+    """The rows of ``batch`` as Hive text lines (UTF-8), each ending in a newline."""
+    columns = [_text_column(batch.column(i)) for i in range(batch.num_columns)]
+    if columns:
+        joined = pc.binary_join_element_wise(*columns, delimiter)
+    else:
+        joined = pa.array([""] * batch.num_rows, pa.string())
+    lines = pc.binary_join_element_wise(joined, "\n", "")
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    start, end = int(offsets[lines.offset]), int(offsets[lines.offset + len(lines)])
+    data = lines.buffers()[2]
+    return memoryview(data)[start:end] if data is not None else memoryview(b"")
+
+
+class _Decompressor:
+    """gzip (all members) or bzip2 (all streams) decompression of a stream of chunks."""
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._current = self._new()
+
+    def _new(self) -> zlib._Decompress | bz2.BZ2Decompressor:
+        return zlib.decompressobj(47) if self._kind == "gzip" else bz2.BZ2Decompressor()
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._current.eof:
+                self._current = self._new()
+            out.append(self._current.decompress(data))
+            data = self._current.unused_data if self._current.eof else b""
+        return b"".join(out)
+
+
+def _raw_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes in chunks, gzip and bzip2 recognized by their magic and decompressed."""
+    first = stream.read(_READ_CHUNK)
+    if not first:
+        return
+    kind = "gzip" if first[:2] == b"\x1f\x8b" else "bzip2" if first[:3] == b"BZh" else None
+    if kind is None:
+        yield first
+        while chunk := stream.read(_READ_CHUNK):
+            yield chunk
+        return
+    decompressor = _Decompressor(kind)
+    yield decompressor.feed(first)
+    while chunk := stream.read(_READ_CHUNK):
+        yield decompressor.feed(chunk)
+
+
+class _Text(FileFormat):
+    """Hive's text layout (see the module docstring)."""
+
+    extension = "txt"
+
+    def writer(
+        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
+    ) -> FormatWriter:
+        return _TextWriter(stream, schema, options)
+
+    def file_extension(self, options: dict[str, object]) -> str:
+        suffix = {"gzip": ".gz", "bzip2": ".bz2"}.get(str(options.get("compress")), "")
+        return self.extension + suffix
+
+    def unsupported(self, kind: pa.DataType) -> str | None:
+        if pa.types.is_nested(kind):
+            return "nested values cannot be written as text; declare the column string"
+        return None
+
+    def matches(self, head: bytes) -> bool:
+        return head[:4] != b"PAR1" and head[:3] != b"ORC"
+
+    def read(
+        self, stream: BinaryIO, start_row: int, batch_rows: int, options: dict[str, object]
+    ) -> Iterator[pa.RecordBatch]:
+        delimiter = str(options.get("fieldDelimiter") or "\x01")
+        encoding = str(options.get("encoding") or "utf-8")
+        fields = options.get("fields")
+        state = {"fields": int(fields) if isinstance(fields, int) else None}
+        to_skip = start_row
+        rest = b""
+        for chunk in _raw_chunks(stream):
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            block, rest = data[: cut + 1], data[cut + 1 :]
+            if to_skip:
+                block, to_skip = _skip_lines(block, to_skip)
+                if not block:
+                    continue
+            yield from _text_batches(block, delimiter, encoding, batch_rows, state)
+        if rest:
+            block = rest + b"\n"
+            if to_skip:
+                block, to_skip = _skip_lines(block, to_skip)
+            if block:
+                yield from _text_batches(block, delimiter, encoding, batch_rows, state)
+
+    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
+        """Concatenate: text lines, gzip members and bzip2 streams all concatenate."""
+        try:
+            for opener in sources:
+                with opener() as stream:
+                    while chunk := stream.read(_READ_CHUNK):
+                        target.write(chunk)
+        finally:
+            target.close()
+
+
+def _skip_lines(block: bytes, count: int) -> tuple[bytes, int]:
+    """Drop up to ``count`` lines from the start of ``block``; return the rest and what is left
+    to skip."""
+    lines = block.count(b"\n")
+    if lines <= count:
+        return b"", count - lines
+    position = 0
+    for _ in range(count):
+        position = block.index(b"\n", position) + 1
+    return block[position:], 0
+
+
+def _text_batches(
+    block: bytes, delimiter: str, encoding: str, batch_rows: int, state: dict[str, int | None]
+) -> Iterator[pa.RecordBatch]:
+    if encoding.replace("-", "").replace("_", "").lower() == "utf8":
+        text = pc.cast(pa.array([block], pa.binary()), pa.string())
+    else:
+        text = pa.array([block.decode(encoding)], pa.string())
+    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+    lines = lines.slice(0, len(lines) - 1)  # the block ends with a newline
+    lines = pc.utf8_rtrim(lines, characters="\r")
+    parts = pc.split_pattern(lines, delimiter)
+    lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    if state["fields"] is None:
+        state["fields"] = max(int(lengths.max()) if len(lengths) else 1, 1)
+    count = state["fields"] or 1
+    values = pc.list_flatten(parts)
+    starts = np.asarray(parts.offsets)[:-1] - parts.offsets[0].as_py()
+    columns = []
+    for index in range(count):
+        present = lengths > index
+        taken = values.take(pa.array(np.where(present, starts + index, 0)))
+        column = pc.if_else(pa.array(present), taken, pa.scalar(None, pa.string()))
+        column = pc.if_else(pc.equal(column, HIVE_NULL), pa.scalar(None, pa.string()), column)
+        columns.append(column)
+    batch = pa.RecordBatch.from_arrays(columns, names=[f"_c{i}" for i in range(count)])
+    for offset in range(0, batch.num_rows, batch_rows):
+        yield batch.slice(offset, batch_rows)
+
+
+# -- CSV and JSON lines --------------------------------------------------------------------------
+
 
 class _CsvWriter(FormatWriter):
     def __init__(self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]) -> None:
@@ -112,6 +614,9 @@ class _CsvWriter(FormatWriter):
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._writer.write_batch(batch)
+
+    def size(self) -> int:
+        return self._stream.tell()
 
     def close(self) -> None:
         self._writer.close()
@@ -164,6 +669,9 @@ class _JsonWriter(FormatWriter):
         lines = [json.dumps(row, default=str, ensure_ascii=False) for row in batch.to_pylist()]
         self._stream.write(("\n".join(lines) + "\n").encode())
 
+    def size(self) -> int:
+        return self._stream.tell()
+
     def close(self) -> None:
         self._stream.close()
 
@@ -207,8 +715,32 @@ def _json_batches(lines: list[str], parse: pajson.ParseOptions) -> Iterator[pa.R
     yield from table.combine_chunks().to_batches()
 
 
-FORMATS: dict[str, FileFormat] = {"parquet": _Parquet(), "csv": _Csv(), "json": _Json()}
-_ALIASES = {"jsonl": "json", "ndjson": "json", "text": "csv", "txt": "csv"}
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _int(value: object, default: int) -> int:
+    return int(value) if isinstance(value, int | float | str) and value else default
+
+
+def _float(value: object, default: float) -> float:
+    return float(value) if isinstance(value, int | float) and value else default
+
+
+def _unit_range(options: dict[str, object], count: int) -> tuple[int, int]:
+    units = options.get("units")
+    if isinstance(units, list | tuple) and len(units) == 2:
+        return max(0, int(units[0])), min(count, int(units[1]))
+    return 0, count
+
+
+FORMATS: dict[str, FileFormat] = {
+    "parquet": _Parquet(),
+    "orc": _Orc(),
+    "text": _Text(),
+    "csv": _Csv(),
+    "json": _Json(),
+}
+_ALIASES = {"jsonl": "json", "ndjson": "json", "txt": "text", "textfile": "text"}
 
 
 def format_named(name: str) -> FileFormat:

@@ -39,6 +39,7 @@ RUNS: dict[str, Callable[[Path, RunCli], None]] = {
 NEEDS_SERVER = {
     # job file → the test module that runs it
     "sqlite_to_sqlite.yaml": "tests/test_sql_plugins.py",
+    "stream_to_hdfs_orc.yaml": "tests/test_hdfs.py",
 }
 
 

@@ -2,36 +2,66 @@
 
 Two-phase commit by staging and rename. Each writer subtask writes into
 ``<path>/.syncx-staging/<job>/`` (hidden: Hive, Spark and ``filereader`` skip names starting with
-``.`` or ``_``) a file named by run, subtask, writer instance and sequence; ``prepare`` closes (fsyncs)
-the checkpoint's file and returns its (staged, final) names; ``commit`` renames it into ``path``.
-A restore commits the restored handles again (a rename whose source is gone and whose target
-exists is already done) and deletes every other staged file of the job. Nothing partial is ever
-visible in the target folder. ``writeMode: overwrite`` empties the folder's visible files once,
-at the start of a fresh run (never on a restore).
+``.`` or ``_``) *segment* files named by run, subtask, writer instance, file group and sequence:
+``<run>-<subtask>-<token>-<group>-<seq>.<ext>.inprogress`` while open. ``prepare(n)`` closes
+(fsyncs) the open segments and renames them ``...-<seq>-c<n>.<ext>`` (prepared for checkpoint
+*n*); its handle lists them. ``commit`` renames a group's single segment into ``path`` (or merges
+several into one file first, see below). A restore commits the restored handles again (a group
+whose target file exists is done) and deletes every other staged file of the job. Nothing
+partial is ever visible in the target folder. ``writeMode: overwrite`` empties the folder's
+visible files once, at the start of a fresh run (never on a restore).
 
-A file rolls to a new one past ``maxFileSize`` bytes; otherwise each checkpoint closes one file
-per subtask (checkpoints far apart give few, large files).
+A *group* is one target file. For ``filewriter`` every checkpoint closes each subtask's group
+(one file per subtask and checkpoint; checkpoints far apart give few, large files); a file also
+rolls to a new one past ``maxFileSize`` bytes. A writer with ``compact`` (``hdfswriter``) keeps a
+group open across checkpoints until its segments reach ``maxFileSize``, and its commit then
+merges them into one file (see :mod:`writers.hdfs`). The machinery here (:class:`StagedFiles`,
+:class:`StagedFileWriter`, :class:`StagedWriterTask`) serves any :class:`~sync.fs.FileSystem`
+and :class:`~sync.formats.FileFormat`.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
 import uuid
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
-from sync.formats import FileFormat, FormatWriter, format_named
-from sync.fs import FileSystem, LocalFileSystem
+from sync.formats import FileFormat, FormatWriter, Opener, format_named
+from sync.fs import FileSystem, LocalFileSystem, is_hidden
 from sync.model import Params
 from sync.plugin import DirtyRecord, Handle, JobContext, Writer, WriterTask
 from sync.types import arrow_type, conform
 from writers.stream import WriterColumn
 
-__all__ = ["FileWriter", "FileWriterParams", "StagedFiles"]
+__all__ = [
+    "STAGING",
+    "FileWriter",
+    "FileWriterParams",
+    "Shaper",
+    "StagedFileWriter",
+    "StagedFiles",
+    "StagedWriterTask",
+    "hive_partition_dirs",
+]
+
+log = logging.getLogger(__name__)
 
 STAGING = ".syncx-staging"
+HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+P = TypeVar("P", bound=Params)
+Shaper = Callable[[pa.RecordBatch], tuple[pa.RecordBatch, list[DirtyRecord]]]
+"""Turns an input batch into the file's columns and types; rows that do not convert are dirty."""
 
 
 class FileWriterParams(Params):
@@ -60,61 +90,289 @@ class FileWriterParams(Params):
     enable_dictionary: bool = True
 
 
-class StagedFiles:
-    """The staging layout and the commit/abort rules, for any :class:`FileSystem`."""
+# -- staging and commit rules ------------------------------------------------------------------
 
-    def __init__(self, fs: FileSystem, folder: str, job: str) -> None:
+
+class StagedFiles:
+    """The staging layout and the commit/abort/restore rules, for any :class:`FileSystem`.
+
+    A handle is ``{"groups": [group, ...], "new": [segment, ...]}``: each group is one target
+    file ``{"id", "dir", "final", "segments", "closed"}`` (``dir`` a partition folder or ``""``)
+    and ``new`` the segments this checkpoint prepared (what ``abort`` deletes). Handles of the
+    earlier ``{"files": [[staged, final], ...]}`` shape are still understood.
+    """
+
+    def __init__(
+        self,
+        fs: FileSystem,
+        folder: str,
+        job: str,
+        file_format: FileFormat | None = None,
+        options: dict[str, object] | None = None,
+    ) -> None:
         self.fs = fs
         self.folder = folder
         self.staging = fs.join(folder, STAGING, job)
+        self.format = file_format
+        self.options = dict(options or {})
+        self.shrink = 1.0
+        """Merged file size / sum of its segments' sizes, as last seen (merging re-encodes)."""
 
     def commit(self, handle: Handle) -> None:
-        """Rename each staged file into place; already-renamed files are skipped."""
-        for staged, final in handle["files"]:
-            source = self.fs.join(self.staging, staged)
-            target = self.fs.join(self.folder, final)
-            if self.fs.exists(source):
-                if self.fs.exists(target):
-                    msg = f"cannot commit {source}: {target} exists already"
-                    raise RuntimeError(msg)
-                self.fs.rename(source, target)
-            elif not self.fs.exists(target):
-                msg = f"cannot commit {target}: its staged file {source} is gone"
+        """Make the handle's closed groups visible; already-published groups are skipped."""
+        for staged, final in handle.get("files", []):
+            self._commit_file(staged, final)
+        for group in handle.get("groups", []):
+            if group["closed"]:
+                self.publish(group)
+
+    def _commit_file(self, staged: str, final: str, *, strict: bool = True) -> None:
+        source = self.fs.join(self.staging, staged)
+        target = self.fs.join(self.folder, final)
+        if self.fs.exists(source):
+            if self.fs.exists(target):
+                msg = f"cannot commit {source}: {target} exists already"
                 raise RuntimeError(msg)
+            self.fs.rename(source, target)
+        elif not self.fs.exists(target):
+            if not strict:
+                log.warning("%s of the last run is gone (removed since?); not committed", target)
+                return
+            msg = f"cannot commit {target}: its staged file {source} is gone"
+            raise RuntimeError(msg)
+
+    def target(self, group: dict[str, Any]) -> str:
+        """The visible path of a group's file."""
+        return self.fs.join(self.folder, group["dir"], group["final"])
+
+    def publish(self, group: dict[str, Any], *, strict: bool = True) -> None:
+        """Make one group visible: rename its single segment, or merge its segments into a
+        hidden file and rename that. Idempotent: a group whose file exists is done (and
+        segments a crash left behind after the rename are deleted). Not ``strict``: a group
+        whose staged files and target are all gone is skipped (removed since it was done)."""
+        target = self.target(group)
+        segments = [self.fs.join(self.staging, name) for name in group["segments"]]
+        if self.fs.exists(target):
+            for segment in segments:
+                self.fs.delete(segment)
+            return
+        missing = [s for s in segments if not self.fs.exists(s)]
+        if missing and not strict and len(missing) == len(segments):
+            log.warning("%s of the last run is gone (removed since?); not committed", target)
+            return
+        if missing:
+            msg = f"cannot commit {target}: its staged file(s) {', '.join(missing)} are gone"
+            raise RuntimeError(msg)
+        if len(segments) == 1:
+            self.fs.rename(segments[0], target)
+            return
+        if self.format is None:
+            msg = f"cannot merge {len(segments)} staged files into {target}: no format given"
+            raise RuntimeError(msg)
+        merged = self.fs.join(self.staging, f".{group['final']}.{uuid.uuid4().hex[:8]}.merging")
+        fs = self.fs
+        openers: list[Opener] = [functools.partial(fs.open_read, path) for path in segments]
+        try:
+            self.format.merge(openers, fs.open_write(merged), self.options)
+            if group.get("size"):
+                self.shrink = max(0.2, min(1.0, fs.size(merged) / group["size"]))
+            fs.rename(merged, target)
+        except FileExistsError:
+            log.info("%s was published concurrently", target)
+        finally:
+            if fs.exists(merged):
+                fs.delete(merged)
+        for segment in segments:
+            fs.delete(segment)
 
     def abort(self, handle: Handle) -> None:
-        """Delete a handle's staged files."""
-        for staged, _final in handle["files"]:
+        """Delete what a handle's checkpoint prepared."""
+        for staged, _final in handle.get("files", []):
             self.fs.delete(self.fs.join(self.staging, staged))
+        for name in handle.get("new", []):
+            self.fs.delete(self.fs.join(self.staging, name))
 
-    def recover(self, handles: list[Handle]) -> None:
-        """Commit ``handles``, then delete every other staged file of the job."""
+    def recover(self, handles: list[Handle], *, strict: bool = True) -> None:
+        """Commit ``handles`` (every group, open ones too), then delete every other staged file
+        of the job. A group can appear in several handles (a group grows across checkpoints):
+        its latest version, the one with the most segments, is the one committed.
+
+        ``strict=False`` is for the handles of an earlier, completed run (handed over in case
+        its last commit did not finish): output removed since then is not an error."""
         keep: set[str] = set()
+        groups: dict[str, dict[str, Any]] = {}
         for handle in handles:
-            self.commit(handle)
-            keep.update(staged for staged, _ in handle["files"])
+            for staged, final in handle.get("files", []):
+                self._commit_file(staged, final, strict=strict)
+                keep.add(staged)
+            for group in handle.get("groups", []):
+                known = groups.get(group["id"])
+                if known is None or len(group["segments"]) > len(known["segments"]):
+                    groups[group["id"]] = group
+        for group in groups.values():
+            self.publish(group, strict=strict)
         for entry in self.fs.listdir(self.staging):
             if entry.path.rsplit("/", 1)[-1] not in keep:
                 self.fs.delete(entry.path, recursive=entry.is_dir)
 
     def clear_visible(self) -> None:
-        """``overwrite``: remove the folder's visible files (hidden ones stay)."""
+        """``overwrite``: remove the folder's visible files and folders (hidden ones stay)."""
         for entry in self.fs.listdir(self.folder):
-            name = entry.path.rsplit("/", 1)[-1]
-            if not name.startswith((".", "_")):
+            if not is_hidden(entry.path.rsplit("/", 1)[-1]):
                 self.fs.delete(entry.path, recursive=entry.is_dir)
 
 
-class FileWriter(Writer[FileWriterParams]):
+# -- Hive partition folders --------------------------------------------------------------------
+
+_ESCAPED = {chr(c) for c in range(1, 32)} | set("\"#%'*/:=?\\\x7f{[]^")
+
+
+def _escape_partition(value: str) -> str:
+    """Hive's ``FileUtils.escapePathName``: special characters as ``%XX``."""
+    if value == "":
+        return HIVE_DEFAULT_PARTITION
+    return "".join(f"%{ord(ch):02X}" if ch in _ESCAPED else ch for ch in value)
+
+
+def _partition_text(column: pa.Array) -> pa.Array:
+    if pa.types.is_timestamp(column.type):
+        text = pc.cast(column.cast(pa.timestamp(column.type.unit)), pa.string())
+        text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$", r"\1")
+        return pc.replace_substring_regex(text, r"\.0+$", "")
+    return pc.cast(column, pa.string())
+
+
+def hive_partition_dirs(
+    batch: pa.RecordBatch, columns: list[str]
+) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """Split ``batch`` by the values of ``columns`` into (``a=1/b=x`` folder, rows without the
+    partition columns), as Hive lays out partitions (NULL: ``__HIVE_DEFAULT_PARTITION__``)."""
+    null = "\x00null\x00"
+    texts = [pc.fill_null(_partition_text(batch.column(name)), null) for name in columns]
+    keys = pc.binary_join_element_wise(*texts, "\x00/") if len(texts) > 1 else texts[0]
+    data = batch.drop_columns(columns)
+    for key in pc.unique(keys).to_pylist():
+        values = key.split("\x00/") if len(texts) > 1 else [key]
+        folder = "/".join(
+            f"{name}={HIVE_DEFAULT_PARTITION if value == null else _escape_partition(value)}"
+            for name, value in zip(columns, values, strict=True)
+        )
+        yield folder, data.filter(pc.equal(keys, key))
+
+
+# -- the writer and its subtasks ---------------------------------------------------------------
+
+
+class StagedFileWriter(Writer[P]):
+    """A writer of files staged and renamed through :class:`StagedFiles` (local or HDFS).
+
+    Subclasses say where (:attr:`folder`, :meth:`make_filesystem`), in which format and with
+    which options, and how input batches become the file's columns (:meth:`shaper`).
+    """
+
+    compact: bool = False
+    """Keep a file group open across checkpoints up to ``max_file_size`` (merge on commit)."""
+
+    folder: str
+    format: FileFormat
+    part_prefix: str = "part-"
+    max_file_size: int = 512 * 1024 * 1024
+    partition: tuple[str, ...] = ()
+
+    def __init__(self, params: P, ctx: JobContext) -> None:
+        super().__init__(params, ctx)
+        self._fs: FileSystem | None = None
+        self._staged: StagedFiles | None = None
+        self._lock = threading.Lock()
+        self._open_groups: dict[str, dict[str, Any]] = {}
+        """Committed groups still open (kept across checkpoints), published by ``finish``."""
+
+    def make_filesystem(self) -> FileSystem:
+        """The filesystem the folder is on (created on first use: no I/O in constructors)."""
+        return LocalFileSystem()
+
+    @property
+    def fs(self) -> FileSystem:
+        """The filesystem, created on first use."""
+        if self._fs is None:
+            self._fs = self.make_filesystem()
+        return self._fs
+
+    @property
+    def staged(self) -> StagedFiles:
+        """The staging rules for this job's folder."""
+        if self._staged is None:
+            self._staged = StagedFiles(
+                self.fs, self.folder, self.ctx.job_name, self.format, self.format_options()
+            )
+        return self._staged
+
+    def format_options(self) -> dict[str, object]:
+        """Options of the format writer (compression, row groups, delimiters)."""
+        return {}
+
+    def shaper(self, schema: pa.Schema | None) -> Shaper:
+        """A function turning input batches into the file's columns (one per subtask)."""
+        del schema
+
+        def shape(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[DirtyRecord]]:
+            return batch, []
+
+        return shape
+
+    @override
+    def begin(self, handles: list[Handle], *, fresh: bool) -> None:
+        self.staged.recover(handles, strict=not fresh)
+        if fresh and getattr(self.params, "write_mode", "append") == "overwrite":
+            self.staged.clear_visible()
+
+    @override
+    def open(self, subtask: int, subtasks: int, schema: pa.Schema | None) -> WriterTask:
+        return StagedWriterTask(self, subtask, self.shaper(schema))
+
+    def note_committed(self, groups: list[dict[str, Any]]) -> None:
+        """A task committed these groups: remember the open ones, forget the published ones."""
+        with self._lock:
+            for group in groups:
+                if group["closed"]:
+                    self._open_groups.pop(group["id"], None)
+                else:
+                    self._open_groups[group["id"]] = group
+
+    def publish_open_groups(self, ids: set[str] | None = None) -> None:
+        """Publish committed open groups (all, or those in ``ids``), merging them in parallel."""
+        with self._lock:
+            chosen = [g for k, g in self._open_groups.items() if ids is None or k in ids]
+
+        def publish(group: dict[str, Any]) -> None:
+            self.staged.publish(group)
+            with self._lock:
+                self._open_groups.pop(group["id"], None)
+
+        if len(chosen) <= 1:
+            for group in chosen:
+                publish(group)
+            return
+        with ThreadPoolExecutor(max_workers=min(4, len(chosen))) as pool:
+            for future in [pool.submit(publish, group) for group in chosen]:
+                future.result()
+
+    @override
+    def finish(self) -> None:
+        self.publish_open_groups()
+
+
+class FileWriter(StagedFileWriter[FileWriterParams]):
     """Part files in a local folder."""
 
     Parameters = FileWriterParams
 
     def __init__(self, params: FileWriterParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
-        self.fs: FileSystem = LocalFileSystem()
         self.format = format_named(params.file_type)
-        self.staged = StagedFiles(self.fs, params.path, ctx.job_name)
+        self.folder = params.path
+        self.part_prefix = f"{params.file_name}-"
+        self.max_file_size = params.max_file_size
 
     @override
     def check(self) -> None:
@@ -126,17 +384,37 @@ class FileWriter(Writer[FileWriterParams]):
         self.fs.makedirs(self.staged.staging)
 
     @override
-    def begin(self, handles: list[Handle], *, fresh: bool) -> None:
-        self.staged.recover(handles)
-        if fresh and self.params.write_mode == "overwrite":
-            self.staged.clear_visible()
+    def format_options(self) -> dict[str, object]:
+        params = self.params
+        return {
+            "compress": None if params.compress == "none" else params.compress,
+            "rowGroupSize": params.row_group_size,
+            "enableDictionary": params.enable_dictionary,
+            "fieldDelimiter": params.field_delimiter,
+            "header": params.header,
+        }
 
     @override
-    def open(self, subtask: int, subtasks: int, schema: pa.Schema | None) -> WriterTask:
-        return _FileTask(self, subtask, _target_schema(self.params.column))
+    def shaper(self, schema: pa.Schema | None) -> Shaper:
+        columns = _target_columns(self.params.column)
+        resolved: list[pa.Schema] = []
+
+        def shape(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[DirtyRecord]]:
+            if not resolved:
+                if not columns:
+                    resolved.append(batch.schema)
+                else:
+                    fields = [
+                        pa.field(name, kind or batch.schema.field(i).type)
+                        for i, (name, kind) in enumerate(columns[: batch.num_columns])
+                    ]
+                    resolved.append(pa.schema(fields))
+            return conform(batch, resolved[0])
+
+        return shape
 
 
-def _target_schema(columns: list[WriterColumn | str]) -> list[tuple[str, pa.DataType | None]]:
+def _target_columns(columns: list[WriterColumn | str]) -> list[tuple[str, pa.DataType | None]]:
     out: list[tuple[str, pa.DataType | None]] = []
     for column in columns:
         if isinstance(column, str):
@@ -146,94 +424,170 @@ def _target_schema(columns: list[WriterColumn | str]) -> list[tuple[str, pa.Data
     return out
 
 
-class _FileTask(WriterTask):
-    def __init__(
-        self, writer: FileWriter, subtask: int, columns: list[tuple[str, pa.DataType | None]]
-    ) -> None:
-        self._writer = writer
-        self._params = writer.params
-        self._format: FileFormat = writer.format
-        self._subtask = subtask
-        self._columns = columns
-        self._schema: pa.Schema | None = None
-        self._open: tuple[FormatWriter, Any, str, str] | None = None
-        self._files: list[list[str]] = []
-        self._sequence = 0
-        self._token = uuid.uuid4().hex[:8]
-        self._options: dict[str, object] = {
-            "compress": None if self._params.compress == "none" else self._params.compress,
-            "rowGroupSize": self._params.row_group_size,
-            "enableDictionary": self._params.enable_dictionary,
-            "fieldDelimiter": self._params.field_delimiter,
-            "header": self._params.header,
+@dataclass
+class _Group:
+    """One future target file: its prepared segments and the segment being written."""
+
+    id: str
+    dir: str
+    final: str
+    segments: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    size: int = 0
+    writer: FormatWriter | None = None
+    writing: str | None = None
+    sequence: int = 0
+    closed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "dir": self.dir,
+            "final": self.final,
+            "segments": list(self.segments),
+            "closed": self.closed,
+            "size": self.size,
         }
 
-    def _schema_for(self, batch: pa.RecordBatch) -> pa.Schema:
-        if self._schema is None:
-            if not self._columns:
-                self._schema = batch.schema
-            else:
-                fields = [
-                    pa.field(name, kind or batch.schema.field(i).type)
-                    for i, (name, kind) in enumerate(self._columns[: batch.num_columns])
-                ]
-                self._schema = pa.schema(fields)
-        return self._schema
+
+class StagedWriterTask(WriterTask):
+    """One writer subtask of a :class:`StagedFileWriter`."""
+
+    def __init__(self, writer: StagedFileWriter[Any], subtask: int, shaper: Shaper) -> None:
+        self._writer = writer
+        self._shape = shaper
+        self._subtask = subtask
+        self._fs = writer.fs
+        self._staged = writer.staged
+        self._format = writer.format
+        self._options = writer.format_options()
+        self._extension = self._format.file_extension(self._options)
+        self._token = uuid.uuid4().hex[:8]
+        self._groups: dict[str, _Group] = {}
+        self._full: list[_Group] = []
+        self._numbers = 0
+        self._committed: set[str] = set()
+        self._discarded = False
+
+    # -- writing -----------------------------------------------------------------------------
 
     @override
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
-        batch, dirty = conform(batch, self._schema_for(batch))
-        if batch.num_rows:
-            writer, stream, _, _ = self._current(batch.schema)
-            writer.write(batch)
-            if stream.tell() >= self._params.max_file_size:
-                self._close_current()
+        shaped, dirty = self._shape(batch)
+        if shaped.num_rows:
+            if self._writer.partition:
+                for folder, part in hive_partition_dirs(shaped, list(self._writer.partition)):
+                    self._append(self._group(folder), part)
+            else:
+                self._append(self._group(""), shaped)
         return dirty
 
-    def _current(self, schema: pa.Schema) -> tuple[FormatWriter, Any, str, str]:
-        if self._open is None:
-            name = (
-                f"{self._writer.ctx.run_id}-{self._subtask:03d}-{self._token}-{self._sequence:05d}"
+    def _group(self, folder: str) -> _Group:
+        group = self._groups.get(folder)
+        if group is None:
+            ident = (
+                f"{self._writer.ctx.run_id}-{self._subtask:03d}-{self._token}-{self._numbers:04d}"
             )
-            staged = f"{name}.{self._format.extension}.inprogress"
-            final = f"{self._params.file_name}-{name}.{self._format.extension}"
-            stream = self._writer.fs.open_write(
-                self._writer.fs.join(self._writer.staged.staging, staged)
-            )
-            self._open = (self._format.writer(stream, schema, self._options), stream, staged, final)
-            self._sequence += 1
-        return self._open
+            self._numbers += 1
+            final = f"{self._writer.part_prefix}{ident}.{self._extension}"
+            group = self._groups[folder] = _Group(ident, folder, final)
+        return group
 
-    def _close_current(self) -> None:
-        if self._open is not None:
-            writer, _stream, staged, final = self._open
-            writer.close()
-            self._files.append([staged, final])
-            self._open = None
+    def _append(self, group: _Group, batch: pa.RecordBatch) -> None:
+        if group.writer is None:
+            group.writing = f"{group.id}-{group.sequence:05d}.{self._extension}.inprogress"
+            stream = self._fs.open_write(self._fs.join(self._staged.staging, group.writing))
+            group.writer = self._format.writer(stream, batch.schema, self._options)
+        group.writer.write(batch)
+        # a group of several segments is merged into a file smaller than their sum
+        limit = self._writer.max_file_size / (self._staged.shrink if group.size else 1.0)
+        if group.size + group.writer.size() >= limit:
+            group.writer.flush()
+            if group.size + group.writer.size() >= limit:
+                self._close_segment(group)
+                group.closed = True
+                self._full.append(group)
+                del self._groups[group.dir]
+
+    def _close_segment(self, group: _Group) -> None:
+        if group.writer is None or group.writing is None:
+            return
+        writer, name = group.writer, group.writing
+        group.writer, group.writing = None, None
+        ratio = writer.size_ratio
+        writer.close()
+        if ratio is not None:
+            self._options["sizeRatio"] = ratio
+        group.size += self._fs.size(self._fs.join(self._staged.staging, name))
+        group.pending.append(name)
+        group.sequence += 1
+
+    # -- two phases --------------------------------------------------------------------------
 
     @override
     def prepare(self, checkpoint_id: int) -> Handle:
-        self._close_current()
-        files, self._files = self._files, []
-        return {"files": files} if files else None
+        prepared: list[str] = []
+        for group in [*self._full, *self._groups.values()]:
+            self._close_segment(group)
+            for name in group.pending:
+                base = name.removesuffix(f".{self._extension}.inprogress")
+                final = f"{base}-c{checkpoint_id}.{self._extension}"
+                self._fs.rename(
+                    self._fs.join(self._staged.staging, name),
+                    self._fs.join(self._staged.staging, final),
+                )
+                group.segments.append(final)
+                prepared.append(final)
+            group.pending = []
+        if not self._writer.compact:
+            for group in self._groups.values():
+                if group.segments:
+                    group.closed = True
+                    self._full.append(group)
+            self._groups = {k: g for k, g in self._groups.items() if not g.closed}
+        groups = [g.to_json() for g in self._full]
+        groups += [g.to_json() for g in self._groups.values() if g.segments]
+        self._full = []
+        if not groups:
+            return None
+        return {"groups": groups, "new": prepared}
 
     @override
     def commit(self, handle: Handle) -> None:
-        self._writer.staged.commit(handle)
+        self._staged.commit(handle)
+        groups = handle.get("groups", [])
+        self._writer.note_committed(groups)
+        self._committed.update(g["id"] for g in groups)
 
     @override
     def abort(self, handle: Handle) -> None:
-        self._writer.staged.abort(handle)
+        self._staged.abort(handle)
 
     @override
     def discard(self) -> None:
-        if self._open is not None:
-            writer, _stream, staged, _final = self._open
-            self._open = None
-            try:
-                writer.close()
-            finally:
-                self._writer.fs.delete(self._writer.fs.join(self._writer.staged.staging, staged))
-        for staged, _final in self._files:
-            self._writer.fs.delete(self._writer.fs.join(self._writer.staged.staging, staged))
-        self._files = []
+        self._discarded = True
+        for group in [*self._full, *self._groups.values()]:
+            names = list(group.pending)
+            if group.writer is not None and group.writing is not None:
+                writer, name = group.writer, group.writing
+                group.writer, group.writing = None, None
+                names.append(name)
+                try:
+                    writer.close()
+                except Exception:
+                    log.debug("closing a discarded staged file failed", exc_info=True)
+            for name in names:
+                self._fs.delete(self._fs.join(self._staged.staging, name))
+            group.pending = []
+
+    @property
+    def discarded(self) -> bool:
+        """Whether the task ended by :meth:`discard` (a failure or a stop), not by a final commit."""
+        return self._discarded
+
+    @override
+    def close(self) -> None:
+        if self._discarded:
+            # Stopping or failing: what was committed but kept open becomes visible now
+            # (best effort: the next run's restore publishes it otherwise).
+            self._writer.publish_open_groups(self._committed)
