@@ -174,7 +174,7 @@ def _starting_checkpoint(state: StateDir, options: RunOptions) -> Checkpoint | N
         return None
     if isinstance(restore, Path):
         return state.load(restore)
-    latest = state.latest()
+    latest = state.latest(force=options.force_restore)
     if latest is None:
         if restore == "latest-or-new":
             return None
@@ -284,7 +284,7 @@ class _Runner:
         return restarts < strategy.restart_attempts
 
     def _latest_of_run(self) -> Checkpoint | None:
-        latest = self.state.latest()
+        latest = self.state.latest(force=self.options.force_restore)
         return latest if latest is not None and latest.run_id == self.run_id else None
 
     def _attempt(self, checkpoint: Checkpoint | None) -> tuple[bool, int | None]:
@@ -366,7 +366,7 @@ class _Runner:
         """
         if checkpoint is not None:
             return self.state.read_job_state(), checkpoint.all_handles()
-        latest = self.state.latest()
+        latest = self.state.latest(force=True)  # a fresh run re-reads anyway
         if latest is not None and latest.final:
             return latest.job_state or self.state.read_job_state(), latest.all_handles()
         return self.state.read_job_state(), []

@@ -304,6 +304,7 @@ class Execution:
         )
         self.state.write_checkpoint(checkpoint, self.retain)
         crash_point("checkpoint-stored")
+        self.state.mark_committing(pending.checkpoint_id)
         self.metrics.add(Metric.CHECKPOINTS, 1)
         with self._cond:
             self._completed_id = pending.checkpoint_id

@@ -8,7 +8,10 @@ Layout of a state directory (default ``.syncx/state/<job name>``)::
     dirty/                     dirty records, unless setting.dirty.path says otherwise
 
 Every file carries ``format`` (see :data:`FORMAT`); older formats are migrated step by step on
-load. A checkpoint that cannot be read is skipped with a warning and the one before it is used.
+load. A checkpoint that cannot be read is skipped with a warning and the one before it is used,
+unless its output may already be committed (its ``.committing`` marker, written after the
+checkpoint and before any writer commits, exists): restoring the one before would then duplicate
+that output, so the restore is refused unless forced.
 """
 
 from __future__ import annotations
@@ -162,12 +165,17 @@ class StateDir:
 
     def write_checkpoint(self, checkpoint: Checkpoint, retain: int) -> Path:
         """Store a checkpoint atomically, then drop all but the newest ``retain``."""
-        path = self.checkpoints / f"chk-{checkpoint.id:010d}.json"
+        path = self.find(checkpoint.id)
         _atomic_write(path, checkpoint.to_json())
         for old in self.checkpoint_paths()[:-retain]:
-            with contextlib.suppress(FileNotFoundError):
-                old.unlink()
+            for stale in (old, old.with_suffix(".committing")):
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
         return path
+
+    def mark_committing(self, checkpoint_id: int) -> None:
+        """Record that writers may now commit checkpoint ``checkpoint_id``'s output."""
+        self.find(checkpoint_id).with_suffix(".committing").touch()
 
     def load(self, path: Path) -> Checkpoint:
         """Read one checkpoint file; a bad one raises :class:`JobFileError`."""
@@ -178,12 +186,23 @@ class StateDir:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise JobFileError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
 
-    def latest(self) -> Checkpoint | None:
-        """The newest readable checkpoint; unreadable newer ones are skipped with a warning."""
+    def latest(self, *, force: bool = False) -> Checkpoint | None:
+        """The newest readable checkpoint; unreadable newer ones are skipped with a warning.
+
+        An unreadable one whose output may be committed already is not skipped (that would
+        duplicate its output) unless ``force``.
+        """
         for path in reversed(self.checkpoint_paths()):
             try:
                 return self.load(path)
             except JobFileError as exc:
+                if path.with_suffix(".committing").exists() and not force:
+                    msg = (
+                        f"{exc}, and its output may already be committed: restoring an older "
+                        "checkpoint could write that output twice. Repair or remove the file, or "
+                        "pass --force-restore to use the checkpoint before it anyway"
+                    )
+                    raise JobFileError(msg) from exc
                 log.warning("skipping %s; using the checkpoint before it", exc)
         return None
 

@@ -447,25 +447,27 @@ def test_truncated_newest_checkpoint_is_skipped(tmp_path: Path) -> None:
     _check_target(expected, tmp_path / "out", "parquet", job.stem, done.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="core bug: falling back past a corrupt checkpoint whose files were already committed "
-    "re-reads their rows (duplicates); see the report",
-)
-def test_truncated_committed_checkpoint_is_skipped_without_duplicates(tmp_path: Path) -> None:
+def test_truncated_committed_checkpoint_is_not_skipped_silently(tmp_path: Path) -> None:
     """Checkpoint 3 is stored AND committed (its part files renamed into the target), the job
     is killed while checkpoint 4 is prepared, then checkpoint 3 rots. Restoring from checkpoint 2
-    reads again rows whose files checkpoint 3 already made visible."""
+    would read again rows whose files checkpoint 3 already made visible: the restore is refused,
+    naming the file, and only --force-restore falls back (knowingly duplicating those rows)."""
     job, expected = _small_stream_job(tmp_path)
     killed = _run(tmp_path, job, kill=Kill(crash_at="writer-prepared@7"))  # 2 writers: chk 4
     assert killed.killed, killed.output
     names = sorted(p.name for p in (tmp_path / "state" / "checkpoints").glob("chk-*.json"))
     assert names[-1] == "chk-0000000003.json", names
     _truncate(tmp_path / "state" / "checkpoints" / names[-1])
-    done = _run(tmp_path, job, "--restore", "latest")
-    assert done.exit_code == 0, done.output
-    _check_target(expected, tmp_path / "out", "parquet", job.stem, done.output)
+    refused = _run(tmp_path, job, "--restore", "latest")
+    assert refused.exit_code == 2, refused.output
+    assert "chk-0000000003.json" in refused.output, refused.output
+    assert "may already be committed" in refused.output, refused.output
+    assert "Traceback" not in refused.output
+    forced = _run(tmp_path, job, "--restore", "latest", "--force-restore")
+    assert forced.exit_code == 0, forced.output
+    assert "restored from checkpoint 2" in forced.output, forced.output
+    table = read_folder(tmp_path / "out", "parquet", SCHEMA)
+    assert table.num_rows > expected.num_rows  # the fallback repeated checkpoint 3's rows
 
 
 def test_killed_between_final_checkpoint_and_its_commit(tmp_path: Path) -> None:
