@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from sync.errors import JobFailedError
+from sync.errors import FatalError
 from sync.metrics import Metric, Metrics
 from sync.model import ErrorLimit
 from sync.plugin import DirtyRecord
@@ -23,7 +23,7 @@ __all__ = ["MIN_RECORDS_FOR_RATIO", "DirtySink", "ErrorLimitExceededError"]
 MIN_RECORDS_FOR_RATIO = 1000
 
 
-class ErrorLimitExceededError(JobFailedError):
+class ErrorLimitExceededError(FatalError):
     """More dirty records than ``setting.errorLimit`` allows (not retried)."""
 
 

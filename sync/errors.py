@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ConfigIssue",
+    "FatalError",
     "JobFailedError",
     "JobFileError",
     "JobInterruptedError",
@@ -60,6 +61,10 @@ class PluginNotFoundError(JobFileError):
 
 class JobFailedError(SyncxError):
     """The job ran and failed; the message says why and what to do."""
+
+
+class FatalError(JobFailedError):
+    """A failure a restart cannot cure (permission denied, a wrong layout): never retried."""
 
 
 class JobInterruptedError(SyncxError):

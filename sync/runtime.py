@@ -27,8 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sync.dirty import DirtySink, ErrorLimitExceededError
-from sync.errors import JobFailedError, JobInterruptedError, SyncxError
+from sync.dirty import DirtySink
+from sync.errors import FatalError, JobFailedError, JobInterruptedError, SyncxError
 from sync.faults import crash_point, fail_point
 from sync.metrics import Metric, Metrics
 from sync.plugin import Handle, Reader, Split, Writer, WriterTask
@@ -519,6 +519,6 @@ def new_run_id() -> str:
 
 def is_retriable(exc: BaseException) -> bool:
     """Whether ``setting.restart`` may restart the job after ``exc``."""
-    if isinstance(exc, ErrorLimitExceededError):
+    if isinstance(exc, FatalError):
         return False
     return not (isinstance(exc, SyncxError) and exc.exit_code == 2)
