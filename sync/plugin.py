@@ -114,7 +114,11 @@ class SplitReader(ABC):
 
     @abstractmethod
     def snapshot(self) -> Position:
-        """The position after the last batch yielded (JSON-serializable)."""
+        """The position after the last batch or tick yielded (JSON-serializable).
+
+        Called after every item the iterator yields, ``None`` ticks included, so an idle stream
+        still advances past events it skipped (another table's transactions, heartbeats).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""

@@ -401,7 +401,8 @@ class Execution:
                     if isinstance(batch, pa.RecordBatch) and batch.num_rows:
                         fail_point("reader-batch")
                         self._emit(index, targets, batch)
-                        state.position = opened.snapshot()
+                    # after a tick too: a stream may have moved past events it did not emit
+                    state.position = opened.snapshot()
                     barrier_if_pending()
             finally:
                 opened.close()
