@@ -224,8 +224,8 @@ class SqlReader(Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
     Hooks for dialect plugins: :meth:`create_engine`, :meth:`implicit_key`,
-    :meth:`column_field`, :meth:`page_query`, :meth:`tie_query`, :meth:`stream_query`,
-    :meth:`fetch_rows`, :meth:`to_batch` and :attr:`split_reader_class`.
+    :meth:`column_specs`, :meth:`column_field`, :meth:`page_query`, :meth:`tie_query`,
+    :meth:`stream_query`, :meth:`fetch_rows`, :meth:`to_batch` and :attr:`split_reader_class`.
     """
 
     Parameters = SqlReaderParams
@@ -350,6 +350,10 @@ class SqlReader(Reader[SqlReaderParams]):
             conn.rollback()
             return None
         return KeyColumn(name, expr, unique=True, nullable=False, numeric=True)
+
+    def column_specs(self) -> list[SqlColumn] | None:
+        """The columns to select (None: all); a dialect plugin may leave out constant columns."""
+        return self.params.column_specs()
 
     def column_field(self, column: ColumnInfo) -> pa.Field:
         """The Arrow field a reflected column is read as."""
@@ -558,7 +562,7 @@ class SqlReader(Reader[SqlReaderParams]):
             where=self._url_text(),
         )
         table = info.sa_table()
-        specs = params.column_specs()
+        specs = self.column_specs()
         chosen: list[ColumnInfo] = []
         for index, spec in enumerate(specs or []):
             found = info.column(spec.name)
@@ -655,7 +659,7 @@ class SqlReader(Reader[SqlReaderParams]):
         subquery = (
             sql_text(sql).columns(*[sa.column(ident(n)) for n in names]).subquery(_CUSTOM_ALIAS)
         )
-        specs = params.column_specs()
+        specs = self.column_specs()
         chosen: list[str] = []
         for index, spec in enumerate(specs or []):
             found = next((n for n in names if n == spec.name), None) or next(

@@ -19,3 +19,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
 fi
+# mysqlclient (the MySQL plugins' C driver; the tests compare it with the others) compiles
+# against libmariadb: install the build dependencies with apt when they are missing.
+# Best effort: without it the MySQL plugins use connectorx or pymysql.
+if [[ ",$extras," == *",dev,"* ]] && ! .venv/bin/python -c 'import MySQLdb' >/dev/null 2>&1; then
+  if ! pkg-config --exists libmariadb 2>/dev/null && command -v apt-get >/dev/null; then
+    echo "setup: installing libmariadb-dev and pkg-config with apt (for mysqlclient)" >&2
+    { apt-get update -qq && apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; } ||
+      echo "setup: could not install libmariadb-dev; mysqlclient is skipped" >&2
+  fi
+  .venv/bin/python -m pip install -q -e ".[mysqlclient]" ||
+    echo "setup: mysqlclient did not build; the MySQL plugins use connectorx or pymysql" >&2
+fi

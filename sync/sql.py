@@ -638,22 +638,28 @@ def reflect_table(
         shown = f"{schema}.{table}" if schema else table
         msg = f"table '{shown}' not found in {where}"
         raise JobFileError([ConfigIssue(path, msg)])
+    # SQLAlchemy's MySQL reflection leaves a backtick in a column name doubled (``a``b``)
+    backticks = conn.dialect.name in ("mysql", "mariadb")
+
+    def column_name(raw: Any) -> str:
+        return str(raw).replace("``", "`") if backticks else str(raw)
+
     columns = [
-        ColumnInfo(str(c["name"]), c["type"], bool(c.get("nullable", True)))
+        ColumnInfo(column_name(c["name"]), c["type"], bool(c.get("nullable", True)))
         for c in inspector.get_columns(resolved, schema=schema)
     ]
     primary: list[str] = []
     unique: list[tuple[str, ...]] = []
     try:
         pk = inspector.get_pk_constraint(resolved, schema=schema)
-        primary = [str(c) for c in pk.get("constrained_columns") or []]
+        primary = [column_name(c) for c in pk.get("constrained_columns") or []]
         for constraint in inspector.get_unique_constraints(resolved, schema=schema):
-            unique.append(tuple(str(c) for c in constraint["column_names"]))
+            unique.append(tuple(column_name(c) for c in constraint["column_names"]))
         extra = {"include_auto_indexes": True} if conn.dialect.name == "sqlite" else {}
         for index in inspector.get_indexes(resolved, schema=schema, **extra):
             names_in = [c for c in index.get("column_names") or [] if c is not None]
             if index.get("unique") and names_in and len(names_in) == len(index["column_names"]):
-                unique.append(tuple(str(c) for c in names_in))
+                unique.append(tuple(column_name(c) for c in names_in))
     except NotImplementedError:  # views on some dialects
         pass
     keys = ([tuple(primary)] if primary else []) + [u for u in unique if u != tuple(primary)]

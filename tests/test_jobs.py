@@ -40,6 +40,12 @@ NEEDS_SERVER = {
     # job file → the test module that runs it
     "sqlite_to_sqlite.yaml": "tests/test_sql_plugins.py",
     "stream_to_hdfs_orc.yaml": "tests/test_hdfs.py",
+    "mysql_to_mysql.json": "tests/test_mysql.py",
+    "mysql_incremental.yaml": "tests/test_mysql.py",
+    "mysql_to_parquet.yaml": "tests/test_mysql.py",
+    "binlog_to_mysql.yaml": "tests/test_binlog.py",
+    "binlog_to_parquet.yaml": "tests/test_binlog.py",
+    "binlog_chunjun.json": "tests/test_binlog.py",
 }
 
 

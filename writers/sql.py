@@ -67,13 +67,17 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
+import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import AliasChoices, Field, field_validator
 from sqlalchemy import exc as sa_exc
@@ -83,6 +87,7 @@ from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.expression import Executable
 from typing_extensions import override
 
+from sync import cdc
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from sync.plugin import DirtyKind, DirtyRecord, Handle, JobContext, Semantic, Writer, WriterTask
 from sync.sql import (
@@ -146,6 +151,11 @@ class SqlWriterParams(SqlConnectionParams):
         default="exactly-once",
         description="exactly-once (staging table + commit marker) or at-least-once (direct).",
     )
+    key_columns: list[str] | None = Field(
+        default=None,
+        description="CDC input: the columns changes are applied by (default: the target's "
+        "primary key); needed for a target without one.",
+    )
 
     @field_validator("write_mode", mode="before")
     @classmethod
@@ -158,6 +168,13 @@ class SqlWriterParams(SqlConnectionParams):
         """``{"key": ["id"]}`` (ChunJun) or ``"id"`` as a list of column names."""
         if isinstance(value, dict):
             return [column for columns in value.values() for column in columns] or None
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()] or None
+        return value or None
+
+    @field_validator("key_columns", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value or None
@@ -201,6 +218,24 @@ class Target:
         return found.name if found is not None else None
 
 
+@dataclass(frozen=True)
+class CdcTarget:
+    """A table that CDC changes are applied to, with its change-staging table."""
+
+    info: TableInfo
+    table: sa.Table
+    fields: dict[str, pa.Field]
+    key: list[str]
+    """The columns changes are applied by (primary key, or ``keyColumns``)."""
+    staging_name: str
+    staging: sa.Table
+
+    def resolve(self, name: str) -> str | None:
+        """The target column called ``name`` (case-insensitively when unambiguous)."""
+        found = self.info.column(name)
+        return found.name if found is not None else None
+
+
 class SqlWriter(Writer[SqlWriterParams]):
     """Writes into one existing table of a SQLAlchemy database (see the module docs)."""
 
@@ -216,6 +251,8 @@ class SqlWriter(Writer[SqlWriterParams]):
         self._engine: Engine | None = None
         self._target: Target | None = None
         self._staging_ready = False
+        self._cdc_targets: dict[str, CdcTarget] = {}
+        self._cdc_staging_ready: set[str] = set()
 
     # -- framework ---------------------------------------------------------------------------
 
@@ -225,6 +262,9 @@ class SqlWriter(Writer[SqlWriterParams]):
 
     @override
     def check(self) -> None:
+        if self.routes_by_source():
+            self.engine()
+            return
         target = self.target()
         names = self.params.column_names()
         if names is not None:
@@ -234,14 +274,22 @@ class SqlWriter(Writer[SqlWriterParams]):
 
     @override
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
-        target = self.target()
         if self.params.semantic == "exactly-once":
-            self.ensure_staging()
             live = [h for h in handles if h]
+            keep = {str(h["segment"]) for h in live}
+            if self.routes_by_source():
+                self.ensure_markers()
+            else:
+                self.ensure_staging()
             for handle in live:
-                self.commit_handle(handle)
-            self._clean_staging(target, {str(h["segment"]) for h in live})
-            self._prune_markers(target, {str(h["run"]) for h in live} | {self.ctx.run_id})
+                if handle.get("kind") == "cdc":
+                    self.commit_cdc_handle(handle)
+                else:
+                    self.commit_handle(handle)
+            if not self.routes_by_source():
+                self._clean_staging(self.target(), keep)
+            self._clean_cdc_staging(keep)
+            self._prune_markers({str(h["run"]) for h in live} | {self.ctx.run_id})
         if fresh:
             self._run_statements(self.params.pre_sql, "preSql")
 
@@ -310,6 +358,21 @@ class SqlWriter(Writer[SqlWriterParams]):
         else:
             conn.execute(sa.insert(table), rows)
 
+    def stage_changes(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert CDC changes into a change-staging table: on MySQL with pymysql one raw
+        ``executemany`` of tuples (pymysql batches it into multi-row INSERTs; about 1.5x faster
+        than going through SQLAlchemy), else :meth:`insert_rows` (always when a dialect plugin
+        overrides it: its fast path wins)."""
+        overridden = type(self).insert_rows is not SqlWriter.insert_rows
+        if (
+            not overridden
+            and conn.dialect.name in ("mysql", "mariadb")
+            and conn.dialect.driver == "pymysql"
+        ):
+            _executemany_tuples(conn, table, rows)
+        else:
+            self.insert_rows(conn, table, rows)
+
     def upsert_rows(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """Upsert ``rows`` into the target (at-least-once replace/update)."""
         target = self.target()
@@ -355,12 +418,15 @@ class SqlWriter(Writer[SqlWriterParams]):
             return "null"
         return "other"
 
-    def value_converters(self, names: Sequence[str]) -> list[Callable[[Any], Any] | None]:
-        """How Arrow's Python values become what a column's SQLAlchemy type binds."""
-        target = self.target()
+    def value_converters(
+        self, names: Sequence[str], table: sa.Table | None = None
+    ) -> list[Callable[[Any], Any] | None]:
+        """How Arrow's Python values become what a column's SQLAlchemy type binds (columns of
+        ``table``, default the target)."""
+        table = table if table is not None else self.target().table
         converters: list[Callable[[Any], Any] | None] = []
         for name in names:
-            sql_type = target.table.c[name].type
+            sql_type = table.c[name].type
             if isinstance(sql_type, sqltypes.JSON):
                 converters.append(json.loads)
             elif isinstance(sql_type, sqltypes.Uuid) and sql_type.as_uuid:
@@ -368,6 +434,10 @@ class SqlWriter(Writer[SqlWriterParams]):
             else:
                 converters.append(None)
         return converters
+
+    def column_field(self, column: ColumnInfo) -> pa.Field:
+        """The Arrow field rows are converted to before they are written into ``column``."""
+        return pa.field(column.name, arrow_type_of(column.type), nullable=column.nullable)
 
     def staging_name(self, info: TableInfo) -> str:
         """``_syncx_stage_<hash of target>_<hash of its columns and types>``."""
@@ -439,6 +509,9 @@ class SqlWriter(Writer[SqlWriterParams]):
     def commit_handle(self, handle: Handle) -> None:
         """Move a sealed segment from staging into the target, once (see the module docs)."""
         if not handle:
+            return
+        if handle.get("kind") == "cdc":
+            self.commit_cdc_handle(handle)
             return
         target = self.target()
         staging = _staging_view(handle)
@@ -515,6 +588,9 @@ class SqlWriter(Writer[SqlWriterParams]):
         """Delete a segment's staged rows (idempotent)."""
         if not handle:
             return
+        if handle.get("kind") == "cdc":
+            self.abort_cdc_handle(handle)
+            return
         staging = _staging_view(handle)
         with self.engine().begin() as conn:
             conn.execute(
@@ -523,6 +599,379 @@ class SqlWriter(Writer[SqlWriterParams]):
                     staging.c._syncx_segment == handle["segment"],
                 )
             )
+
+    # -- CDC: applying changes by key -------------------------------------------------------
+
+    def routes_by_source(self) -> bool:
+        """``table: "*"``: each source table's changes go to the target table of its name."""
+        return (self.params.table_name() or "").strip() == "*"
+
+    def markers(self) -> sa.Table:
+        """The commit-marker table (in the target's schema)."""
+        if self.routes_by_source():
+            return _marker_table(self.params.schema_name())
+        return self.target().markers
+
+    def ensure_markers(self) -> None:
+        """Create the marker table when missing (once)."""
+        with self._lock:
+            if "<markers>" in self._cdc_staging_ready:
+                return
+            with self.engine().begin() as conn:
+                self.markers().create(conn, checkfirst=True)
+            self._cdc_staging_ready.add("<markers>")
+
+    def cdc_target_name(self, source_table: str) -> str:
+        """The target table of a source table's changes (``db.table``)."""
+        if self.routes_by_source():
+            return source_table.rpartition(".")[2]
+        name = self.params.table_name()
+        assert name is not None
+        return name
+
+    def cdc_target(self, source_table: str) -> CdcTarget:
+        """The reflected target of ``source_table``'s changes (cached until a DDL changes it)."""
+        name = self.cdc_target_name(source_table)
+        with self._lock:
+            found = self._cdc_targets.get(name)
+            if found is None:
+                found = self._reflect_cdc_target(name)
+                self._cdc_targets[name] = found
+            return found
+
+    def forget_cdc_target(self, name: str) -> None:
+        """Reflect ``name`` again on next use (its layout changed)."""
+        with self._lock:
+            self._cdc_targets.pop(name, None)
+
+    def ensure_cdc_staging(self, target: CdcTarget) -> None:
+        """Create the target's change-staging table and the marker table when missing."""
+        with self._lock:
+            if target.staging_name in self._cdc_staging_ready:
+                return
+            with self.engine().begin() as conn:
+                target.staging.create(conn, checkfirst=True)
+                self.markers().create(conn, checkfirst=True)
+            self._cdc_staging_ready.add(target.staging_name)
+
+    def cdc_session(self, conn: Connection) -> None:
+        """Per-connection settings for applying changes: on MySQL, UTC for TIMESTAMP columns
+        (the binlog carries them in UTC)."""
+        if conn.dialect.name in ("mysql", "mariadb"):
+            conn.exec_driver_sql("SET time_zone = '+00:00'")
+            # no gap locks: concurrent subtasks applying to one table do not deadlock as often
+            conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            conn.commit()
+
+    def cdc_delete(
+        self,
+        conn: Connection,
+        target: sa.Table,
+        staging: sa.Table,
+        key: Sequence[str],
+        mine: sa.ColumnElement[bool],
+    ) -> None:
+        """Delete from ``target`` every row whose key has a staged change (a hook: the
+        statement that an index makes fast differs per dialect)."""
+        dialect = conn.dialect.name
+        if dialect in ("mysql", "mariadb", "postgresql"):
+            join = [target.c[k] == staging.c[k] for k in key]
+            conn.execute(sa.delete(target).where(*join, mine))
+            return
+        keys = sa.select(*[staging.c[k] for k in key]).where(mine)
+        if len(key) == 1:
+            condition = target.c[key[0]].in_(keys)
+        else:
+            condition = sa.tuple_(*[target.c[k] for k in key]).in_(keys)
+        conn.execute(sa.delete(target).where(condition))
+
+    def cdc_field(self, column: ColumnInfo) -> pa.Field:
+        """The Arrow field changes are converted to for ``column``: :meth:`column_field`, except
+        where the generic mapping cannot hold a MySQL value (BIT as an integer, not text; TIME
+        as a duration, which may be negative or beyond a day)."""
+        field = self.column_field(column)
+        if type(column.type).__name__ == "BIT" and pa.types.is_string(field.type):
+            field = pa.field(column.name, pa.int64())
+        elif isinstance(column.type, sqltypes.Time) and pa.types.is_time(field.type):
+            field = pa.field(column.name, pa.duration("us"))
+        return field.with_nullable(True)
+
+    def commit_cdc_handle(self, handle: Handle) -> None:
+        """Apply a sealed segment of staged changes, once: per target (in order of first use),
+        delete every key with a staged change, then insert each key's last upsert. A deadlock
+        with another subtask's commit is retried (the transaction was rolled back whole)."""
+        for attempt in range(1, _CDC_COMMIT_ATTEMPTS + 1):
+            try:
+                self._commit_cdc_once(handle)
+                return
+            except _TransientCommitError as exc:
+                if attempt == _CDC_COMMIT_ATTEMPTS:
+                    raise JobFailedError(str(exc)) from exc.__cause__
+                log.info("cdc: commit of checkpoint %s retried: %s", handle["checkpoint"], exc)
+                time.sleep(0.05 * attempt + random.random() * 0.1)
+
+    def _commit_cdc_once(self, handle: Handle) -> None:
+        markers = self.markers()
+        marker_key = {
+            "job": handle["job"],
+            "run": handle["run"],
+            "subtask": int(handle["subtask"]),
+            "checkpoint": int(handle["checkpoint"]),
+            "segment": handle["segment"],
+        }
+        with self.engine().connect() as conn:
+            self.cdc_session(conn)
+            conn.begin()
+            done = conn.execute(
+                sa.select(sa.literal(1))
+                .select_from(markers)
+                .where(*[markers.c[k] == v for k, v in marker_key.items()])
+            ).first()
+            if done is not None:
+                conn.rollback()
+                return
+            try:
+                conn.execute(
+                    sa.insert(markers).values(
+                        **marker_key,
+                        target="cdc",
+                        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    )
+                )
+            except sa_exc.IntegrityError:  # committed concurrently by another process
+                conn.rollback()
+                return
+            try:
+                for entry in handle["targets"]:
+                    self._apply_cdc_entry(conn, handle, entry)
+                conn.commit()
+            except sa_exc.DBAPIError as exc:
+                conn.rollback()
+                if _is_transient(exc):
+                    raise _TransientCommitError(self.db_message(exc)) from exc
+                msg = (
+                    f"applying the changes of checkpoint {handle['checkpoint']} (subtask "
+                    f"{handle['subtask']}) failed: {self.db_message(exc)}. They stay staged "
+                    f"(_syncx_segment = '{handle['segment']}'); remove the cause and run again "
+                    "with --restore latest"
+                )
+                raise JobFailedError(msg) from exc
+
+    def abort_cdc_handle(self, handle: Handle) -> None:
+        """Delete a CDC segment's staged changes (idempotent)."""
+        with self.engine().begin() as conn:
+            for name in sorted({e["staging"] for e in handle.get("targets", [])}):
+                staging = _cdc_staging_view(name, handle.get("schema"), [], [])
+                if not _table_exists(conn, name, handle.get("schema")):
+                    continue
+                conn.execute(
+                    sa.delete(staging).where(
+                        staging.c._syncx_job == handle["job"],
+                        staging.c._syncx_segment == handle["segment"],
+                    )
+                )
+
+    def purge_cdc_staged(self, target_name: str) -> None:
+        """Delete every staged change of this job for ``target_name`` (a DROP or TRUNCATE of
+        the table makes them moot; committing them later would be wrong)."""
+        prefix = f"{CDC_STAGE_PREFIX}{_name_hash(self._qualified_target(target_name))}_"
+        schema = self.params.schema_name()
+        with self.engine().begin() as conn:
+            for name in sa.inspect(conn).get_table_names(schema=schema):
+                if name.startswith(prefix):
+                    staging = _cdc_staging_view(name, schema, [], [])
+                    conn.execute(
+                        sa.delete(staging).where(staging.c._syncx_job == self.ctx.job_name)
+                    )
+
+    def apply_ddl(self, change: cdc.DdlChange) -> None:
+        """Apply a captured schema change to its target table, idempotently (``ddl: apply``):
+        CREATE/DROP/TRUNCATE TABLE and ADD/DROP/MODIFY/CHANGE/RENAME COLUMN; index changes are
+        left to the target's owner; RENAME TABLE is refused."""
+        statement = cdc.parse_ddl(change.statement, change.db)
+        source = f"{change.db}.{change.table}"
+        name = self.cdc_target_name(source)
+        qualified = self._quoted_target(name)
+        where = f"{change.source.get('file')}:{change.source.get('pos')}"
+        engine = self.engine()
+        with engine.connect() as conn:
+            exists = _table_exists(conn, name, self.params.schema_name())
+        commands: list[str] = []
+        if statement.kind == "create":
+            if not exists:
+                commands.append(_create_for(change.statement, qualified))
+        elif statement.kind == "drop":
+            self.purge_cdc_staged(name)
+            commands.append(f"DROP TABLE IF EXISTS {qualified}")
+        elif statement.kind == "truncate":
+            self.purge_cdc_staged(name)
+            if exists:
+                dialect = engine.dialect.name
+                commands.append(
+                    f"DELETE FROM {qualified}"
+                    if dialect == "sqlite"
+                    else f"TRUNCATE TABLE {qualified}"
+                )
+        elif statement.kind == "alter":
+            if not exists:
+                log.warning("ddl: target table %s is missing; skipped %s", name, change.statement)
+            else:
+                with engine.connect() as conn:
+                    columns = {
+                        c["name"].lower()
+                        for c in sa.inspect(conn).get_columns(
+                            name, schema=self.params.schema_name()
+                        )
+                    }
+                for kind, column, clause in statement.actions:
+                    present = column is not None and column.lower() in columns
+                    if kind == "add" and present:
+                        continue
+                    if kind in ("drop", "change", "rename") and not present:
+                        continue
+                    if kind in ("index", "other"):
+                        log.warning(
+                            "ddl: left to the target's owner: ALTER TABLE %s %s", name, clause
+                        )
+                        continue
+                    commands.append(f"ALTER TABLE {qualified} {clause}")
+        elif statement.kind == "rename":
+            msg = (
+                f"DDL at {where} renames a captured table ({change.statement!r}); ddl: apply does "
+                "not rename targets: rename the target by hand and resume"
+            )
+            raise JobFailedError(msg)
+        for command in commands:
+            try:
+                with engine.begin() as conn:
+                    run_statement(conn, command)
+            except sa_exc.DBAPIError as exc:
+                msg = (
+                    f"applying DDL from {where} ({change.statement!r}) to '{name}' failed: "
+                    f"{self.db_message(exc)} (statement: {command})"
+                )
+                raise JobFailedError(msg) from exc
+            log.info("ddl: applied to %s: %s", name, command)
+        self.forget_cdc_target(name)
+
+    def _qualified_target(self, name: str) -> str:
+        schema = self.params.schema_name()
+        return f"{schema}.{name}" if schema else name
+
+    def _quoted_target(self, name: str) -> str:
+        preparer = self.engine().dialect.identifier_preparer
+        schema = self.params.schema_name()
+        quoted = preparer.quote_identifier(name)
+        return f"{preparer.quote_identifier(schema)}.{quoted}" if schema else quoted
+
+    def _reflect_cdc_target(self, name: str) -> CdcTarget:
+        engine = self.engine()
+        schema, table_name = split_table_name(name, self.params.schema_name())
+        with engine.connect() as conn:
+            info = reflect_table(
+                conn,
+                schema,
+                table_name,
+                path=f"{self.param_path}.{self.params.table_param()}",
+                where=safe_url(engine.url),
+            )
+        if self.params.key_columns:
+            key = []
+            for index, column in enumerate(self.params.key_columns):
+                found = info.column(column)
+                if found is None:
+                    msg = f"column '{column}' not found in table '{info.qualified}'"
+                    raise JobFileError([ConfigIssue(f"{self.param_path}.keyColumns[{index}]", msg)])
+                key.append(found.name)
+        elif info.primary_key:
+            key = list(info.primary_key)
+        elif self.params.update_key:
+            key = [c for c in (self.resolve_in(info, k) for k in self.params.update_key) if c]
+        else:
+            msg = (
+                f"table '{info.qualified}' has no primary key, so changes cannot be applied to it "
+                f"by key: add a primary key to it, or name the key columns in "
+                f"{self.param_path}.keyColumns"
+            )
+            raise JobFailedError(msg)
+        fields = {c.name: self.cdc_field(c) for c in info.columns}
+        signature = (
+            "|".join(f"{c.name}:{_type_text(c.type, engine.dialect)}" for c in info.columns)
+            + "|key:"
+            + ",".join(key)
+        )
+        staging_name = (
+            f"{CDC_STAGE_PREFIX}{_name_hash(info.qualified)}_"
+            f"{hashlib.sha256(signature.encode()).hexdigest()[:10]}"
+        )
+        staging = _cdc_staging_table(info, staging_name, engine.dialect.name, key)
+        return CdcTarget(info, info.sa_table(), fields, key, staging_name, staging)
+
+    @staticmethod
+    def resolve_in(info: TableInfo, name: str) -> str | None:
+        """``name`` as a column of ``info``, or None."""
+        found = info.column(name)
+        return found.name if found is not None else None
+
+    def _apply_cdc_entry(
+        self, conn: Connection, handle: dict[str, Any], entry: dict[str, Any]
+    ) -> None:
+        schema = handle.get("schema")
+        name = entry["table"]
+        if not _table_exists(conn, entry["staging"], schema):
+            return
+        if not _table_exists(conn, name, schema):
+            log.warning("cdc: target table %s is gone; its staged changes are dropped", name)
+            return
+        current = {c["name"] for c in sa.inspect(conn).get_columns(name, schema=schema)}
+        columns = [c for c in entry["columns"] if c in current]
+        key = list(entry["key"])
+        staging = _cdc_staging_view(entry["staging"], schema, entry["columns"], key)
+        target = sa.Table(
+            ident(name),
+            sa.MetaData(),
+            *[sa.Column(ident(c)) for c in sorted(set(columns) | set(key))],
+            schema=ident(schema) if schema else None,
+        )
+        low, high = entry["seq"]
+        mine = sa.and_(
+            staging.c._syncx_job == handle["job"],
+            staging.c._syncx_segment == handle["segment"],
+            staging.c._syncx_seq.between(low, high),
+        )
+        self.cdc_delete(conn, target, staging, key, mine)
+        later = staging.alias("later")
+        newer = (
+            sa.select(sa.literal(1))
+            .select_from(later)
+            .where(
+                later.c._syncx_job == staging.c._syncx_job,
+                later.c._syncx_segment == staging.c._syncx_segment,
+                *[later.c[k] == staging.c[k] for k in key],
+                later.c._syncx_seq > staging.c._syncx_seq,
+                later.c._syncx_seq <= high,
+            )
+        )
+        selected = sa.select(*[staging.c[c] for c in columns]).where(
+            mine, staging.c._syncx_op == "u", ~sa.exists(newer)
+        )
+        conn.execute(sa.insert(target).from_select(columns, selected))
+        conn.execute(sa.delete(staging).where(mine))
+
+    def _clean_cdc_staging(self, keep: set[str]) -> None:
+        """Delete this job's staged changes outside ``keep`` from every change-staging table."""
+        schema = self.params.schema_name() if self.routes_by_source() else self.target().info.schema
+        with self.engine().begin() as conn:
+            for name in sa.inspect(conn).get_table_names(schema=schema):
+                if not name.startswith(CDC_STAGE_PREFIX):
+                    continue
+                staging = _cdc_staging_view(name, schema, [], [])
+                condition = staging.c._syncx_job == self.ctx.job_name
+                if keep:
+                    condition = sa.and_(condition, staging.c._syncx_segment.not_in(sorted(keep)))
+                deleted = conn.execute(sa.delete(staging).where(condition)).rowcount
+                if deleted:
+                    log.info("removed %d staged change(s) of unfinished checkpoints", deleted)
 
     # -- implementation ----------------------------------------------------------------------
 
@@ -549,10 +998,7 @@ class SqlWriter(Writer[SqlWriterParams]):
                 where=safe_url(engine.url),
             )
         table = info.sa_table()
-        fields = {
-            c.name: pa.field(c.name, arrow_type_of(c.type), nullable=c.nullable)
-            for c in info.columns
-        }
+        fields = {c.name: self.column_field(c) for c in info.columns}
         key: list[str] = []
         if params.write_mode != "insert":
             key = self._upsert_key(info)
@@ -625,8 +1071,8 @@ class SqlWriter(Writer[SqlWriterParams]):
                         "removed %d staged row(s) of unfinished checkpoints from %s", deleted, name
                     )
 
-    def _prune_markers(self, target: Target, runs: set[str]) -> None:
-        markers = target.markers
+    def _prune_markers(self, runs: set[str]) -> None:
+        markers = self.markers()
         with self.engine().begin() as conn:
             conn.execute(
                 sa.delete(markers).where(
@@ -686,6 +1132,96 @@ def _marker_table(schema: str | None) -> sa.Table:
     )
 
 
+_CDC_COMMIT_ATTEMPTS = 10
+
+
+class _TransientCommitError(Exception):
+    """A commit lost a deadlock or timed out on a lock: try it again."""
+
+
+def _is_transient(exc: sa_exc.DBAPIError) -> bool:
+    """A deadlock or lock wait timeout (MySQL 1213/1205, PostgreSQL 40P01/40001, SQLite busy)."""
+    orig = exc.orig
+    code = orig.args[0] if orig is not None and orig.args else None
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    text = str(orig).lower()
+    return code in (1213, 1205) or state in ("40P01", "40001") or "database is locked" in text
+
+
+CDC_STAGE_PREFIX = "_syncx_cdc_"
+"""Change-staging tables: ``_syncx_cdc_<hash of target>_<hash of its columns and key>``."""
+
+
+def _name_hash(qualified: str) -> str:
+    return hashlib.sha256(qualified.encode()).hexdigest()[:10]
+
+
+def _cdc_staging_table(info: TableInfo, name: str, dialect: str, key: list[str]) -> sa.Table:
+    """The change-staging table: the target's columns (nullable) + ``_syncx_op`` + metadata,
+    indexed by (job, segment, key, seq) for the commit's joins."""
+    metadata = sa.MetaData()
+    columns: list[sa.Column[Any]] = [
+        sa.Column(ident(c.name), _staging_column_type(c, dialect), nullable=True)
+        for c in info.columns
+    ]
+    meta: list[sa.Column[Any]] = [
+        sa.Column("_syncx_op", sa.String(1), nullable=False),
+        sa.Column("_syncx_job", sa.String(200), nullable=False),
+        sa.Column("_syncx_run", sa.String(64), nullable=False),
+        sa.Column("_syncx_subtask", sa.Integer, nullable=False),
+        sa.Column("_syncx_segment", sa.String(32), nullable=False),
+        sa.Column("_syncx_seq", sa.BigInteger, nullable=False),
+    ]
+    table = sa.Table(
+        ident(name), metadata, *columns, *meta, schema=ident(info.schema) if info.schema else None
+    )
+    sa.Index(
+        ident(f"{name}_k"),
+        table.c._syncx_job,
+        table.c._syncx_segment,
+        *[table.c[k] for k in key],
+        table.c._syncx_seq,
+    )
+    return table
+
+
+def _cdc_staging_view(
+    name: str, schema: str | None, columns: Sequence[str], key: Sequence[str]
+) -> sa.Table:
+    names = list(dict.fromkeys([*columns, *key]))
+    return sa.Table(
+        ident(name),
+        sa.MetaData(),
+        *[sa.Column(ident(c)) for c in names],
+        *[
+            sa.Column(c)
+            for c in ("_syncx_op", "_syncx_job", "_syncx_run", "_syncx_subtask", "_syncx_segment")
+        ],
+        sa.Column("_syncx_seq", sa.BigInteger),
+        schema=ident(schema) if schema else None,
+    )
+
+
+def _table_exists(conn: Connection, name: str, schema: str | None) -> bool:
+    return bool(sa.inspect(conn).has_table(name, schema=schema))
+
+
+_CREATE_NAME = re.compile(
+    r"^(\s*CREATE\s+(?:OR\s+REPLACE\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?)"
+    r"((?:`(?:[^`]|``)+`|[\w$]+)(?:\s*\.\s*(?:`(?:[^`]|``)+`|[\w$]+))?)",
+    re.IGNORECASE,
+)
+
+
+def _create_for(statement: str, qualified: str) -> str:
+    """A captured ``CREATE TABLE`` naming the target table instead."""
+    match = _CREATE_NAME.match(statement)
+    if match is None:
+        msg = f"cannot read the table name of {statement!r}"
+        raise JobFailedError(msg)
+    return f"{match.group(1)}{qualified}{statement[match.end() :]}"
+
+
 def _staging_view(handle: dict[str, Any]) -> sa.Table:
     """Enough of a staging table to select, insert from and delete by a handle (no types needed)."""
     columns: list[sa.Column[Any]] = [sa.Column(ident(c)) for c in handle["columns"]]
@@ -730,6 +1266,9 @@ class SqlWriterTask(WriterTask):
         self._conn: Connection | None = None
         self._pending = False
         self._staged_columns: set[str] = set()
+        self._cdc_entries: list[dict[str, Any]] = []
+        """CDC: per target and staging table, the seq range staged in this segment, in order."""
+        self._cdc_open: dict[str, dict[str, Any]] = {}
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -737,6 +1276,14 @@ class SqlWriterTask(WriterTask):
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
         if batch.num_rows == 0:
             return []
+        if cdc.is_cdc(batch.schema):
+            return self._write_cdc(batch)
+        if self.writer.routes_by_source():
+            msg = (
+                f"{self.writer.param_path}.table '*' routes changes by their source table: it "
+                "needs CDC input (binlogreader), not plain rows"
+            )
+            raise JobFailedError(msg)
         batch, dirty = self._conform(batch)
         if batch.num_rows == 0:
             return dirty
@@ -761,6 +1308,11 @@ class SqlWriterTask(WriterTask):
                 self._conn.commit()
                 self._pending = False
             return None
+        if self._cdc_entries:
+            if self._staged:
+                msg = "a writer subtask received both CDC changes and plain rows"
+                raise JobFailedError(msg)
+            return self._seal_cdc(checkpoint_id)
         if self._staged == 0:
             return None
         ctx = self.writer.ctx
@@ -796,6 +1348,9 @@ class SqlWriterTask(WriterTask):
                 self._conn.rollback()
                 self._pending = False
             return
+        if self._cdc_entries:
+            self.writer.abort_cdc_handle(self._cdc_handle(0))
+            self._cdc_entries, self._cdc_open = [], {}
         if self._staged:
             target = self.writer.target()
             self.writer.abort_handle(
@@ -816,6 +1371,216 @@ class SqlWriterTask(WriterTask):
                 self._conn.close()
             self._conn = None
 
+    # -- CDC -----------------------------------------------------------------------------------
+
+    def _cdc_handle(self, checkpoint_id: int) -> dict[str, Any]:
+        ctx = self.writer.ctx
+        return {
+            "kind": "cdc",
+            "schema": self.writer.params.schema_name()
+            if self.writer.routes_by_source()
+            else self.writer.target().info.schema,
+            "job": ctx.job_name,
+            "run": ctx.run_id,
+            "subtask": self.subtask,
+            "checkpoint": checkpoint_id,
+            "segment": self._segment,
+            "targets": [dict(e, seq=list(e["seq"])) for e in self._cdc_entries],
+        }
+
+    def _seal_cdc(self, checkpoint_id: int) -> Handle:
+        handle = self._cdc_handle(checkpoint_id)
+        self._segment = uuid.uuid4().hex
+        self._seq = 0
+        self._cdc_entries, self._cdc_open = [], {}
+        return handle
+
+    def _write_cdc(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        """Changes of one source table: staged (exactly-once) or applied now (at-least-once)."""
+        writer = self.writer
+        decoded = cdc.decode(batch)
+        if isinstance(decoded, cdc.DdlChange):
+            if self._conn is not None and self._pending:  # our row locks would block the DDL
+                self._conn.commit()
+                self._pending = False
+            writer.apply_ddl(decoded)
+            self._cdc_open.pop(writer.cdc_target_name(f"{decoded.db}.{decoded.table}"), None)
+            return []
+        assert decoded is not None
+        target = writer.cdc_target(decoded.table)
+        rows_batch, upsert, dirty = self._cdc_conform(target, decoded)
+        if not rows_batch.num_rows:
+            return dirty
+        names = rows_batch.schema.names
+        columns, conversion_dirty, keep = self._python_columns(rows_batch, target.table)
+        dirty.extend(conversion_dirty)
+        originals = list(range(rows_batch.num_rows))
+        if keep is not None:
+            originals = keep
+        kept = None if keep is None else set(keep)
+        rows = [
+            dict(zip(names, values, strict=True))
+            for i, values in enumerate(zip(*columns, strict=True))
+            if kept is None or i in kept
+        ]
+        upsert = [upsert[i] for i in originals]
+        if self.exactly_once:
+            dirty.extend(self._stage_cdc(target, rows_batch, rows, upsert, originals))
+        else:
+            dirty.extend(self._apply_cdc_now(target, rows_batch, rows, upsert, originals))
+        return dirty
+
+    def _cdc_conform(
+        self, target: CdcTarget, changes: cdc.Changes
+    ) -> tuple[pa.RecordBatch, list[bool], list[DirtyRecord]]:
+        """The changes' rows under the target's column names and types; rows that do not
+        convert are dirty. Delete rows keep only their key (other columns cannot be bad)."""
+        rows = changes.rows
+        names: list[str] = []
+        missing: list[str] = []
+        for name in rows.schema.names:
+            found = target.resolve(name)
+            if found is None:
+                missing.append(name)
+            names.append(found or name)
+        if missing:
+            msg = (
+                f"changes of {changes.table} carry column(s) {', '.join(missing)} that target "
+                f"table '{target.info.qualified}' lacks: the source table's layout changed (a DDL "
+                "skipped with ddl: skip?). Change the target to match (or use ddl: apply) and "
+                "resume with --restore latest"
+            )
+            raise JobFailedError(msg)
+        absent = [k for k in target.key if k not in names]
+        if absent:
+            msg = (
+                f"changes of {changes.table} lack the key column(s) {', '.join(absent)} of "
+                f"target '{target.info.qualified}'"
+            )
+            raise JobFailedError(msg)
+        mask = pa.array(changes.upsert, pa.bool_())
+        arrays = []
+        for name, column in zip(names, rows.columns, strict=True):
+            if name not in target.key and not all(changes.upsert):
+                arrays.append(pc.if_else(mask, column, pa.nulls(len(column), column.type)))
+            else:
+                arrays.append(column)
+        marker = "__syncx_row"
+        arrays.append(pa.array(range(rows.num_rows), pa.int64()))
+        tagged = pa.RecordBatch.from_arrays(arrays, names=[*names, marker])
+        schema = pa.schema([target.fields[n] for n in names] + [pa.field(marker, pa.int64())])
+        conformed, dirty = conform(tagged, schema)
+        kept = conformed.column(marker).to_pylist()
+        upsert = [changes.upsert[i] for i in kept]
+        return conformed.select(names), upsert, dirty
+
+    def _stage_cdc(
+        self,
+        target: CdcTarget,
+        batch: pa.RecordBatch,
+        rows: list[dict[str, Any]],
+        upsert: list[bool],
+        originals: list[int],
+    ) -> list[DirtyRecord]:
+        writer = self.writer
+        ctx = writer.ctx
+        writer.ensure_cdc_staging(target)
+        meta = {
+            "_syncx_job": ctx.job_name,
+            "_syncx_run": ctx.run_id,
+            "_syncx_subtask": self.subtask,
+            "_syncx_segment": self._segment,
+        }
+        low = self._seq
+        for row, up in zip(rows, upsert, strict=True):
+            row.update(meta)
+            row["_syncx_op"] = "u" if up else "d"
+            row["_syncx_seq"] = self._seq
+            self._seq += 1
+        dirty: list[DirtyRecord] = []
+        with writer.engine().connect() as conn:
+            writer.cdc_session(conn)
+            with conn.begin():
+                for chunk, chunk_originals in self._chunks(rows, originals):
+                    dirty.extend(
+                        self._insert(
+                            conn,
+                            target.staging,
+                            chunk,
+                            batch,
+                            chunk_originals,
+                            writer.stage_changes,
+                        )
+                    )
+        name = writer.cdc_target_name(target.info.qualified)
+        entry = self._cdc_open.get(name)
+        columns = list(batch.schema.names)
+        if entry is None or entry["staging"] != target.staging_name:
+            entry = {
+                "table": name,
+                "staging": target.staging_name,
+                "columns": columns,
+                "key": list(target.key),
+                "seq": [low, self._seq - 1],
+            }
+            self._cdc_entries.append(entry)
+            self._cdc_open[name] = entry
+        else:
+            entry["seq"][1] = self._seq - 1
+            entry["columns"] = list(dict.fromkeys([*entry["columns"], *columns]))
+        return dirty
+
+    def _apply_cdc_now(
+        self,
+        target: CdcTarget,
+        batch: pa.RecordBatch,
+        rows: list[dict[str, Any]],
+        upsert: list[bool],
+        originals: list[int],
+    ) -> list[DirtyRecord]:
+        """At-least-once: delete every touched key, insert each key's last upsert (idempotent:
+        a replay after a restore ends in the same rows)."""
+        writer = self.writer
+        key = target.key
+        last: dict[tuple[Any, ...], int] = {}
+        for index, row in enumerate(rows):
+            last[tuple(row[k] for k in key)] = index
+        inserts = [i for i in sorted(last.values()) if upsert[i]]
+        if self._conn is None:
+            self._conn = writer.engine().connect()
+            writer.cdc_session(self._conn)
+        conn = self._conn
+        if not conn.in_transaction():
+            conn.begin()
+        self._pending = True
+        dirty: list[DirtyRecord] = []
+        try:
+            columns = [target.table.c[k] for k in key]
+            keys = list(last)
+            for start in range(0, len(keys), _IN_CHUNK):
+                some = keys[start : start + _IN_CHUNK]
+                if len(columns) == 1:
+                    condition = columns[0].in_([v[0] for v in some])
+                else:
+                    condition = sa.tuple_(*columns).in_(some)
+                conn.execute(sa.delete(target.table).where(condition))
+            chosen = [rows[i] for i in inserts]
+            chosen_originals = [originals[i] for i in inserts]
+            for chunk, chunk_originals in self._chunks(chosen, chosen_originals):
+                dirty.extend(
+                    self._insert(
+                        conn, target.table, chunk, batch, chunk_originals, writer.insert_rows
+                    )
+                )
+        except BaseException:
+            conn.rollback()
+            self._pending = False
+            raise
+        if conn.dialect.name == "sqlite":
+            conn.commit()
+            self._pending = False
+        return dirty
+
     # -- implementation ----------------------------------------------------------------------
 
     def _conform(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[DirtyRecord]]:
@@ -835,10 +1600,10 @@ class SqlWriterTask(WriterTask):
         return conform(renamed, pa.schema([target.fields[n] for n in names]))
 
     def _python_columns(
-        self, batch: pa.RecordBatch
+        self, batch: pa.RecordBatch, table: sa.Table | None = None
     ) -> tuple[list[list[Any]], list[DirtyRecord], list[int] | None]:
         """Column-wise Python values; values the column's type cannot bind become dirty."""
-        converters = self.writer.value_converters(batch.schema.names)
+        converters = self.writer.value_converters(batch.schema.names, table)
         columns: list[list[Any]] = []
         bad: dict[int, DirtyRecord] = {}
         for position, convert in enumerate(converters):
@@ -1025,6 +1790,38 @@ def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
         with cursor.copy(statement) as copy:
             for row in zip(*values, strict=True):
                 copy.write_row(row)
+    except dbapi_error as exc:
+        raise sa_exc.DBAPIError.instance(statement, None, exc, dbapi_error) from exc
+    finally:
+        cursor.close()
+
+
+def _executemany_tuples(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """A DB-API ``executemany`` of ``rows`` as tuples, values bound as SQLAlchemy would bind
+    them; driver errors become SQLAlchemy's exceptions."""
+    dialect = conn.dialect
+    preparer = dialect.identifier_preparer
+    names = list(rows[0])
+    columns = ", ".join(preparer.quote_identifier(name) for name in names)
+    marks = ", ".join(["%s"] * len(names))
+    statement = f"INSERT INTO {preparer.format_table(table)} ({columns}) VALUES ({marks})"
+    processors = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    ]
+    if any(p is not None for p in processors):
+        values = [
+            tuple(
+                v if p is None or v is None else p(v)
+                for v, p in zip((row[n] for n in names), processors, strict=True)
+            )
+            for row in rows
+        ]
+    else:
+        values = [tuple(row[n] for n in names) for row in rows]
+    dbapi_error = dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(statement, values)
     except dbapi_error as exc:
         raise sa_exc.DBAPIError.instance(statement, None, exc, dbapi_error) from exc
     finally:

@@ -1,0 +1,381 @@
+"""binlogreader benchmarks on the private MariaDB: read rate, apply rate, end-to-end lag.
+
+    .venv/bin/python bench/binlog_bench.py [--changes 200000] [--lag-seconds 20]
+
+1. **Read rate**: ``--changes`` row changes (inserts in 1,000-row transactions, updates,
+   deletes) on a 7-column table, then the binlog read back: by the reader alone (in-process,
+   batches counted) and by a ``binlogreader → streamwriter`` job (``print: false``), in row
+   events per second.
+2. **Apply rate**: the same changes replicated into a second database by ``sqlwriter``
+   (exactly-once staging, and at-least-once direct apply), checked equal with ``CHECKSUM
+   TABLE``; row events per second (target: 10,000).
+3. **Lag**: an endless ``binlogreader → sqlwriter`` job (exactly-once, checkpoints every 0.5 s)
+   while a steady load of 2,000 and then 5,000 changes/s (70% inserts, 20% updates, 10% deletes,
+   10 changes per transaction) runs on the source; a poller measures, for every inserted row,
+   the time from its source commit to its visibility in the target. Percentiles printed
+   (target: p99 under 2 s at 2,000 changes/s).
+
+Numbers are medians of ``--rounds`` rounds where a round is cheap (rates), single runs
+otherwise. Each run is a real ``syncx run`` process (start-up included in job rates; the
+in-process reader rate excludes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from readers.binlog import BinlogReader, BinlogReaderParams  # noqa: E402
+from sync.model import Setting  # noqa: E402
+from sync.plugin import JobContext  # noqa: E402
+from tests.servers.mariadb import MariaDB, ensure_server  # noqa: E402
+
+TABLE = (
+    "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(40), qty INT, "
+    "price DECIMAL(10,2), paid TINYINT, created_ms BIGINT, channel VARCHAR(10))"
+)
+SYNCX = [str(REPO / ".venv" / "bin" / "syncx")]
+
+
+def _gtid(server: MariaDB) -> str:
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@gtid_binlog_pos")
+            return str(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _end(server: MariaDB) -> dict[str, Any]:
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+            return {"journalName": file, "position": int(pos)}
+    finally:
+        conn.close()
+
+
+def _load_changes(server: MariaDB, database: str, count: int) -> int:
+    """``count`` changes: half inserts, a quarter updates, a quarter deletes."""
+    conn = server.connect(database)
+    inserts = count // 2
+    rows = [
+        (i, f"customer-{i % 1000}", i % 7, f"{i * 1.5 % 1000:.2f}", i % 2, 0, "web")
+        for i in range(inserts)
+    ]
+    with conn.cursor() as cur:
+        for start in range(0, inserts, 1000):
+            cur.execute("BEGIN")
+            cur.executemany(
+                "INSERT INTO orders VALUES (%s,%s,%s,%s,%s,%s,%s)", rows[start : start + 1000]
+            )
+            cur.execute("COMMIT")
+        updates = count // 4
+        for start in range(0, updates, 1000):
+            cur.execute(
+                f"UPDATE orders SET qty = qty + 1 WHERE id >= {start} AND id < {start + 1000}"
+            )
+        deletes = count - inserts - updates
+        for start in range(0, deletes, 1000):
+            cur.execute(
+                f"DELETE FROM orders WHERE id >= {inserts - deletes + start} AND "
+                f"id < {inserts - deletes + start + 1000}"
+            )
+    conn.close()
+    return count
+
+
+def _job(server: MariaDB, source: str, writer: dict[str, Any], **reader: Any) -> dict[str, Any]:
+    params = {
+        "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{source}",
+        "username": server.user,
+        "password": server.password,
+        "pavingData": False,
+        **reader,
+    }
+    return {
+        "job": {
+            "content": [
+                {"reader": {"name": "binlogreader", "parameter": params}, "writer": writer}
+            ],
+            "setting": {"restore": {"isRestore": True, "checkpointInterval": 2}},
+        }
+    }
+
+
+def _sqlwriter(server: MariaDB, target: str, semantic: str) -> dict[str, Any]:
+    return {
+        "name": "sqlwriter",
+        "parameter": {
+            "url": f"mysql+pymysql://{server.user}@{server.host}:{server.port}/{target}",
+            "table": "*",
+            "semantic": semantic,
+            "batchSize": 4096,
+        },
+    }
+
+
+def _run(job: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    metrics = folder / f"{name}-metrics.json"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            *SYNCX,
+            "run",
+            str(path),
+            f"--state-dir={folder / (name + '-state')}",
+            f"--metrics-file={metrics}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    report = json.loads(metrics.read_text())
+    report["wall"] = wall
+    return report
+
+
+def _reader_alone(server: MariaDB, source: str, start: str, end: dict[str, Any]) -> float:
+    params = BinlogReaderParams.model_validate(
+        {
+            "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{source}",
+            "username": server.user,
+            "password": server.password,
+            "pavingData": False,
+            "start": {"gtid": start},
+            "stopAt": end,
+        }
+    )
+    ctx = JobContext(
+        job_name="bench", run_id="bench", state_dir=Path(tempfile.gettempdir()), setting=Setting()
+    )
+    reader = BinlogReader(params, ctx)
+    (split,) = reader.plan(1)
+    opened = reader.open(split, None)
+    started = time.perf_counter()
+    rows = sum(b.num_rows for b in opened.batches() if b is not None)
+    elapsed = time.perf_counter() - started
+    opened.close()
+    return rows / elapsed
+
+
+def _checksum(server: MariaDB, database: str) -> int:
+    conn = server.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CHECKSUM TABLE orders")
+            return int(cur.fetchone()[1])
+    finally:
+        conn.close()
+
+
+def _fresh_target(server: MariaDB) -> str:
+    target = server.create_database("bench_dst")
+    conn = server.connect(target)
+    with conn.cursor() as cur:
+        cur.execute(TABLE)
+    conn.close()
+    return target
+
+
+def rates(server: MariaDB, changes: int, rounds: int, folder: Path) -> None:
+    source = server.create_database("bench_src")
+    conn = server.connect(source)
+    with conn.cursor() as cur:
+        cur.execute(TABLE)
+    conn.close()
+    start = _gtid(server)
+    load_started = time.perf_counter()
+    _load_changes(server, source, changes)
+    load = time.perf_counter() - load_started
+    end = _end(server)
+    print(f"\n== {changes:,} row changes written in {load:.1f}s ({changes / load:,.0f}/s) ==")
+    reader = {"start": {"gtid": start}, "stopAt": end}
+    alone = [_reader_alone(server, source, start, end) for _ in range(rounds)]
+    null_writer = {"name": "streamwriter", "parameter": {"print": False}}
+    to_null = []
+    for index in range(rounds):
+        report = _run(_job(server, source, null_writer, **reader), folder, f"null-{index}")
+        to_null.append(report["metrics"]["numRead"] / report["wall"])
+    results: dict[str, list[float]] = {}
+    for semantic in ("exactly-once", "at-least-once"):
+        for index in range(rounds):
+            target = _fresh_target(server)
+            report = _run(
+                _job(server, source, _sqlwriter(server, target, semantic), **reader),
+                folder,
+                f"{semantic}-{index}",
+            )
+            same = _checksum(server, source) == _checksum(server, target)
+            if not same:
+                raise SystemExit(f"{semantic}: target differs from source")
+            results.setdefault(semantic, []).append(report["metrics"]["numWrite"] / report["wall"])
+            server.drop_database(target)
+    server.drop_database(source)
+    read = statistics.median(alone)
+    print(f"reader alone (in-process)          {read:10,.0f} row events/s")
+    print(f"binlog -> null (syncx run)         {statistics.median(to_null):10,.0f} row events/s")
+    for semantic, values in results.items():
+        rate = statistics.median(values)
+        verdict = "meets" if rate >= 10_000 else "MISSES"
+        print(
+            f"binlog -> MySQL {semantic:14s}     {rate:10,.0f} row events/s "
+            f"({rate / read:.2f}x of the read rate; {verdict} the 10,000/s target); tables equal"
+        )
+
+
+class _Load:
+    """A steady change load: ``rate`` changes/s in transactions of 10 (7 inserts, 2 updates,
+    1 delete); each inserted row carries the time of its transaction in ms (taken just before
+    the statements; the commit follows within a millisecond or two)."""
+
+    def __init__(self, server: MariaDB, database: str, rate: int) -> None:
+        self.server, self.database, self.rate = server, database, rate
+        self.stop = threading.Event()
+        self.next_id = 1
+        self.done = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = self.server.connect(self.database)
+        cur = conn.cursor()
+        started = time.perf_counter()
+        while not self.stop.is_set():
+            due = int((time.perf_counter() - started) * self.rate)
+            while self.done + 10 <= due and not self.stop.is_set():
+                first = self.next_id
+                self.next_id += 7
+                now = int(time.time() * 1000)
+                cur.execute("BEGIN")
+                cur.executemany(
+                    "INSERT INTO orders VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                    [
+                        (i, f"c{i % 97}", i % 9, "1.50", 0, now, "web")
+                        for i in range(first, first + 7)
+                    ],
+                )
+                cur.execute(
+                    "UPDATE orders SET qty = qty + 1 WHERE id IN (%s, %s)",
+                    (max(1, first - 3), max(1, first - 5)),
+                )
+                cur.execute("DELETE FROM orders WHERE id = %s", (max(1, first - 20),))
+                cur.execute("COMMIT")
+                self.done += 10
+            time.sleep(0.002)
+        conn.close()
+
+
+def lag(server: MariaDB, rate: int, seconds: float, folder: Path) -> dict[str, float]:
+    source = server.create_database("bench_lag")
+    conn = server.connect(source)
+    with conn.cursor() as cur:
+        cur.execute(TABLE)
+    conn.close()
+    target = _fresh_target(server)
+    job = _job(
+        server, source, _sqlwriter(server, target, "exactly-once"), start={"gtid": _gtid(server)}
+    )
+    job["job"]["setting"]["restore"]["checkpointInterval"] = 0.5
+    path = folder / f"lag-{rate}.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    process = subprocess.Popen(
+        [*SYNCX, "run", str(path), f"--state-dir={folder / f'lag-{rate}-state'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)  # start-up
+    load = _Load(server, source, rate)
+    load.thread.start()
+    samples: list[float] = []
+    seen = 0
+    poller = server.connect(target)
+    started = time.monotonic()
+    try:
+        with poller.cursor() as cur:
+            while time.monotonic() - started < seconds:
+                cur.execute("SELECT id, created_ms FROM orders WHERE id > %s", (seen,))
+                now = time.time() * 1000
+                rows = cur.fetchall()
+                for row_id, created in rows:
+                    seen = max(seen, row_id)
+                    if created:
+                        samples.append((now - created) / 1000)
+                time.sleep(0.02)
+    finally:
+        load.stop.set()
+        load.thread.join()
+        achieved = load.done / (time.monotonic() - started)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        poller.close()
+        server.drop_database(source)
+        server.drop_database(target)
+    samples.sort()
+
+    def pct(p: float) -> float:
+        return samples[min(len(samples) - 1, int(p * len(samples)))] if samples else float("nan")
+
+    return {
+        "offered": rate,
+        "achieved": achieved,
+        "samples": len(samples),
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "max": samples[-1] if samples else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lag-seconds", type=float, default=20)
+    parser.add_argument("--skip-lag", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("SYNCX_TEST_MYSQL_PORT", "3307")
+    server = ensure_server()
+    with tempfile.TemporaryDirectory(prefix="binlog-bench-") as tmp:
+        folder = Path(tmp)
+        rates(server, args.changes, args.rounds, folder)
+        if args.skip_lag:
+            return
+        print(
+            f"\n== end-to-end lag, binlog -> MySQL exactly-once, {args.lag_seconds:.0f}s per load =="
+        )
+        for rate in (2000, 5000):
+            result = lag(server, rate, args.lag_seconds, folder)
+            verdict = ""
+            if rate == 2000:
+                verdict = "  (target p99 < 2 s: " + ("met" if result["p99"] < 2 else "MISSED") + ")"
+            print(
+                f"{rate:5d} changes/s offered ({result['achieved']:,.0f} achieved): "
+                f"p50 {result['p50']:.2f}s  p95 {result['p95']:.2f}s  p99 {result['p99']:.2f}s  "
+                f"max {result['max']:.2f}s over {result['samples']:,} rows{verdict}"
+            )
+
+
+if __name__ == "__main__":
+    main()

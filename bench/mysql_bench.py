@@ -1,0 +1,313 @@
+"""MySQL benchmark: syncx against the server's own tools on the ``orders`` table, as ratios.
+
+Not a test: it prints wall times, peak RSS and the ratios the MySQL issue sets as targets,
+measured in one run on the project's private MariaDB (``scripts/mariadb-test-server.sh``):
+
+- MySQL → Parquet (``mysqlreader`` → ``filewriter``, 2 channels, checkpoints every 2 s) against
+  ``mariadb-dump --quick`` of the same table into a file: at most 2x;
+- MySQL → MySQL (``mysqlwriter`` exactly-once, XA, 2 channels) into an empty copy against one
+  ``LOAD DATA LOCAL INFILE`` of the same rows in one transaction: at most 2.5x;
+- peak RSS of the syncx process (MySQL → Parquet): under 400 MB, and not growing with the table
+  (``--rows`` against ``--big-rows``, within 10%).
+
+Rounds are interleaved (dump, parquet, LOAD DATA, copy, dump, ...) and the medians are compared,
+so that a busy machine slows both sides of a ratio alike. The tables are generated once by
+``bench/orders.py`` into the database ``syncx_bench`` and kept for later runs.
+
+Usage::
+
+    python bench/mysql_bench.py                       # 2M rows, 3 rounds, RSS at 2M and 4M
+    python bench/mysql_bench.py --rows 200000 --rounds 1 --big-rows 0   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from orders import create_orders, write_tsv
+
+REPO = Path(__file__).resolve().parent.parent
+SYNCX = Path(sys.executable).with_name("syncx")
+DATABASE = "syncx_bench"
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_mb: float
+
+
+def server(port: int) -> None:
+    env = {**os.environ, "SYNCX_TEST_MYSQL_PORT": str(port)}
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "mariadb-test-server.sh"), "start"],
+        check=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def connect(port: int, database: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=port,
+        user="root",
+        password="",
+        database=database,
+        autocommit=True,
+        charset="utf8mb4",
+        local_infile=True,
+    )
+
+
+def ensure_table(port: int, table: str, rows: int) -> None:
+    """``syncx_bench.<table>`` with ``rows`` orders (generated when missing or of another size)."""
+    conn = connect(port)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}` CHARACTER SET utf8mb4")
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = %s AND table_name = %s",
+                (DATABASE, table),
+            )
+            exists = cur.fetchone()[0] == 1
+            count = -1
+            if exists:
+                cur.execute(f"SELECT COUNT(*) FROM `{DATABASE}`.`{table}`")
+                count = cur.fetchone()[0]
+        if count != rows:
+            print(f"generating {DATABASE}.{table} with {rows:,} rows ...", flush=True)
+            create_orders(conn, DATABASE, rows, table)
+    finally:
+        conn.close()
+
+
+def empty_copy(port: int, source: str, target: str) -> None:
+    conn = connect(port, DATABASE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS `{target}`")
+            cur.execute(f"CREATE TABLE `{target}` LIKE `{source}`")
+    finally:
+        conn.close()
+
+
+def measured(args: list[str], *, env: dict[str, str] | None = None, stdout: Any = None) -> Run:
+    """Wall time and peak RSS (``ru_maxrss`` of this child) of one process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args,
+        stdout=stdout or subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    if process.returncode != 0:
+        msg = f"{' '.join(args[:3])} failed ({process.returncode}):\n{error[-2000:]}"
+        raise RuntimeError(msg)
+    return Run(elapsed, usage.ru_maxrss / 1024)
+
+
+def dump(port: int, table: str, out: Path) -> Run:
+    with out.open("wb") as target:
+        return measured(
+            [
+                "mariadb-dump",
+                "--no-defaults",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--user=root",
+                "--quick",
+                "--single-transaction",
+                DATABASE,
+                table,
+            ],
+            stdout=target,
+        )
+
+
+def load_data(port: int, tsv: Path) -> float:
+    """One ``LOAD DATA LOCAL INFILE`` of the rows into an empty copy, in one transaction."""
+    empty_copy(port, "orders", "orders_load")
+    conn = connect(port, DATABASE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            started = time.perf_counter()
+            cur.execute("START TRANSACTION")
+            cur.execute(
+                "LOAD DATA LOCAL INFILE %s INTO TABLE `orders_load` CHARACTER SET utf8mb4 "
+                "FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n'",
+                (str(tsv),),
+            )
+            cur.execute("COMMIT")
+            return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def reader(port: int, table: str) -> dict[str, Any]:
+    return {
+        "name": "mysqlreader",
+        "parameter": {
+            "connection": [
+                {"jdbcUrl": [f"jdbc:mysql://127.0.0.1:{port}/{DATABASE}"], "table": [table]}
+            ],
+            "username": "root",
+            "password": "",
+            "column": ["*"],
+            "splitPk": "id",
+        },
+    }
+
+
+def job_file(folder: Path, name: str, reader: dict[str, Any], writer: dict[str, Any]) -> Path:
+    job = {
+        "name": name,
+        "job": {
+            "content": [{"reader": reader, "writer": writer}],
+            "setting": {
+                "speed": {"channel": 2},
+                "restore": {"isRestore": True, "checkpointInterval": 2},
+                "errorLimit": {"record": 0},
+            },
+        },
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(job, indent=1))
+    return path
+
+
+def syncx(job: Path, folder: Path) -> Run:
+    state = folder / "state" / job.stem
+    shutil.rmtree(state, ignore_errors=True)
+    return measured([str(SYNCX), "run", str(job), "--state-dir", str(state)])
+
+
+def to_parquet(port: int, table: str, folder: Path) -> Run:
+    out = folder / f"parquet-{table}"
+    shutil.rmtree(out, ignore_errors=True)
+    writer = {
+        "name": "filewriter",
+        "parameter": {"path": str(out), "fileType": "parquet", "writeMode": "overwrite"},
+    }
+    run = syncx(job_file(folder, f"parquet-{table}", reader(port, table), writer), folder)
+    shutil.rmtree(out, ignore_errors=True)
+    return run
+
+
+def to_mysql(port: int, folder: Path) -> Run:
+    empty_copy(port, "orders", "orders_copy")
+    writer = {
+        "name": "mysqlwriter",
+        "parameter": {
+            "connection": [
+                {"jdbcUrl": f"jdbc:mysql://127.0.0.1:{port}/{DATABASE}", "table": ["orders_copy"]}
+            ],
+            "username": "root",
+            "password": "",
+            "writeMode": "insert",
+            "semantic": "exactly-once",
+        },
+    }
+    return syncx(job_file(folder, "mysql-copy", reader(port, "orders"), writer), folder)
+
+
+def check_copy(port: int) -> None:
+    conn = connect(port, DATABASE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CHECKSUM TABLE `orders`, `orders_copy` EXTENDED")
+            sums = [row[1] for row in cur.fetchall()]
+    finally:
+        conn.close()
+    if sums[0] != sums[1]:
+        msg = f"orders_copy differs from orders (checksums {sums})"
+        raise RuntimeError(msg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument(
+        "--big-rows", type=int, default=4_000_000, help="second table for the RSS check (0: skip)"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
+    )
+    args = parser.parse_args(argv)
+
+    server(args.port)
+    ensure_table(args.port, "orders", args.rows)
+    if args.big_rows:
+        ensure_table(args.port, "orders_big", args.big_rows)
+    with tempfile.TemporaryDirectory(prefix="syncx-mysql-bench-") as tmp:
+        folder = Path(tmp)
+        tsv = folder / "orders.tsv"
+        write_tsv(tsv, args.rows)
+        dumps: list[float] = []
+        parquets: list[Run] = []
+        loads: list[float] = []
+        copies: list[Run] = []
+        for number in range(1, args.rounds + 1):
+            dumps.append(dump(args.port, "orders", folder / "dump.sql").seconds)
+            (folder / "dump.sql").unlink()
+            parquets.append(to_parquet(args.port, "orders", folder))
+            loads.append(load_data(args.port, tsv))
+            copies.append(to_mysql(args.port, folder))
+            check_copy(args.port)
+            print(
+                f"round {number}: dump {dumps[-1]:.2f}s, syncx→parquet {parquets[-1].seconds:.2f}s "
+                f"({parquets[-1].peak_mb:.0f} MB), LOAD DATA {loads[-1]:.2f}s, "
+                f"syncx→mysql {copies[-1].seconds:.2f}s ({copies[-1].peak_mb:.0f} MB)",
+                flush=True,
+            )
+        big = to_parquet(args.port, "orders_big", folder) if args.big_rows else None
+
+    dump_s = statistics.median(dumps)
+    parquet_s = statistics.median(r.seconds for r in parquets)
+    load_s = statistics.median(loads)
+    copy_s = statistics.median(r.seconds for r in copies)
+    peak = max(r.peak_mb for r in parquets)
+    print()
+    print(f"orders: {args.rows:,} rows; medians of {args.rounds} interleaved round(s)")
+    print(f"  mariadb-dump --quick          {dump_s:7.2f} s")
+    print(
+        f"  syncx MySQL→Parquet (2 ch)    {parquet_s:7.2f} s   ratio {parquet_s / dump_s:.2f}x "
+        "(target ≤ 2x)"
+    )
+    print(f"  LOAD DATA LOCAL INFILE        {load_s:7.2f} s")
+    print(
+        f"  syncx MySQL→MySQL (XA, 2 ch)  {copy_s:7.2f} s   ratio {copy_s / load_s:.2f}x "
+        "(target ≤ 2.5x)"
+    )
+    print(f"  peak RSS, MySQL→Parquet       {peak:7.0f} MB (target < 400 MB)")
+    if big is not None:
+        growth = big.peak_mb / peak
+        print(
+            f"  peak RSS at {args.big_rows:,} rows   {big.peak_mb:7.0f} MB   "
+            f"ratio {growth:.2f} (target within 10%)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1169 @@
+"""binlogreader and the CDC apply path of sqlwriter, against the private MariaDB.
+
+Source and target are two fresh databases of the test server; the target is written by
+``sqlwriter`` over ``mysql+pymysql``. Every replication test ends by comparing the two table
+by table (every row, every column). Tests that restart a server or purge its binlogs use a
+second private server of their own (:func:`private_server`), so that the shared one is never
+disturbed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication import row_event as rev
+
+from readers.binlog import (
+    BinlogReaderParams,
+    _RowDecoder,
+    privilege_problems,
+    settings_problems,
+)
+from sync.cdc import SourceInfo, TableLayout, build_changes, decode, parse_ddl
+from sync.errors import JobFileError
+from sync.jobfile import load_job
+from tests.conftest import COMPAT, REPO
+from tests.crash import syncx_command
+from tests.servers.mariadb import SCRIPT, MariaDB, ensure_server
+
+pytestmark = pytest.mark.mysql
+
+JOBS = REPO / "jobs"
+
+# -- what replication is tested on --------------------------------------------------------------
+
+TABLES: dict[str, str] = {
+    "orders": (
+        "CREATE TABLE orders (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, qty INT NULL, "
+        "price DECIMAL(12,2) NULL, note TEXT NULL, updated DATETIME(6) NULL, "
+        "stamp TIMESTAMP(3) NULL, tags SET('a','b','c') NULL, state ENUM('new','paid','sent') "
+        "NULL, flag BIT(3) NULL, raw VARBINARY(16) NULL)"
+    ),
+    "items": (
+        "CREATE TABLE items (order_id INT NOT NULL, line VARCHAR(20) NOT NULL, amount DOUBLE "
+        "NULL, born DATE NULL, PRIMARY KEY (order_id, line))"
+    ),
+    "events": (
+        "CREATE TABLE events (id BIGINT UNSIGNED PRIMARY KEY, payload LONGTEXT NULL, score FLOAT "
+        "NULL, yr YEAR NULL, t TIME NULL, big DECIMAL(30,10) NULL)"
+    ),
+}
+KEYS = {"orders": "id", "items": "order_id, line", "events": "id"}
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class Workload:
+    """Seeded random changes on :data:`TABLES`: inserts, updates (also of primary keys),
+    deletes, NULLs, and transactions spanning tables or holding thousands of rows."""
+
+    def __init__(self, server: MariaDB, database: str, seed: int = 7) -> None:
+        self.conn = server.connect(database)
+        self.rng = random.Random(seed)
+        self.next_id = {"orders": 1, "items": 1, "events": 1}
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _value(self, table: str, key: int) -> tuple[Any, ...]:
+        r = self.rng
+        maybe = lambda v: None if r.random() < 0.15 else v  # noqa: E731
+        if table == "orders":
+            return (
+                key,
+                f"cust-{r.randint(1, 500)}-é",
+                maybe(r.randint(-5, 500)),
+                maybe(decimal.Decimal(r.randint(-100000, 100000)) / 100),
+                maybe("note " * r.randint(0, 30)),
+                maybe(
+                    dt.datetime(2024, 1, 1)
+                    + dt.timedelta(seconds=r.randint(0, 10**7), microseconds=r.randint(0, 999999))
+                ),
+                maybe(
+                    dt.datetime(2023, 6, 1)
+                    + dt.timedelta(seconds=r.randint(0, 10**7), milliseconds=r.randint(0, 999))
+                ),
+                maybe(",".join(sorted(r.sample(["a", "b", "c"], r.randint(1, 3))))),
+                maybe(r.choice(["new", "paid", "sent"])),
+                maybe(r.randint(0, 7)),
+                maybe(bytes(r.randint(0, 255) for _ in range(r.randint(0, 16)))),
+            )
+        if table == "items":
+            return (
+                key,
+                f"line-{r.randint(1, 3)}",
+                maybe(r.uniform(-1e6, 1e6)),
+                maybe(dt.date(2020, 1, 1) + dt.timedelta(days=r.randint(0, 2000))),
+            )
+        return (
+            key,
+            maybe(json.dumps({"k": r.randint(0, 99), "s": "x" * r.randint(0, 50)})),
+            maybe(float(r.randint(-1000, 1000)) / 4),
+            maybe(r.randint(1990, 2030)),
+            maybe(dt.timedelta(seconds=r.randint(0, 86399))),
+            maybe(decimal.Decimal(r.randint(-(10**15), 10**15)) / 10**10),
+        )
+
+    def execute(self, sql: str, args: Any = None) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+
+    def insert(self, table: str, count: int) -> None:
+        rows = []
+        for _ in range(count):
+            key = self.next_id[table]
+            self.next_id[table] += 1
+            rows.append(self._value(table, key))
+        marks = ", ".join(["%s"] * len(rows[0]))
+        with self.conn.cursor() as cur:
+            cur.executemany(f"INSERT IGNORE INTO {table} VALUES ({marks})", rows)
+
+    def _some_keys(self, table: str, count: int) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                f"SELECT {KEYS[table]} FROM {table} ORDER BY RAND({self.rng.randint(0, 10**6)}) LIMIT %s",
+                (count,),
+            )
+            return list(cur.fetchall())
+
+    def update(self, table: str, count: int) -> None:
+        for key in self._some_keys(table, count):
+            row = self._value(table, 0)
+            if table == "orders":
+                self.execute(
+                    "UPDATE orders SET qty=%s, price=%s, note=%s, updated=%s, stamp=%s, tags=%s, "
+                    "state=%s, flag=%s, raw=%s WHERE id=%s",
+                    (*row[2:], key[0]),
+                )
+            elif table == "items":
+                self.execute(
+                    "UPDATE items SET amount=%s, born=%s WHERE order_id=%s AND line=%s",
+                    (row[2], row[3], *key),
+                )
+            else:
+                self.execute(
+                    "UPDATE events SET payload=%s, score=%s, yr=%s, t=%s, big=%s WHERE id=%s",
+                    (*row[1:], key[0]),
+                )
+
+    def change_keys(self, table: str, count: int) -> None:
+        for key in self._some_keys(table, count):
+            if table == "items":
+                self.execute(
+                    "UPDATE IGNORE items SET line=%s WHERE order_id=%s AND line=%s",
+                    (f"moved-{self.rng.randint(0, 10**6)}", *key),
+                )
+            else:
+                new = self.next_id[table]
+                self.next_id[table] += 1
+                self.execute(f"UPDATE {table} SET id=%s WHERE id=%s", (new, key[0]))
+
+    def delete(self, table: str, count: int) -> None:
+        for key in self._some_keys(table, count):
+            if table == "items":
+                self.execute("DELETE FROM items WHERE order_id=%s AND line=%s", key)
+            else:
+                self.execute(f"DELETE FROM {table} WHERE id=%s", key)
+
+    def step(self, scale: int = 1, *, bulk: bool = True) -> None:
+        """One round of mixed changes, some in multi-table transactions (``bulk``: also two
+        statements that change many rows)."""
+        with self.lock:
+            for table in TABLES:
+                self.insert(table, 20 * scale)
+                self.update(table, 6 * scale)
+                self.change_keys(table, 2 * scale)
+                self.delete(table, 4 * scale)
+            self.execute("BEGIN")
+            self.insert("orders", 5)
+            self.update("items", 5)
+            self.delete("events", 2)
+            self.change_keys("orders", 1)
+            self.execute("COMMIT")
+            if bulk:  # a statement touching many rows; then one that sets NULLs
+                self.execute("UPDATE items SET amount = amount + 1 WHERE amount IS NOT NULL")
+                self.execute("UPDATE orders SET note = NULL WHERE id % 7 = 0")
+
+    def large_transaction(self, rows: int) -> None:
+        with self.lock:
+            self.execute("BEGIN")
+            self.insert("events", rows)
+            self.execute("UPDATE events SET score = -score WHERE score IS NOT NULL")
+            self.execute("COMMIT")
+
+
+def table_rows(server: MariaDB, database: str, table: str) -> list[tuple[Any, ...]]:
+    conn = server.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM {quote(table)} ORDER BY {KEYS.get(table, '1')}")
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def assert_same_tables(server: MariaDB, source: str, target: str, tables: list[str]) -> None:
+    for table in tables:
+        want = table_rows(server, source, table)
+        got = table_rows(server, target, table)
+        if want != got:
+            missing = [r for r in want if r not in set(got)][:3]
+            extra = [r for r in got if r not in set(want)][:3]
+            pytest.fail(
+                f"{table}: source has {len(want)} rows, target {len(got)}; "
+                f"missing e.g. {missing}; unexpected e.g. {extra}"
+            )
+
+
+@dataclass
+class Pair:
+    """A source database and a target database with the same tables."""
+
+    server: MariaDB
+    source: str
+    target: str
+    tables: list[str] = field(default_factory=lambda: list(TABLES))
+
+    def execute(self, database: str, sql: str) -> None:
+        conn = self.server.connect(database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def gtid(self) -> str:
+        conn = self.server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@gtid_binlog_pos")
+                return str(cur.fetchone()[0])
+        finally:
+            conn.close()
+
+    def same(self) -> None:
+        assert_same_tables(self.server, self.source, self.target, self.tables)
+
+
+@pytest.fixture(scope="module")
+def server() -> MariaDB:
+    return ensure_server()
+
+
+def make_pair(server: MariaDB, tables: dict[str, str] | None = None) -> Pair:
+    source = server.create_database("cdc_src")
+    target = server.create_database("cdc_dst")
+    pair = Pair(server, source, target, list(tables or TABLES))
+    for ddl in (tables or TABLES).values():
+        pair.execute(source, ddl)
+        pair.execute(target, ddl)
+    return pair
+
+
+@pytest.fixture
+def pair(server: MariaDB) -> Iterator[Pair]:
+    made = make_pair(server)
+    yield made
+    server.drop_database(made.source)
+    server.drop_database(made.target)
+
+
+def binlog_job(
+    pair: Pair,
+    *,
+    reader: dict[str, Any] | None = None,
+    writer: dict[str, Any] | None = None,
+    setting: dict[str, Any] | None = None,
+    start: str | None = None,
+    snapshot: str = "never",
+    stop_at: Any = "now",
+    paving: bool = False,
+) -> dict[str, Any]:
+    server = pair.server
+    params: dict[str, Any] = {
+        "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{pair.source}",
+        "username": server.user,
+        "password": server.password,
+        "pavingData": paving,
+        "snapshot": snapshot,
+    }
+    if stop_at is not None:
+        params["stopAt"] = stop_at
+    if start is not None:
+        params["start"] = {"gtid": start}
+    params.update(reader or {})
+    sink = {
+        "name": "sqlwriter",
+        "parameter": {
+            "url": f"mysql+pymysql://{server.user}@{server.host}:{server.port}/{pair.target}",
+            "table": "*",
+            **((writer or {}).get("parameter", {})),
+        },
+    }
+    if writer is not None and "name" in writer:
+        sink = writer
+    settings = {"restore": {"isRestore": True, "checkpointInterval": 0.5}}
+    settings.update(setting or {})
+    return {
+        "job": {
+            "content": [{"reader": {"name": "binlogreader", "parameter": params}, "writer": sink}],
+            "setting": settings,
+        }
+    }
+
+
+def write_job(path: Path, job: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(job, indent=1), encoding="utf-8")
+    return path
+
+
+def run(
+    job: Path, state: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*syncx_command(), "run", str(job), f"--state-dir={state}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    )
+    return done.stderr
+
+
+# -- unit: layouts, DDL parsing, messages, parameters --------------------------------------------
+
+
+def test_chunjun_binlog_examples_validate_unchanged() -> None:
+    files = sorted((COMPAT / "chunjun").glob("binlog__*.json"))
+    files += [
+        COMPAT / "chunjun-1.10-docs" / "example__binlog_stream.json",
+        COMPAT / "chunjun-1.10-docs" / "example__binlog_hive.json",
+    ]
+    assert len(files) >= 5
+    for path in files:
+        try:
+            job = load_job(path)
+        except JobFileError as exc:
+            reader_issues = [i for i in exc.issues if ".reader" in i.path]
+            assert not reader_issues, f"{path.name}: {reader_issues}"
+        else:
+            assert isinstance(job.reader_params, BinlogReaderParams)
+
+
+def test_parameters_in_chunjun_spellings() -> None:
+    params = BinlogReaderParams.model_validate(
+        {
+            "jdbcUrl": "jdbc:mysql://db1:3316/shop?useSSL=false&password=s3cret",
+            "username": "repl",
+            "table": "shop.orders",
+            "cat": "insert,DELETE",
+            "start": {"journal-name": "mysql-bin.000003", "position": 4},
+            "slaveId": 1234,
+            "isGTIDMode": True,
+            "ddlSkip": False,
+        }
+    )
+    assert params.password is not None and params.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in (params.jdbc_url or "")
+    assert params.table == ["shop.orders"]
+    assert params.categories() == {"insert", "delete"}
+    assert params.start is not None and params.start.journal_name == "mysql-bin.000003"
+    assert params.slave_id == 1234 and params.is_gtid_mode
+    assert params.ddl_policy() == "fail"
+    assert BinlogReaderParams.model_validate({"host": "h"}).ddl_policy() == "skip"
+    with pytest.raises(ValueError, match="unknown change type"):
+        BinlogReaderParams.model_validate({"host": "h", "cat": "insert,truncate"})
+    with pytest.raises(ValueError, match="jdbcUrl"):
+        BinlogReaderParams.model_validate({"username": "u"})
+
+
+def _layout() -> TableLayout:
+    schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
+    return TableLayout("db", "t", schema, ("id",))
+
+
+@pytest.mark.parametrize("form", ["envelope", "paving"])
+def test_changes_round_trip_and_primary_key_changes(form: str) -> None:
+    source = SourceInfo("mysql-bin.000001", 100, "0-1-5", 1_700_000_000_000)
+    changes = [
+        ("c", None, [1, "a"], source),
+        ("u", [1, "a"], [1, "b"], source),
+        ("u", [1, "b"], [2, "b"], source),  # the key changes
+        ("d", [2, "b"], None, source),
+        ("r", None, [3, None], source),
+    ]
+    batch = build_changes(_layout(), form, changes, split_update=True)  # type: ignore[arg-type]
+    if form == "paving":
+        assert batch.schema.names[:5] == ["schema", "table", "ts", "opTime", "type"]
+        assert batch.column("type").to_pylist() == [
+            "INSERT",
+            "UPDATE_BEFORE",
+            "UPDATE_AFTER",
+            "UPDATE_BEFORE",
+            "UPDATE_AFTER",
+            "DELETE",
+            "INSERT",
+        ]
+        assert len(set(batch.column("ts").to_pylist())) == batch.num_rows
+    else:
+        assert batch.column("op").to_pylist() == ["c", "u", "u", "d", "r"]
+        assert batch.column("source").to_pylist()[0]["gtid"] == "0-1-5"
+    decoded = decode(batch)
+    assert decoded is not None and not hasattr(decoded, "statement")
+    actions = list(zip(decoded.upsert, decoded.rows.column("id").to_pylist(), strict=True))  # type: ignore[union-attr]
+    if form == "envelope":
+        assert actions == [(True, 1), (True, 1), (False, 1), (True, 2), (False, 2), (True, 3)]
+    else:  # split updates: each is a delete of the old image and an upsert of the new
+        assert actions == [
+            (True, 1),
+            (False, 1),
+            (True, 1),
+            (False, 1),
+            (True, 2),
+            (False, 2),
+            (True, 3),
+        ]
+    assert decode(pa.record_batch({"x": [1]})) is None
+
+
+def test_ddl_statements_are_recognized() -> None:
+    alter = parse_ddl(
+        "ALTER TABLE `shop`.`orders` ADD COLUMN `z` INT DEFAULT 3, DROP COLUMN y, "
+        "MODIFY c VARCHAR(10), ADD INDEX ix (a), CHANGE a b INT",
+        "other",
+    )
+    assert alter.kind == "alter" and alter.tables == [("shop", "orders")]
+    assert [(k, c) for k, c, _ in alter.actions] == [
+        ("add", "z"),
+        ("drop", "y"),
+        ("modify", "c"),
+        ("index", None),
+        ("change", "a"),
+    ]
+    dropped = parse_ddl("DROP TABLE `m`,`n` /* generated by server */", "db")
+    assert dropped.kind == "drop" and dropped.tables == [("db", "m"), ("db", "n")]
+    assert parse_ddl("create table if not exists x (id int)", "db").tables == [("db", "x")]
+    assert parse_ddl("TRUNCATE t", "db").kind == "truncate"
+    assert parse_ddl("GRANT SELECT ON *.* TO u", "db").kind == "other"
+
+
+def test_server_settings_messages_say_what_to_change() -> None:
+    good = {
+        "log_bin": "ON",
+        "binlog_format": "ROW",
+        "binlog_row_image": "FULL",
+        "binlog_row_metadata": "FULL",
+    }
+    assert settings_problems(good, "h:1") == []
+    problems = settings_problems(
+        {"log_bin": "ON", "binlog_format": "MIXED", "binlog_row_image": "MINIMAL"}, "h:1"
+    )
+    text = "\n".join(problems)
+    assert "binlog_format is MIXED" in text and "binlog_format=ROW" in text
+    assert "binlog_row_image=FULL" in text
+    assert "binlog_row_metadata is not available" in text and "binlog_row_metadata=FULL" in text
+    off = settings_problems({**good, "log_bin": "OFF"}, "h:1")
+    assert len(off) == 1 and "--log-bin" in off[0]
+
+
+def test_privilege_messages_name_the_missing_privilege() -> None:
+    full = ["GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO `r`@`%`"]
+    assert privilege_problems(full, ["shop"], "r") == []
+    assert (
+        privilege_problems(["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"], [], "root") == []
+    )
+    missing = privilege_problems(
+        ["GRANT BINLOG MONITOR ON *.* TO `r`@`%`", "GRANT SELECT ON `shop`.* TO `r`@`%`"],
+        ["shop"],
+        "r",
+    )
+    assert len(missing) == 1 and "REPLICATION SLAVE" in missing[0]
+    missing = privilege_problems(["GRANT REPLICATION SLAVE ON *.* TO `r`@`%`"], ["shop"], "r")
+    assert any("REPLICATION CLIENT" in m for m in missing)
+    assert any("SELECT on shop.*" in m for m in missing)
+
+
+# -- against the server ----------------------------------------------------------------------
+
+
+def test_fast_row_decoder_agrees_with_mysql_replication(server: MariaDB) -> None:
+    """The per-column decoder reads every type exactly as the library does."""
+    database = server.create_database("cdc_dec")
+    try:
+        conn = server.connect(database)
+        with conn.cursor() as cur:
+            cur.execute(
+                "CREATE TABLE t (id INT PRIMARY KEY, ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT,"
+                " su SMALLINT UNSIGNED, mi MEDIUMINT, mu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED,"
+                " b BIGINT, bu BIGINT UNSIGNED, f FLOAT, d DOUBLE, d1 DECIMAL(5,2), d2 DECIMAL(20,0),"
+                " d3 DECIMAL(38,17), d4 DECIMAL(9,9), c CHAR(5), vc VARCHAR(300), vb VARBINARY(10),"
+                " bi BINARY(4), tx TEXT, mt MEDIUMTEXT, bl BLOB, lb LONGBLOB, dt0 DATETIME,"
+                " dt3 DATETIME(3), dt6 DATETIME(6), ts0 TIMESTAMP NULL, ts2 TIMESTAMP(2) NULL,"
+                " t0 TIME, t4 TIME(4), da DATE, y YEAR, e ENUM('x','y','z'), st SET('p','q','r'),"
+                " bt1 BIT(1), bt20 BIT(20), js JSON, l1 VARCHAR(10) CHARACTER SET latin1)"
+            )
+            cur.execute("SELECT @@gtid_binlog_pos")
+            start = cur.fetchone()[0]
+            values = [
+                (
+                    1,
+                    -128,
+                    255,
+                    -32768,
+                    65535,
+                    -8388608,
+                    16777215,
+                    -2147483648,
+                    4294967295,
+                    -(2**63),
+                    2**64 - 1,
+                    1.5,
+                    -2.25e100,
+                    decimal.Decimal("-123.45"),
+                    decimal.Decimal("12345678901234567890"),
+                    decimal.Decimal("-1.00000000000000001"),
+                    decimal.Decimal("0.000000001"),
+                    "ab",
+                    "ü" * 300,
+                    b"\x00\xff",
+                    b"ab",
+                    "text",
+                    "m" * 70000,
+                    b"\x01" * 10,
+                    b"\x02" * 70000,
+                    dt.datetime(2024, 2, 29, 23, 59, 59),
+                    dt.datetime(1000, 1, 1, 0, 0, 0, 123000),
+                    dt.datetime(9999, 12, 31, 23, 59, 59, 999999),
+                    dt.datetime(2038, 1, 1),
+                    dt.datetime(1999, 5, 5, 5, 5, 5, 120000),
+                    dt.timedelta(hours=-838),
+                    dt.timedelta(hours=12, microseconds=123400),
+                    dt.date(1, 1, 1),
+                    2155,
+                    "z",
+                    "p,r",
+                    1,
+                    2**20 - 1,
+                    '{"a": [1, 2]}',
+                    "café",
+                ),
+                (2, *([None] * 39)),
+                (
+                    3,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    0.0,
+                    decimal.Decimal("0.00"),
+                    decimal.Decimal(0),
+                    decimal.Decimal(0),
+                    decimal.Decimal(0),
+                    "",
+                    "",
+                    b"",
+                    b"\x00" * 4,
+                    "",
+                    "",
+                    b"",
+                    b"",
+                    dt.datetime(2000, 1, 1),
+                    dt.datetime(2000, 1, 1),
+                    dt.datetime(2000, 1, 1),
+                    dt.datetime(1970, 1, 2),
+                    dt.datetime(1970, 1, 2),
+                    dt.timedelta(0),
+                    dt.timedelta(seconds=-1, microseconds=500000),
+                    dt.date(2000, 2, 29),
+                    1901,
+                    "x",
+                    "",
+                    0,
+                    0,
+                    "null",
+                    "",
+                ),
+            ]
+            marks = ", ".join(["%s"] * 40)
+            cur.executemany(f"INSERT INTO t VALUES ({marks})", values)
+            cur.execute("UPDATE t SET vc = 'changed', d3 = -d3 WHERE id = 1")
+            cur.execute("DELETE FROM t WHERE id = 3")
+        conn.close()
+        stream = BinLogStreamReader(
+            {
+                "host": server.host,
+                "port": server.port,
+                "user": server.user,
+                "passwd": server.password,
+            },
+            server_id=random.randint(10**5, 10**9),
+            blocking=True,
+            is_mariadb=True,
+            auto_position=start,
+            only_events=[rev.WriteRowsEvent, rev.UpdateRowsEvent, rev.DeleteRowsEvent],
+            only_schemas=[database],
+        )
+        seen = 0
+        try:
+            for event in stream:
+                if event.table != "t":
+                    continue
+                decoder = _RowDecoder.for_columns(event.columns)
+                assert decoder is not None
+                images = 2 if isinstance(event, rev.UpdateRowsEvent) else 1
+                fast = decoder.rows(event, images)
+                assert fast is not None
+                names = [c.name for c in event.columns]
+                if images == 2:
+                    slow = [
+                        (
+                            [r["before_values"][n] for n in names],
+                            [r["after_values"][n] for n in names],
+                        )
+                        for r in event.rows
+                    ]
+                else:
+                    slow = [[r["values"][n] for n in names] for r in event.rows]
+                normalize = _library_normalizer(event.columns)
+                for got, want in zip(fast, slow, strict=True):
+                    left, right = normalize(got), normalize(want)
+                    if left != right:
+                        flat_l = left if images == 1 else [*left[0], *left[1]]
+                        flat_r = right if images == 1 else [*right[0], *right[1]]
+                        diffs = [
+                            (names[i % len(names)], a, b)
+                            for i, (a, b) in enumerate(zip(flat_l, flat_r, strict=True))
+                            if a != b
+                        ]
+                        pytest.fail(f"fast decoder differs: {diffs}")
+                seen += len(fast)
+                if seen >= 5:
+                    break
+        finally:
+            stream.close()
+        assert seen == 5
+    finally:
+        server.drop_database(database)
+
+
+def _library_normalizer(columns: list[Any]) -> Callable[[Any], Any]:
+    """The library gives SET as a Python set, BIT as a bit string and an empty binary value as
+    ``''``; the fast decoder gives the forms the reader emits (``a,b``, an int, ``b''``).
+    Compare in those forms."""
+    kinds = [
+        (c.type, c.set_values, (getattr(c, "character_set_name", "") or "") == "binary")
+        for c in columns
+    ]
+
+    def value(v: Any, kind: tuple[int, Any, bool]) -> Any:
+        code, members, binary = kind
+        if v is None:
+            return None
+        if binary and isinstance(v, str):  # the library returns '' for an empty binary value
+            return v.encode()
+        if code == 248 and isinstance(v, set):
+            return ",".join(m for m in members if m in v)
+        if code == 16 and isinstance(v, str):
+            return int(v, 2)
+        return v
+
+    def normalize(item: Any) -> Any:
+        if isinstance(item, tuple):
+            return tuple(normalize(x) for x in item)
+        return [value(v, k) for v, k in zip(item, kinds, strict=True)]
+
+    return normalize
+
+
+@pytest.mark.parametrize(
+    ("paving", "semantic"),
+    [(False, "exactly-once"), (True, "at-least-once")],
+    ids=["envelope-exactly-once", "paving-split-update-at-least-once"],
+)
+def test_replicates_a_workload_in_catch_up_runs(
+    pair: Pair, tmp_path: Path, paving: bool, semantic: str
+) -> None:
+    """Inserts, updates, key changes, deletes, NULLs, a large transaction, on three tables;
+    three bounded runs back to back, each continuing where the last ended."""
+    start = pair.gtid()
+    work = Workload(pair.server, pair.source)
+    job = write_job(
+        tmp_path / "job.json",
+        binlog_job(
+            pair,
+            start=start,
+            paving=paving,
+            reader={"splitUpdate": paving},
+            writer={"parameter": {"semantic": semantic}},
+        ),
+    )
+    state = tmp_path / "state"
+    try:
+        work.step(2)
+        work.large_transaction(5000)
+        ok(run(job, state))
+        pair.same()
+        for _ in range(2):
+            work.step()
+            ok(run(job, state, "--restore", "latest-or-new"))
+            pair.same()
+        # nothing new: a run still ends at once and keeps the position
+        ok(run(job, state, "--restore", "latest-or-new"))
+        pair.same()
+    finally:
+        work.close()
+
+
+def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_path: Path) -> None:
+    """``snapshot: initial`` with two channels copies tables that change all along; the stream
+    takes over at the snapshot point; a catch-up run after the load stops makes them equal."""
+    work = Workload(pair.server, pair.source, seed=11)
+    for _ in range(3):
+        work.step(3)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            while not stop.is_set():
+                work.step(bulk=False)
+                time.sleep(0.05)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    for table in TABLES:
+        work.insert(table, 3000)
+    job = write_job(
+        tmp_path / "job.json",
+        binlog_job(
+            pair,
+            snapshot="initial",
+            setting={
+                "speed": {"readerChannel": 2, "writerChannel": 2, "record": 6000},
+                "restore": {"isRestore": True, "checkpointInterval": 0.3},
+            },
+        ),
+    )
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        first = ok(run(job, tmp_path / "state"))
+        assert "snapshot complete" in first
+    finally:
+        stop.set()
+        loader.join()
+    assert not errors, errors
+    ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
+    pair.same()
+    work.close()
+
+
+def test_stream_survives_rotation_and_checkpoints_while_idle(pair: Pair, tmp_path: Path) -> None:
+    """An endless stream: binlog rotations in the middle, idle periods still checkpoint (and
+    report cdcLag); SIGTERM ends it with exit 0 after a final checkpoint."""
+    start = pair.gtid()
+    work = Workload(pair.server, pair.source, seed=3)
+    job = write_job(
+        tmp_path / "job.json",
+        binlog_job(
+            pair,
+            start=start,
+            stop_at=None,
+            setting={"restore": {"isRestore": True, "checkpointInterval": 0.3}},
+        ),
+    )
+    metrics = tmp_path / "metrics.json"
+    process = subprocess.Popen(
+        [
+            *syncx_command(),
+            "run",
+            str(job),
+            f"--state-dir={tmp_path / 'state'}",
+            f"--metrics-file={metrics}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        work.step()
+        pair.execute(pair.source, "FLUSH BINARY LOGS")
+        work.step()
+        pair.execute(pair.source, "FLUSH BINARY LOGS")
+        pair.execute(pair.source, "FLUSH BINARY LOGS")
+        work.step()
+        _wait_until_same(pair, timeout=30)
+        time.sleep(2.0)  # idle: heartbeats keep checkpoints going
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-3000:]
+    pair.same()
+    report = json.loads(metrics.read_text())
+    assert report["metrics"]["numCheckpoints"] >= 5, report
+    assert "cdcLag" in report["metrics"]
+    work.close()
+
+
+def _wait_until_same(pair: Pair, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pair.same()
+            return
+        except BaseException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_target_without_primary_key_is_refused_or_uses_key_columns(
+    server: MariaDB, tmp_path: Path
+) -> None:
+    tables = {"plain": "CREATE TABLE plain (id INT NOT NULL, v VARCHAR(10))"}
+    pair = make_pair(server, tables)
+    try:
+        pair.execute(pair.source, "ALTER TABLE plain ADD PRIMARY KEY (id)")
+        start = pair.gtid()
+        pair.execute(pair.source, "INSERT INTO plain VALUES (1, 'a'), (2, 'b')")
+        pair.execute(pair.source, "UPDATE plain SET v = 'c' WHERE id = 1")
+        pair.execute(pair.source, "DELETE FROM plain WHERE id = 2")
+        job = write_job(tmp_path / "job.json", binlog_job(pair, start=start))
+        refused = run(job, tmp_path / "s1")
+        assert refused.returncode == 1
+        assert "has no primary key" in refused.stderr and "keyColumns" in refused.stderr
+        job = write_job(
+            tmp_path / "job2.json",
+            binlog_job(pair, start=start, writer={"parameter": {"keyColumns": ["id"]}}),
+        )
+        ok(run(job, tmp_path / "s2"))
+        assert table_rows(server, pair.target, "plain") == [(1, "c")]
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
+
+
+def test_ddl_policies(server: MariaDB, tmp_path: Path) -> None:
+    """fail stops with the statement and its position; skip carries on until a change needs the
+    new column and then says why; apply changes the target as the source changed."""
+    tables = {"orders": TABLES["orders"]}
+    pair = make_pair(server, tables)
+    try:
+        start = pair.gtid()
+        work = Workload(server, pair.source)
+        work.insert("orders", 30)
+        pair.execute(pair.source, "ALTER TABLE orders ADD COLUMN extra VARCHAR(8) DEFAULT 'x'")
+        pair.execute(pair.source, "UPDATE orders SET extra = 'y' WHERE id < 5")
+
+        failing = write_job(
+            tmp_path / "fail.json", binlog_job(pair, start=start, reader={"ddl": "fail"})
+        )
+        done = run(failing, tmp_path / "s-fail")
+        assert done.returncode == 1
+        assert "ADD COLUMN extra" in done.stderr and "mysql-bin." in done.stderr
+        assert "GTID" in done.stderr
+
+        skipping = write_job(
+            tmp_path / "skip.json", binlog_job(pair, start=start, reader={"ddlSkip": True})
+        )
+        done = run(skipping, tmp_path / "s-skip")
+        assert done.returncode == 1
+        assert "skipped DDL" in done.stderr
+        assert "carry column(s) extra" in done.stderr and "ddl: apply" in done.stderr
+
+        server.drop_database(pair.target)
+        conn = server.connect()
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {quote(pair.target)}")
+        conn.close()
+        pair.execute(pair.target, TABLES["orders"])
+        applying = write_job(
+            tmp_path / "apply.json",
+            binlog_job(pair, start=start, reader={"ddl": "apply", "filter": f"{pair.source}\\..*"}),
+        )
+        ok(run(applying, tmp_path / "s-apply"))
+        pair.same()
+        pair.execute(
+            pair.source, "ALTER TABLE orders MODIFY COLUMN extra VARCHAR(20), DROP COLUMN raw"
+        )
+        pair.execute(pair.source, "UPDATE orders SET extra = 'much longer value' WHERE id = 7")
+        pair.execute(pair.source, "CREATE TABLE fresh (k INT PRIMARY KEY, v TEXT)")
+        pair.execute(pair.source, "INSERT INTO fresh VALUES (1, 'one'), (2, 'two')")
+        pair.execute(pair.source, "CREATE TABLE gone (k INT PRIMARY KEY)")
+        pair.execute(pair.source, "INSERT INTO gone VALUES (1)")
+        pair.execute(pair.source, "DROP TABLE gone")
+        pair.execute(
+            pair.source, "INSERT INTO orders (id, customer, extra) VALUES (1000, 'c', 'z')"
+        )
+        ok(run(applying, tmp_path / "s-apply", "--restore", "latest-or-new"))
+        pair.tables = ["orders", "fresh"]
+        KEYS["fresh"] = "k"
+        pair.same()
+        conn = server.connect(pair.target)
+        with conn.cursor() as cur:
+            cur.execute("SHOW TABLES")
+            names = {r[0] for r in cur.fetchall()}
+            cur.execute("SHOW COLUMNS FROM orders")
+            columns = [r[0] for r in cur.fetchall()]
+        conn.close()
+        assert "gone" not in names and "fresh" in names
+        assert "raw" not in columns and "extra" in columns
+        work.close()
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
+
+
+def test_replication_user_missing_a_privilege_is_told_which(pair: Pair, tmp_path: Path) -> None:
+    user = f"r{uuid.uuid4().hex[:10]}"
+    pair.execute(pair.source, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        pair.execute(pair.source, f"GRANT BINLOG MONITOR, SELECT ON *.* TO '{user}'@'%'")
+        job = binlog_job(pair, start=pair.gtid())
+        job["job"]["content"][0]["reader"]["parameter"].update(username=user, password="pw")
+        done = run(write_job(tmp_path / "job.json", job), tmp_path / "state")
+        assert done.returncode == 1
+        assert "lacks REPLICATION SLAVE" in done.stderr
+        assert "pw" not in done.stderr.replace("pw'", "")  # the password is never shown
+        pair.execute(pair.source, f"GRANT REPLICATION SLAVE ON *.* TO '{user}'@'%'")
+        pair.execute(pair.source, f"REVOKE BINLOG MONITOR ON *.* FROM '{user}'@'%'")
+        done = run(write_job(tmp_path / "job.json", job), tmp_path / "state")
+        assert done.returncode == 1 and "lacks REPLICATION CLIENT" in done.stderr
+        pair.execute(pair.source, f"GRANT BINLOG MONITOR ON *.* TO '{user}'@'%'")
+        pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (1, 'a')")
+        ok(run(write_job(tmp_path / "job.json", job), tmp_path / "state"))
+        assert len(table_rows(pair.server, pair.target, "orders")) == 1
+    finally:
+        pair.execute(pair.source, f"DROP USER '{user}'@'%'")
+
+
+def test_start_at_a_timestamp(pair: Pair, tmp_path: Path) -> None:
+    """``start.timestamp`` (ms): changes committed before it are not emitted, later ones are."""
+    pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (1, 'before')")
+    time.sleep(1.1)
+    at = int(time.time()) * 1000
+    pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (2, 'after')")
+    job = write_job(tmp_path / "job.json", binlog_job(pair, reader={"start": {"timestamp": at}}))
+    ok(run(job, tmp_path / "state"))
+    assert [r[:2] for r in table_rows(pair.server, pair.target, "orders")] == [(2, "after")]
+
+
+def test_unreachable_start_position_is_a_clear_error(pair: Pair, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.json", binlog_job(pair, start="0-1-999999999"))
+    done = run(job, tmp_path / "state")
+    assert done.returncode == 1
+    assert "cannot send the binlog from GTID 0-1-999999999" in done.stderr
+    assert "snapshot: when_needed" in done.stderr
+
+
+# -- a private server: restarts and purged binlogs ------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def private_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[MariaDB, dict[str, str]]]:
+    """A MariaDB of this module's own (a few seconds to set up): restarted and purged freely."""
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("mariadb")
+    env = {**os.environ, "SYNCX_TEST_MYSQL_PORT": str(port), "SYNCX_TEST_MYSQL_DIR": str(folder)}
+    subprocess.run(["bash", str(SCRIPT), "start"], check=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        yield MariaDB("127.0.0.1", port, "root", ""), env
+    finally:
+        subprocess.run(
+            ["bash", str(SCRIPT), "stop"], check=False, env=env, stdin=subprocess.DEVNULL
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_stream_survives_a_server_restart(
+    private_server: tuple[MariaDB, dict[str, str]], tmp_path: Path
+) -> None:
+    server, env = private_server
+    pair = make_pair(server)
+    start = pair.gtid()
+    work = Workload(server, pair.source, seed=5)
+    job = write_job(tmp_path / "job.json", binlog_job(pair, start=start, stop_at=None))
+    process = subprocess.Popen(
+        [*syncx_command(), "run", str(job), f"--state-dir={tmp_path / 'state'}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        work.step()
+        _wait_until_same(pair, timeout=30)
+        work.close()
+        subprocess.run(["bash", str(SCRIPT), "stop"], check=True, env=env, stdin=subprocess.DEVNULL)
+        time.sleep(2)
+        subprocess.run(
+            ["bash", str(SCRIPT), "start"], check=True, env=env, stdin=subprocess.DEVNULL
+        )
+        work = Workload(server, pair.source, seed=6)
+        work.next_id = dict.fromkeys(TABLES, 100000)
+        work.step()
+        _wait_until_same(pair, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+        work.close()
+    assert process.returncode == 0, err[-3000:]
+    assert "reconnecting" in err
+    pair.same()
+
+
+def test_purged_position_fails_clearly_or_resnapshots(
+    private_server: tuple[MariaDB, dict[str, str]], tmp_path: Path
+) -> None:
+    server, _env = private_server
+    pair = make_pair(server)
+    work = Workload(server, pair.source, seed=9)
+    work.step()
+    never = write_job(tmp_path / "never.json", binlog_job(pair, snapshot="initial"))
+    state = tmp_path / "state"
+    ok(run(never, state))
+    pair.same()
+    # the position the next run would continue from disappears from the server
+    work.insert("orders", 50)
+    work.update("events", 10)
+    pair.execute(pair.source, "FLUSH BINARY LOGS")
+    conn = server.connect()
+    with conn.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        current = cur.fetchone()[0]
+        for _ in range(50):  # a log still read by the last run's (closing) dump thread stays
+            cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+            cur.execute("SHOW BINARY LOGS")
+            if [r[0] for r in cur.fetchall()] == [current]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("PURGE BINARY LOGS left older logs")
+    conn.close()
+    done = run(never, state, "--restore", "latest-or-new")
+    assert done.returncode == 1, done.stderr
+    assert "no longer on the server" in done.stderr and "when_needed" in done.stderr
+    when_needed = binlog_job(pair, snapshot="when_needed")
+    job = write_job(tmp_path / "never.json", when_needed)
+    done = run(job, state, "--restore", "latest-or-new", "--force-restore")
+    ok(done)
+    assert "taking a new snapshot" in done.stderr
+    pair.same()
+    work.close()
+
+
+# -- the example jobs ---------------------------------------------------------------------------
+
+
+def test_example_job_binlog_to_mysql(pair: Pair, tmp_path: Path) -> None:
+    work = Workload(pair.server, pair.source, seed=21)
+    work.step(2)
+    args = ["-p", f"source_db={pair.source}", "-p", f"target_db={pair.target}"]
+    env = {"MYSQL_PORT": str(pair.server.port), "MYSQL_USER": "root"}
+    ok(run(JOBS / "binlog_to_mysql.yaml", tmp_path / "state", *args, env=env))
+    pair.same()
+    work.step()
+    ok(
+        run(
+            JOBS / "binlog_to_mysql.yaml",
+            tmp_path / "state",
+            *args,
+            "--restore",
+            "latest-or-new",
+            env=env,
+        )
+    )
+    pair.same()
+    work.close()
+
+
+def test_example_job_binlog_to_parquet(pair: Pair, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["-p", f"source_db={pair.source}", "-p", "table=items", "-p", f"out={out}"]
+    env = {"MYSQL_PORT": str(pair.server.port), "MYSQL_USER": "root"}
+    ok(run(JOBS / "binlog_to_parquet.yaml", tmp_path / "state", *args, env=env))  # starts now
+    work = Workload(pair.server, pair.source, seed=22)
+    work.insert("items", 10)
+    work.update("items", 3)
+    work.delete("items", 2)
+    ok(
+        run(
+            JOBS / "binlog_to_parquet.yaml",
+            tmp_path / "state",
+            *args,
+            "--restore",
+            "latest-or-new",
+            env=env,
+        )
+    )
+    table = pq.read_table(out)
+    types = table.column("type").to_pylist()
+    assert types.count("INSERT") == 10 and types.count("DELETE") == 2
+    assert types.count("UPDATE_BEFORE") == types.count("UPDATE_AFTER") == 3
+    assert set(table.column("table").to_pylist()) == {"items"}
+    assert "after_amount" in table.column_names and "before_line" in table.column_names
+    work.close()
+
+
+def test_example_job_chunjun_json(pair: Pair, tmp_path: Path) -> None:
+    conn = pair.server.connect()
+    with conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")  # the job reads from the start of a fresh binlog file
+        cur.execute("SHOW MASTER STATUS")
+        file = cur.fetchone()[0]
+    conn.close()
+    pair.execute(
+        pair.source, "INSERT INTO orders (id, customer, qty) VALUES (1, 'a', 1), (2, 'b', 2)"
+    )
+    pair.execute(pair.source, "UPDATE orders SET qty = 5 WHERE id = 1")
+    args = ["-p", f"source_db={pair.source}", "-p", "table=orders", "-p", f"journal_name={file}"]
+    env = {"MYSQL_PORT": str(pair.server.port), "MYSQL_USER": "root"}
+    done = run(JOBS / "binlog_chunjun.json", tmp_path / "state", *args, env=env)
+    ok(done)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4, done.stdout  # 2 inserts, UPDATE_BEFORE, UPDATE_AFTER
+    assert any("UPDATE_AFTER" in line for line in lines)
