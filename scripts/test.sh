@@ -8,7 +8,8 @@ scripts/mariadb-test-server.sh start
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
-.venv/bin/python -m pytest "$@"
+# two workers, one module each at a time: most tests wait on servers and subprocesses
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
 code=$?
 set -e
 [ "$code" -eq 5 ] && { echo "test.sh: pytest collected no tests" >&2; exit 1; }
