@@ -41,7 +41,9 @@ Without a key the boundary is exclusive (``inc > W``, ChunJun's behavior). A sto
 wins over ``startLocation``. ``useMaxFunc: true`` takes ``MAX(increColumn)`` when the job
 starts as an inclusive upper bound, so rows written during the run wait for the next run (set
 it for cron jobs on tables being written; without it a row inserted into an already read key
-range during the run is only read if its value is above the final watermark).
+range during the run is only read if its value is above the final watermark). ChunJun leaves
+the rows equal to that maximum for the next run; with the boundary keys syncx reads them now
+and still never twice.
 
 **Polling** (``polling: true``): one unbounded split reading ``ORDER BY increColumn, key``
 after its cursor; when a query returns less than a page it waits ``pollingInterval`` ms
@@ -83,7 +85,7 @@ from readers.sql import (
     SqlReaderParams,
     SqlSplitReader,
 )
-from sync.errors import ConfigIssue, JobFailedError, JobFileError, RetriableError
+from sync.errors import ConfigIssue, JobFileError, RetriableError
 from sync.mysql import (
     RETRY_DELAYS,
     DriverCannotRead,
@@ -103,6 +105,7 @@ from sync.mysql import (
     parse_text,
     pick_driver,
     python_value,
+    query_failure,
 )
 from sync.plugin import DirtyRecord, JobContext, Position, Semantic, Split, SplitReader
 from sync.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
@@ -1113,7 +1116,7 @@ class MysqlSplitReader(SqlSplitReader):
             if isinstance(exc, Exception) and errno(exc) is not None:
                 detail = error_text(exc, [reader.params.secret()])
                 msg = f"{reader.plugin_name}: {what} failed: {detail}"
-                raise JobFailedError(msg) from exc
+                raise query_failure(exc, msg) from exc
             raise exc
         self._fetcher.close()
         detail = error_text(exc, [reader.params.secret()])

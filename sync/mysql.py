@@ -15,11 +15,13 @@ What the two plugins share, on top of :mod:`sync.sql`:
   (:func:`decode_text`); connectorx's Arrow columns are cast to the same types
   (:func:`from_connectorx`). Where connectorx cannot hold a type exactly (``TIME`` beyond a day,
   ``DECIMAL`` wider than 28 digits or 10 decimals) the column is selected as text; where it
-  fails on a value (zero dates) the query is read again with a text driver. Memory: connectorx
-  hands over 16,384 rows at a time (sliced into ``fetchSize`` batches without copying), what it
-  allocated for a page is given back to the system after the page (glibc ``malloc_trim``), and
-  glibc's arenas are capped at two (:func:`limit_malloc_arenas`): together about 70 MB less peak
-  RSS on the benchmark, at no measurable cost in time.
+  fails on a value (zero dates) the query is read again with a text driver. connectorx reads a
+  whole page (``pageSize`` rows) with the GIL released (its ``arrow_stream`` mode holds the GIL
+  while it waits for the next batch, which stalled the job's other threads for a third of the
+  run); the page is cut into ``fetchSize`` batches without copying. Memory: what connectorx
+  allocated for a page is given back to the system after it (glibc ``malloc_trim``), and glibc's
+  arenas are capped at two (:func:`limit_malloc_arenas`): together about 70 MB less peak RSS on
+  the benchmark, at no measurable cost in time.
 - **Errors**: MySQL error codes sorted into lost connections (retried, then
   :class:`~sync.errors.RetriableError`), rejected rows (dirty records) and the rest.
 - **Writing** (:func:`tsv_text`, :func:`sql_values`): an Arrow batch as ``LOAD DATA`` text or as
@@ -56,7 +58,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.types import TypeEngine
 
-from sync.errors import JobFileError, RetriableError
+from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
 from sync.model import Params
 from sync.registry import require
 from sync.sql import (
@@ -90,6 +92,7 @@ __all__ = [
     "mysql_type_of_field",
     "parse_text",
     "pick_driver",
+    "query_failure",
     "sql_values",
     "tsv_text",
     "with_retries",
@@ -121,12 +124,26 @@ DIALECT_SETUP.setdefault("mysql", _setup_mysql)
 DIALECT_SETUP.setdefault("mariadb", _setup_mysql)
 
 
-class MysqlConfigError(JobFileError):
+class MysqlConfigError(JobFileError, FatalError):
     """A parameter the server shows to be wrong (unknown table or column, a ``splitPk`` that is
     not indexed, a failing ``customSql``): named by its path like a job-file error, but found
-    only by connecting, so the exit code is 1 (``syncx validate`` cannot know it)."""
+    only by connecting, so the exit code is 1 (``syncx validate`` cannot know it); a restart
+    cannot cure it, so it is never retried."""
 
     exit_code = 1
+
+
+TRANSIENT = frozenset({1205, 1213})
+"""Lock wait timeout, deadlock: the statement (or transaction) may succeed when run again."""
+
+
+def query_failure(exc: BaseException, message: str) -> SyncxError:
+    """The error a failed statement becomes: retriable when the server says it may succeed
+    again (a lost connection, a deadlock, a lock wait timeout), else fatal."""
+    code = errno(exc)
+    if code in TRANSIENT or is_connection_lost(exc):
+        return RetriableError(message)
+    return FatalError(message)
 
 
 # -- where to connect ---------------------------------------------------------------------------
@@ -640,8 +657,8 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 CONNECTORX_BATCH_ROWS = 16384
-"""Rows connectorx hands over at a time (cut into ``fetchSize`` batches without copying): each
-hand-over takes the GIL, so fewer of them leave more of it to the writers."""
+"""Rows converted at a time from a connectorx page (then cut into ``fetchSize`` batches without
+copying)."""
 
 
 class DriverCannotRead(Exception):
@@ -757,7 +774,8 @@ class Fetcher:
                 return_type="arrow",
                 pre_execution_query=[f"SET time_zone = '{SESSION_TIME_ZONE}'"],
             )
-            for raw in page.to_batches(max_chunksize=max(batch_rows, CONNECTORX_BATCH_ROWS)):
+            parts = page.to_batches(max_chunksize=max(batch_rows, CONNECTORX_BATCH_ROWS))
+            for raw in parts:
                 if not raw.num_rows:
                     continue
                 arrays = []

@@ -68,7 +68,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,7 +81,7 @@ from sqlalchemy.sql.expression import Executable
 from typing_extensions import override
 
 from sync import cdc
-from sync.errors import JobFailedError, JobFileError, RetriableError
+from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
 from sync.mysql import (
     Form,
     MysqlConfigError,
@@ -96,6 +96,7 @@ from sync.mysql import (
     is_row_error,
     job_identity,
     mysql_type,
+    query_failure,
     quote_ident,
     sql_values,
     tsv_text,
@@ -114,6 +115,9 @@ log = logging.getLogger(__name__)
 XAER_NOTA = 1397
 XA_DETACH_WAIT = 30.0
 """Seconds to wait for a prepared transaction's connection to let go of it."""
+XA_GONE_WAIT = 5.0
+"""Seconds an xid to commit may be in neither list before it counts as gone (the connection of
+a killed process is being cleaned up)."""
 LOCAL_INFILE_REFUSED = frozenset({1148, 2068, 3948, 3950})
 MARKER_RETENTION = dt.timedelta(days=7)
 SQL_MODE_ON = ("STRICT_TRANS_TABLES", "NO_AUTO_VALUE_ON_ZERO")
@@ -312,10 +316,14 @@ class MysqlWriter(SqlWriter):
         def attempt() -> None:
             cursor = self.control().cursor()
             try:
-                if self._xa_command(cursor, "COMMIT", xid):
-                    return
-                if self._marker_exists(cursor, handle):
-                    log.debug("xid %s was committed already", xid)
+                done = self._xa_command(
+                    cursor,
+                    "COMMIT",
+                    xid,
+                    settled=lambda: self._marker_exists(cursor, handle),
+                    patience=XA_GONE_WAIT,
+                )
+                if done or self._marker_exists(cursor, handle):
                     return
                 msg = (
                     f"{self.plugin_name}: the prepared XA transaction {xid} (checkpoint "
@@ -323,7 +331,7 @@ class MysqlWriter(SqlWriter):
                     " rows) is gone without having been committed: it was rolled back outside "
                     "syncx, so its rows are not in the target; run the job anew"
                 )
-                raise JobFailedError(msg)
+                raise FatalError(msg)
             finally:
                 cursor.close()
 
@@ -341,13 +349,24 @@ class MysqlWriter(SqlWriter):
         """``XA ROLLBACK`` a prepared handle; one that is gone is fine."""
         self._rollback(Xid.from_json(handle["xid"]))
 
-    def _xa_command(self, cursor: Any, command: str, xid: Xid) -> bool:
+    def _xa_command(
+        self,
+        cursor: Any,
+        command: str,
+        xid: Xid,
+        *,
+        settled: Callable[[], bool] | None = None,
+        patience: float = 1.0,
+    ) -> bool:
         """``XA COMMIT|ROLLBACK xid``: True when done, False when the xid does not exist.
 
         MariaDB keeps a prepared transaction attached to the connection that prepared it until
         that connection is gone, and answers "unknown XID" to the others meanwhile; the writer
-        closes it after ``XA PREPARE``, and a killed process's connection closes with it, so an
-        xid that ``XA RECOVER`` still lists is asked for again for a while.
+        closes it after ``XA PREPARE``, and a killed process's connection closes with it. So
+        "unknown XID" is asked again: while ``XA RECOVER`` lists the xid (up to
+        :data:`XA_DETACH_WAIT`), and for ``patience`` seconds more while it does not (a dead
+        connection being cleaned up shows in neither list for a moment) — unless ``settled``
+        says the work is done (its commit marker is there).
         """
         delay = 0.02
         waited = 0.0
@@ -358,17 +377,20 @@ class MysqlWriter(SqlWriter):
             except Exception as exc:
                 if errno(exc) != XAER_NOTA:
                     raise
-            if xid not in xa_recover(cursor) or waited >= XA_DETACH_WAIT:
-                if waited >= XA_DETACH_WAIT:
-                    msg = (
-                        f"{self.plugin_name}: XA transaction {xid} is still held by another "
-                        f"connection after {XA_DETACH_WAIT:.0f}s"
-                    )
-                    raise JobFailedError(msg)
+            if settled is not None and settled():
                 return False
+            listed = xid in xa_recover(cursor)
+            if not listed and waited >= patience:
+                return False
+            if waited >= XA_DETACH_WAIT:
+                msg = (
+                    f"{self.plugin_name}: XA transaction {xid} is still held by another "
+                    f"connection after {XA_DETACH_WAIT:.0f}s"
+                )
+                raise JobFailedError(msg)
             time.sleep(delay)
             waited += delay
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.5)
 
     def _rollback(self, xid: Xid) -> None:
         def attempt() -> None:
@@ -399,7 +421,7 @@ class MysqlWriter(SqlWriter):
                 f"{self.plugin_name}: XA RECOVER failed ({error_text(exc, [self.params.secret()])})"
                 "; exactly-once needs it (MySQL 8: the XA_RECOVER_ADMIN privilege)"
             )
-            raise JobFailedError(msg) from exc
+            raise query_failure(exc, msg) from exc
         finally:
             cursor.close()
         for xid in prepared:
@@ -680,7 +702,7 @@ class MysqlWriterTask(SqlWriterTask):
         if errno(exc) is None:
             return exc
         msg = f"{self.writer.plugin_name}: {what} failed (subtask {self.subtask}): {detail}"
-        return JobFailedError(msg)
+        return query_failure(exc, msg)
 
     def _drop_connection(self) -> None:
         if self._raw is not None:
