@@ -70,6 +70,7 @@ from sync.model import Params
 from sync.plugin import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
 from sync.sql import (
     ColumnInfo,
+    EngineHolder,
     SqlConnectionParams,
     TableInfo,
     arrow_type_of,
@@ -220,7 +221,7 @@ _START = object()
 """No key value yet: the split's first page."""
 
 
-class SqlReader(Reader[SqlReaderParams]):
+class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
     Hooks for dialect plugins: :meth:`create_engine`, :meth:`implicit_key`,
@@ -236,7 +237,7 @@ class SqlReader(Reader[SqlReaderParams]):
     def __init__(self, params: SqlReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
         self._lock = threading.RLock()
-        self._engine: Engine | None = None
+        self._engine = None
         self._source: Source | None = None
 
     # -- framework ---------------------------------------------------------------------------
@@ -314,13 +315,6 @@ class SqlReader(Reader[SqlReaderParams]):
                 )
                 raise JobFailedError(msg)
         return self.split_reader_class(self, split, position)
-
-    def close(self) -> None:
-        """Close the connection pool (not part of the contract: tests and embedders call it)."""
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -470,13 +464,6 @@ class SqlReader(Reader[SqlReaderParams]):
         return batch
 
     # -- shared state ------------------------------------------------------------------------
-
-    def engine(self) -> Engine:
-        """The connection pool (opened on first use)."""
-        with self._lock:
-            if self._engine is None:
-                self._engine = self.create_engine()
-            return self._engine
 
     def source(self) -> Source:
         """The reflected source (connects and checks on first use)."""

@@ -32,6 +32,7 @@ import decimal
 import json
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ __all__ = [
     "DRIVER_PACKAGES",
     "JDBC_DRIVERS",
     "ColumnInfo",
+    "EngineHolder",
     "SqlConnectionEntry",
     "SqlConnectionError",
     "SqlConnectionParams",
@@ -855,3 +857,32 @@ def decode_value(raw: Any) -> Any:
         msg = f"unknown key value tag {tag!r} in a checkpoint position"
         raise ValueError(msg)
     return decoders[tag](value)
+
+
+class EngineHolder:
+    """A plugin's connection pool, opened on first use and disposed by ``close``.
+
+    Shared by the SQL reader and writer (and their dialect subclasses), which give
+    ``create_engine`` and set ``_lock`` / ``_engine`` in their constructors.
+    """
+
+    _lock: threading.RLock
+    _engine: Engine | None
+
+    def create_engine(self) -> Engine:
+        """Connect; each plugin knows its URL parameters."""
+        raise NotImplementedError
+
+    def engine(self) -> Engine:
+        """The connection pool (opened on first use)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = self.create_engine()
+            return self._engine
+
+    def close(self) -> None:
+        """Close the connection pool (the core calls this at the end of every attempt)."""
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None

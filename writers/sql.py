@@ -92,6 +92,7 @@ from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from sync.plugin import DirtyKind, DirtyRecord, Handle, JobContext, Semantic, Writer, WriterTask
 from sync.sql import (
     ColumnInfo,
+    EngineHolder,
     SqlConnectionParams,
     TableInfo,
     arrow_type_of,
@@ -236,7 +237,7 @@ class CdcTarget:
         return found.name if found is not None else None
 
 
-class SqlWriter(Writer[SqlWriterParams]):
+class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
     """Writes into one existing table of a SQLAlchemy database (see the module docs)."""
 
     Parameters = SqlWriterParams
@@ -248,7 +249,7 @@ class SqlWriter(Writer[SqlWriterParams]):
     def __init__(self, params: SqlWriterParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
         self._lock = threading.RLock()
-        self._engine: Engine | None = None
+        self._engine = None
         self._target: Target | None = None
         self._staging_ready = False
         self._cdc_targets: dict[str, CdcTarget] = {}
@@ -300,13 +301,6 @@ class SqlWriter(Writer[SqlWriterParams]):
     @override
     def finish(self) -> None:
         self._run_statements(self.params.post_sql, "postSql")
-
-    def close(self) -> None:
-        """Close the connection pool (not part of the contract: tests and embedders call it)."""
-        with self._lock:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -448,13 +442,6 @@ class SqlWriter(Writer[SqlWriterParams]):
         return f"{STAGE_PREFIX}{target}_{columns}"
 
     # -- shared state ------------------------------------------------------------------------
-
-    def engine(self) -> Engine:
-        """The connection pool (opened on first use)."""
-        with self._lock:
-            if self._engine is None:
-                self._engine = self.create_engine()
-            return self._engine
 
     def target(self) -> Target:
         """The reflected target (connects and checks on first use)."""
