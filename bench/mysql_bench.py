@@ -179,14 +179,21 @@ def reader(port: int, table: str) -> dict[str, Any]:
     }
 
 
-def job_file(folder: Path, name: str, reader: dict[str, Any], writer: dict[str, Any]) -> Path:
+def job_file(
+    folder: Path,
+    name: str,
+    reader: dict[str, Any],
+    writer: dict[str, Any],
+    checkpoint_seconds: float = 2,
+) -> Path:
+    """Write a 2-channel job with checkpoints every ``checkpoint_seconds`` and return its path."""
     job = {
         "name": name,
         "job": {
             "content": [{"reader": reader, "writer": writer}],
             "setting": {
                 "speed": {"channel": 2},
-                "restore": {"isRestore": True, "checkpointInterval": 2},
+                "restore": {"isRestore": True, "checkpointInterval": checkpoint_seconds},
                 "errorLimit": {"record": 0},
             },
         },

@@ -39,13 +39,7 @@ from sync.formats import format_named
 from sync.fs import FileSystem
 from sync.plugin import DirtyRecord, JobContext, Split
 from sync.types import arrow_type, row_of
-from sync.webhdfs import (
-    HdfsConnectionParams,
-    TextParams,
-    filesystem_path,
-    hadoop_user,
-    open_filesystem,
-)
+from sync.webhdfs import HdfsConnectionParams, TextParams
 
 __all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams", "java_date_format"]
 
@@ -160,31 +154,17 @@ class HdfsReader(BaseFileReader[HdfsReaderParams]):
         self.columns = [
             HdfsReaderColumn(name=c) if isinstance(c, str) else c for c in params.column
         ]
-        self.default_fs = params.effective_default_fs(params.path)
         self._text = params.file_type == "text"
         self._fields = self._field_indexes()
 
     @override
     def make_filesystem(self) -> FileSystem:
-        return open_filesystem(
-            self.default_fs,
-            self.params.hadoop_config,
-            where=WHERE,
-            plugin="hdfsreader",
-            stopping=self.ctx.stopping,
-        )
+        return self.params.filesystem(where=WHERE, plugin="hdfsreader", stopping=self.ctx.stopping)
 
     @override
     def patterns(self) -> list[str]:
         paths = [self.params.path] if isinstance(self.params.path, str) else self.params.path
-        user = hadoop_user(self.params.hadoop_config)
-        out = []
-        for path in paths:
-            resolved = filesystem_path(self.default_fs, path, user)
-            if self.params.file_name:
-                resolved = resolved.rstrip("/") + "/" + self.params.file_name.strip("/")
-            out.append(resolved)
-        return out
+        return [self.params.folder(path, self.params.file_name) for path in paths]
 
     @override
     def filter_regex(self) -> str | None:

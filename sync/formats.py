@@ -9,26 +9,34 @@ offset, which is a file split's position.
   ``TIMESTAMP(MICROS)`` (Hive 3+, Spark, Trino read them), or INT96 with ``timestampType: int96``
   for older Hive and Impala. Decimals keep their precision and scale.
 - ``orc``: Arrow's ORC writer (``compress`` zlib, snappy, lz4, zstd or none); stripes of
-  ``stripeSize`` bytes. ORC has no TIME, unsigned or 256-bit decimal types.
+  ``stripeSize`` bytes. ORC has no TIME, unsigned or 256-bit decimal types. pyarrow reads ORC
+  timestamps as nanoseconds: those outside :data:`ORC_TIMESTAMPS` are written but cannot be
+  read back (nor merged).
 - ``text``: Hive's default text layout (LazySimpleSerDe): fields joined by ``fieldDelimiter``
   (default ``\\x01``), one row per line, no header, ``\\N`` for NULL, booleans ``true``/``false``,
-  timestamps ``yyyy-MM-dd HH:mm:ss[.f...]``, binary base64 as Hive writes it, optional gzip or
+  timestamps ``yyyy-MM-dd HH:mm:ss[.f...]``, decimals in plain notation with their scale, TIME as
+  MySQL writes it (:func:`hive_text`), binary base64 as Hive writes it, optional gzip or
   bzip2 (files end in ``.gz``/``.bz2`` so that Hadoop picks the codec). Values are written as
   they are: like Hive's default table, a value holding the delimiter or a line break breaks its
   row. Reading splits lines on the delimiter column-wise; a short line gives NULLs for its
   missing fields and extra fields are ignored, as Hive does.
 - ``csv`` and ``json`` (JSON lines) for the local file plugins.
+
+Hive reads the first three: a column with no declared type whose Arrow type Hive has no
+equivalent for is written as a type it has, keeping every value (:func:`hive_widening`).
 """
 
 from __future__ import annotations
 
 import base64
 import bz2
+import datetime as dt
 import io
 import json
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
 import numpy as np
@@ -39,9 +47,20 @@ import pyarrow.json as pajson
 import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 
-from sync.errors import JobFileError
+from sync.errors import FatalError, JobFileError
 
-__all__ = ["FORMATS", "FileFormat", "FormatWriter", "Opener", "format_named"]
+__all__ = [
+    "FORMATS",
+    "ORC_TIMESTAMPS",
+    "FileFormat",
+    "FormatWriter",
+    "Opener",
+    "Widening",
+    "format_named",
+    "hive_text",
+    "hive_widening",
+    "time_text",
+]
 
 FormatName = Literal["csv", "json", "parquet", "orc", "text"]
 Opener = Callable[[], BinaryIO]
@@ -80,12 +99,16 @@ class FileFormat(ABC):
     """A format: its file extension, a writer, and a batch reader from a row offset."""
 
     extension: str
+    writer_class: Callable[[BinaryIO, pa.Schema, dict[str, object]], FormatWriter]
+    hive_types: bool = False
+    """Whether Hive reads these files: columns with no declared type are widened to a type Hive
+    has (:func:`hive_widening`)."""
 
-    @abstractmethod
     def writer(
         self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
     ) -> FormatWriter:
         """Open a writer on ``stream``."""
+        return self.writer_class(stream, schema, options)
 
     @abstractmethod
     def read(
@@ -114,13 +137,21 @@ class FileFormat(ABC):
         del stream
         return None
 
+    def widening(self, kind: pa.DataType) -> Widening | None:
+        """How a column of ``kind`` with no declared type is written when this format (or Hive
+        reading it) has no such type; None: as it is."""
+        return hive_widening(kind) if self.hive_types else None
+
     def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
         """Write the rows of ``sources`` (files of this format), in order, as one file."""
         writer: FormatWriter | None = None
         try:
             for opener in sources:
                 with opener() as stream:
-                    for batch in self.read(stream, 0, 65_536, options):
+                    schema, batches = self._contents(stream, options)
+                    if writer is None and schema is not None:
+                        writer = self.writer(target, schema, options)
+                    for batch in batches:
                         if writer is None:
                             writer = self.writer(target, batch.schema, options)
                         writer.write(batch)
@@ -129,6 +160,116 @@ class FileFormat(ABC):
                 writer.close()
             else:
                 target.close()
+
+    def _contents(
+        self, stream: BinaryIO, options: dict[str, object]
+    ) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+        """A whole file for :meth:`merge`: its schema when the file states one, and its rows in
+        the largest batches the format gives (Parquet row groups, ORC stripes)."""
+        return None, self.read(stream, 0, 65_536, options)
+
+
+# -- Hive types ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Widening:
+    """The type a column is written as instead of its own, Hive's name for it, and why."""
+
+    type: pa.DataType
+    hive: str
+    why: str
+
+
+def _is_time_like(kind: pa.DataType) -> bool:
+    """Whether ``kind`` holds MySQL TIME values (a time of day or a signed duration)."""
+    return pa.types.is_time(kind) or pa.types.is_duration(kind)
+
+
+_UNSIGNED = "Hive has no unsigned types"
+_HIVE_WIDENINGS: list[tuple[Callable[[pa.DataType], bool], Widening]] = [
+    (pa.types.is_uint8, Widening(pa.int16(), "smallint", _UNSIGNED)),
+    (pa.types.is_uint16, Widening(pa.int32(), "int", _UNSIGNED)),
+    (pa.types.is_uint32, Widening(pa.int64(), "bigint", _UNSIGNED)),
+    (pa.types.is_uint64, Widening(pa.decimal128(20, 0), "decimal(20,0)", _UNSIGNED)),
+    (
+        _is_time_like,
+        Widening(
+            pa.string(),
+            "string",
+            "Hive has no TIME type: written as MySQL writes it, [-]HH:MM:SS[.ffffff]",
+        ),
+    ),
+    (
+        lambda kind: pa.types.is_decimal(kind) and kind.precision > 38,
+        Widening(pa.string(), "string", "Hive decimals hold at most 38 digits: written as text"),
+    ),
+    (pa.types.is_float16, Widening(pa.float32(), "float", "Hive has no half floats")),
+    (pa.types.is_null, Widening(pa.string(), "string", "a column of only NULLs has no type")),
+]
+
+
+def hive_widening(kind: pa.DataType) -> Widening | None:
+    """The Hive type a column of Arrow type ``kind`` is written as when no type is declared and
+    Hive has no equivalent (None: it has). Widening keeps every value: unsigned integers take
+    the next larger signed type (``BIGINT UNSIGNED`` DECIMAL(20,0)), TIME and decimals beyond 38
+    digits their text, as DataX and Hive users declare such MySQL columns."""
+    if pa.types.is_decimal256(kind) and kind.precision <= 38:
+        return Widening(
+            pa.decimal128(kind.precision, kind.scale),
+            f"decimal({kind.precision},{kind.scale})",
+            "a 38-digit decimal is Hive's DECIMAL",
+        )
+    return next((widening for test, widening in _HIVE_WIDENINGS if test(kind)), None)
+
+
+def time_text(column: pa.Array) -> pa.Array:
+    """TIME values (``time32``/``time64``/``duration``) as MySQL writes them:
+    ``[-]HH:MM:SS[.ffffff]``, hours past 24 as they are (``838:59:59``), the fraction only when
+    there is one; NULL stays NULL."""
+    unit = pa.time64("us") if pa.types.is_time(column.type) else pa.duration("us")
+    micros = pc.cast(pc.cast(column, unit, safe=False), pa.int64())
+    size = pc.abs(micros)
+    seconds = pc.divide(size, 1_000_000)
+    fraction = pc.remainder(size, 1_000_000)
+
+    def padded(values: pa.Array, width: int = 2) -> pa.Array:
+        return pc.utf8_lpad(pc.cast(values, pa.string()), width, "0")
+
+    return pc.binary_join_element_wise(
+        pc.if_else(pc.less(micros, 0), "-", ""),
+        padded(pc.divide(seconds, 3600)),
+        ":",
+        padded(pc.remainder(pc.divide(seconds, 60), 60)),
+        ":",
+        padded(pc.remainder(seconds, 60)),
+        pc.if_else(
+            pc.equal(fraction, 0), "", pc.binary_join_element_wise(".", padded(fraction, 6), "")
+        ),
+        "",
+    )
+
+
+def _decimal_text(column: pa.Array) -> pa.Array:
+    """Decimals in plain notation with their scale (``0.0000000000``): Arrow writes small
+    values as ``1.000E-7`` and zero as ``0E-10``; those few are formatted again in Python."""
+    text = pc.cast(column, pa.string())
+    scientific = pc.fill_null(pc.match_substring(text, "E"), fill_value=False)
+    if not pc.any(scientific).as_py():
+        return text
+    plain = [format(value, "f") for value in column.filter(scientific).to_pylist()]
+    return pc.replace_with_mask(text, scientific, pa.array(plain, pa.string()))
+
+
+def hive_text(column: pa.Array) -> pa.Array | None:
+    """``column`` as text where Arrow's cast to string is not what Hive and MySQL users read:
+    TIME as :func:`time_text`, decimals in plain notation with their scale; None where the
+    cast is right. Used for text files and for columns written as ``string``."""
+    if _is_time_like(column.type):
+        return time_text(column)
+    if pa.types.is_decimal(column.type):
+        return _decimal_text(column)
+    return None
 
 
 # -- Parquet -------------------------------------------------------------------------------------
@@ -190,11 +331,8 @@ class _ParquetWriter(FormatWriter):
 
 class _Parquet(FileFormat):
     extension = "parquet"
-
-    def writer(
-        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
-    ) -> FormatWriter:
-        return _ParquetWriter(stream, schema, options)
+    writer_class = _ParquetWriter
+    hive_types = True
 
     def matches(self, head: bytes) -> bool:
         return head[:4] == b"PAR1"
@@ -232,22 +370,15 @@ class _Parquet(FileFormat):
             yield batch.slice(to_skip) if to_skip else batch
             to_skip = 0
 
-    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
-        writer: FormatWriter | None = None
-        try:
-            for opener in sources:
-                with opener() as stream:
-                    parquet = pq.ParquetFile(stream)
-                    if writer is None:
-                        writer = self.writer(target, parquet.schema_arrow, options)
-                    for group in range(parquet.num_row_groups):
-                        for batch in parquet.read_row_group(group).to_batches():
-                            writer.write(batch)
-        finally:
-            if writer is not None:
-                writer.close()
-            else:
-                target.close()
+    def _contents(
+        self, stream: BinaryIO, options: dict[str, object]
+    ) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+        del options
+        parquet = pq.ParquetFile(stream)
+        groups = range(parquet.num_row_groups)
+        return parquet.schema_arrow, (
+            batch for group in groups for batch in parquet.read_row_group(group).to_batches()
+        )
 
 
 # -- ORC -----------------------------------------------------------------------------------------
@@ -309,11 +440,8 @@ _ORC_UNSUPPORTED: list[tuple[Callable[[pa.DataType], bool], str]] = [
 
 class _Orc(FileFormat):
     extension = "orc"
-
-    def writer(
-        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
-    ) -> FormatWriter:
-        return _OrcWriter(stream, schema, options)
+    writer_class = _OrcWriter
+    hive_types = True
 
     def unsupported(self, kind: pa.DataType) -> str | None:
         return next((why for test, why in _ORC_UNSUPPORTED if test(kind)), None)
@@ -334,7 +462,7 @@ class _Orc(FileFormat):
         first, last = _unit_range(options, orc.nstripes)
         to_skip = start_row
         for stripe in range(first, last):
-            batch = orc.read_stripe(stripe)
+            batch = _read_stripe(orc, stripe)
             if to_skip >= batch.num_rows:
                 to_skip -= batch.num_rows
                 continue
@@ -344,21 +472,41 @@ class _Orc(FileFormat):
             for offset in range(0, batch.num_rows, batch_rows):
                 yield batch.slice(offset, batch_rows)
 
-    def merge(self, sources: list[Opener], target: BinaryIO, options: dict[str, object]) -> None:
-        writer: FormatWriter | None = None
-        try:
-            for opener in sources:
-                with opener() as stream:
-                    orc = paorc.ORCFile(stream)
-                    if writer is None:
-                        writer = self.writer(target, orc.schema, options)
-                    for stripe in range(orc.nstripes):
-                        writer.write(orc.read_stripe(stripe))
-        finally:
-            if writer is not None:
-                writer.close()
-            else:
-                target.close()
+    def widening(self, kind: pa.DataType) -> Widening | None:
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            return Widening(
+                pa.timestamp(kind.unit),
+                "timestamp",
+                "the ORC readers of Hive 3 and Spark 3.1 know no TIMESTAMP_INSTANT: written as "
+                "a TIMESTAMP in UTC",
+            )
+        return super().widening(kind)
+
+    def _contents(
+        self, stream: BinaryIO, options: dict[str, object]
+    ) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+        del options
+        orc = paorc.ORCFile(stream)
+        return orc.schema, (_read_stripe(orc, stripe) for stripe in range(orc.nstripes))
+
+
+ORC_TIMESTAMPS = (dt.datetime(1677, 9, 21, 0, 12, 44), dt.datetime(2262, 4, 11, 23, 47, 16))
+"""The timestamps pyarrow reads back from ORC files (it reads them as nanoseconds): writing
+others works (Hive reads them), re-reading them to merge or with ``hdfsreader`` does not."""
+
+
+def _read_stripe(orc: paorc.ORCFile, stripe: int) -> pa.RecordBatch:
+    try:
+        return orc.read_stripe(stripe)
+    except pa.ArrowInvalid as exc:
+        if "out of range for nanosecond resolution" not in str(exc):
+            raise
+        first, last = (f"{t:%Y-%m-%d}" for t in ORC_TIMESTAMPS)
+        msg = (
+            f"an ORC file holds a timestamp before {first} or after {last}, which pyarrow "
+            f"cannot read back (it reads ORC timestamps as nanoseconds): {exc}"
+        )
+        raise FatalError(msg) from exc
 
 
 # -- Hive text -----------------------------------------------------------------------------------
@@ -415,7 +563,10 @@ def _text_column(column: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(kind):
         column = column.dictionary_decode()
         kind = column.type
-    if (
+    special = hive_text(column)
+    if special is not None:
+        text = special
+    elif (
         pa.types.is_binary(kind)
         or pa.types.is_large_binary(kind)
         or pa.types.is_fixed_size_binary(kind)
@@ -502,11 +653,8 @@ class _Text(FileFormat):
     """Hive's text layout (see the module docstring)."""
 
     extension = "txt"
-
-    def writer(
-        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
-    ) -> FormatWriter:
-        return _TextWriter(stream, schema, options)
+    writer_class = _TextWriter
+    hive_types = True
 
     def file_extension(self, options: dict[str, object]) -> str:
         suffix = {"gzip": ".gz", "bzip2": ".bz2"}.get(str(options.get("compress")), "")
@@ -625,11 +773,7 @@ class _CsvWriter(FormatWriter):
 
 class _Csv(FileFormat):
     extension = "csv"
-
-    def writer(
-        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
-    ) -> FormatWriter:
-        return _CsvWriter(stream, schema, options)
+    writer_class = _CsvWriter
 
     def read(
         self, stream: BinaryIO, start_row: int, batch_rows: int, options: dict[str, object]
@@ -680,11 +824,7 @@ class _Json(FileFormat):
     """JSON lines: one object per line."""
 
     extension = "jsonl"
-
-    def writer(
-        self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]
-    ) -> FormatWriter:
-        return _JsonWriter(stream, schema, options)
+    writer_class = _JsonWriter
 
     def read(
         self, stream: BinaryIO, start_row: int, batch_rows: int, options: dict[str, object]

@@ -316,9 +316,36 @@ class HdfsConnectionParams(Params):
                 return f"{parts.scheme}://{parts.netloc}/"
         return None
 
+    def _paths(self) -> str | list[str] | None:
+        """``path`` of the plugin's parameters (both HDFS plugins have one)."""
+        path: str | list[str] | None = getattr(self, "path", None)
+        return path
+
+    def filesystem(
+        self, *, where: str, plugin: str, stopping: threading.Event | None = None
+    ) -> FileSystem:
+        """The filesystem ``defaultFS`` (or the scheme of ``path``) names, for either plugin:
+        see :func:`open_filesystem`."""
+        return open_filesystem(
+            self.effective_default_fs(self._paths()),
+            self.hadoop_config,
+            where=where,
+            plugin=plugin,
+            stopping=stopping,
+        )
+
+    def folder(self, path: str, sub_folder: str | None = None) -> str:
+        """``path`` inside the filesystem (see :func:`filesystem_path`: relative paths under
+        ``/user/<hadoop.user.name>`` on HDFS), with ``sub_folder`` (``fileName``) appended."""
+        user = hadoop_user(self.hadoop_config)
+        resolved = filesystem_path(self.effective_default_fs(self._paths()), path, user)
+        if sub_folder:
+            resolved = resolved.rstrip("/") + "/" + sub_folder.strip("/")
+        return resolved
+
     @model_validator(mode="after")
     def _namenodes_resolve(self) -> HdfsConnectionParams:
-        default_fs = self.effective_default_fs(getattr(self, "path", None))
+        default_fs = self.effective_default_fs(self._paths())
         problem = None
         if default_fs is None:
             problem = (

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ __all__ = [
     "restore_args",
     "run_syncx",
     "run_until_done",
+    "run_with_kills",
     "staging_leftovers",
     "syncx_command",
     "table_checksum",
@@ -516,3 +518,25 @@ def staging_leftovers(folder: Path, job_name: str) -> list[str]:
     if not staging.exists():
         return []
     return sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+
+
+def run_with_kills(job: dict[str, Any], tmp_path: Path, name: str, **kills: Any) -> CrashReport:
+    """Run ``job`` (saved as ``<name>.json``) with ``syncx run`` until a run succeeds: SIGKILLed
+    at random moments (``kills``: :func:`~tests.crash.mixed_kill_plan`'s options) and at one exact
+    step of each checkpoint phase, resumed after each kill, checkpoints every 0.3 s. The plan is
+    drawn from ``SYNCX_CRASH_SEED`` (default: from ``name``)."""
+    seed = int(os.environ.get("SYNCX_CRASH_SEED") or zlib.crc32(name.encode()))
+    rng = random.Random(seed)
+    job_path = tmp_path / f"{name}.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    points = [
+        f"checkpoint-stored@{rng.randint(1, 3)}",
+        f"writer-prepared@{rng.randint(1, 4)}",
+        f"writer-committed@{rng.randint(1, 3)}",
+        f"barrier-sent@{rng.randint(1, 6)}",
+    ]
+    plan = mixed_kill_plan(rng, crash_points=points, **kills)
+    args = ["--checkpoint-interval", "0.3"]
+    report = run_until_done(job_path, tmp_path / "state", plan, seed=seed, extra_args=args)
+    print(report.summary())
+    return report

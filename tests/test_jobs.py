@@ -46,12 +46,16 @@ NEEDS_SERVER = {
     "binlog_to_mysql.yaml": "tests/test_binlog.py",
     "binlog_to_parquet.yaml": "tests/test_binlog.py",
     "binlog_chunjun.json": "tests/test_binlog.py",
+    "mysql_to_hdfs_parquet.yaml": "tests/test_mysql_hdfs.py",
+    "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
 }
 
 
 def test_every_job_is_run_somewhere() -> None:
     files = {p.name for p in JOBS.iterdir()}
     assert files == set(RUNS) | set(NEEDS_SERVER), "add the new job to RUNS or NEEDS_SERVER"
+    for name, module in NEEDS_SERVER.items():
+        assert name in (REPO / module).read_text(encoding="utf-8"), f"{module} does not run {name}"
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))

@@ -39,14 +39,25 @@ Types: Hive's names (``column[].type``, ``fullColumnType``): tinyint, smallint, 
 float, double, decimal(p,s), string/varchar/char, boolean, date, timestamp, binary. DECIMAL keeps
 precision and scale in ORC and Parquet; timestamps are real timestamp types (Parquet
 ``TIMESTAMP(MICROS)``, or INT96 with ``timestampType: int96`` for Hive 2 / Impala; ORC
-``TIMESTAMP``); dates are ``DATE``; text writes ``\\N`` for NULL. A type the format cannot hold is
-an error naming the column before the job starts.
+``TIMESTAMP``); dates are ``DATE``; text writes ``\\N`` for NULL. A *declared* type the format
+cannot hold is an error naming the parameter before the job starts. A column with no declared
+type takes the reader's type, widened where Hive has none for it (the decision, as DataX and
+Hive users declare such MySQL columns; :func:`sync.formats.hive_widening`, logged once per
+column): unsigned 8/16/32-bit integers the next larger signed type, ``BIGINT UNSIGNED``
+``decimal(20,0)``, TIME (and durations) a string in MySQL's ``[-]HH:MM:SS[.ffffff]`` form,
+decimals beyond 38 digits their exact text; in ORC a timestamp with a time zone becomes a
+``TIMESTAMP`` in UTC (Hive 3's ORC reader has no ``TIMESTAMP_INSTANT``). A TIME column declared
+``string`` gets the same text. Merging ORC segments reads them back with pyarrow, which reads ORC
+timestamps as nanoseconds (1677-2262 only): with ``mergeSmallFiles`` on, other timestamps (MySQL's
+``9999-12-31``) are refused before they are staged, naming the parameter, rather than failing at
+every commit and restore.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -55,30 +66,32 @@ import uuid
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import override
 
 from sync.errors import JobFailedError, JobFileError
-from sync.formats import format_named
+from sync.formats import ORC_TIMESTAMPS, format_named, hive_text
 from sync.fs import FileSystem, is_hidden
 from sync.model import Params
 from sync.plugin import DirtyRecord, Handle, JobContext, WriterTask
 from sync.types import arrow_type, conform
-from sync.webhdfs import (
-    HdfsConnectionParams,
-    TextParams,
-    filesystem_path,
-    hadoop_user,
-    open_filesystem,
-)
+from sync.webhdfs import HdfsConnectionParams, TextParams
 from writers.file import STAGING, Shaper, StagedFileWriter, StagedWriterTask
 
 __all__ = ["HdfsWriter", "HdfsWriterColumn", "HdfsWriterParams"]
 
+log = logging.getLogger(__name__)
+
 WHERE = "job.content[0].writer.parameter"
 LOCK = "writer.lock"
 GIB = 1024 * 1024 * 1024
+ROW_GROUP_MEMORY = 32 * 1024 * 1024
+"""Arrow bytes a Parquet file buffers for its next row group, whatever ``rowGroupSize`` says.
+pyarrow has no row group that grows on disk: a row group is built from batches held in memory.
+ChunJun's 128 MiB default, held by each channel, took a two-channel 2M-row orders run to 490 MB
+peak RSS (320-345 MB with 32 MiB, whose row groups hold 15-25 MiB of Snappy Parquet)."""
 
 _COMPRESSION: dict[str, dict[str, str]] = {
     "text": {"none": "none", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"},
@@ -140,7 +153,10 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
     row_group_size: Annotated[int, Field(gt=0)] = Field(
         default=128 * 1024 * 1024,
         validation_alias=AliasChoices("rowGroupSize", "rowGroupSIze", "row_group_size"),
-        description="Parquet: bytes of (in-memory) data per row group.",
+        description=(
+            "Parquet: bytes of (in-memory) data per row group, at most 32 MiB: pyarrow builds "
+            "each row group in memory, once per open file."
+        ),
     )
     enable_dictionary: bool = Field(default=True, description="Parquet/ORC dictionary encoding.")
     partition: list[str] = Field(
@@ -273,14 +289,8 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
     def __init__(self, params: HdfsWriterParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
         self.format = format_named(params.file_type)
-        self.default_fs = params.effective_default_fs(params.path)
-        user = hadoop_user(params.hadoop_config)
-        self.base = filesystem_path(self.default_fs, params.path, user)
-        self.folder = (
-            self.base.rstrip("/") + "/" + params.file_name.strip("/")
-            if params.file_name
-            else self.base
-        )
+        self.base = params.folder(params.path)
+        self.folder = params.folder(params.path, params.file_name)
         self.max_file_size = params.max_file_size
         self.partition = tuple(params.partition)
         self.compact = params.merge_small_files
@@ -288,16 +298,11 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         self._lock_token: str | None = None
         self._tasks = 0
         self._tasks_lock = threading.Lock()
+        self._widened: set[str] = set()
 
     @override
     def make_filesystem(self) -> FileSystem:
-        return open_filesystem(
-            self.default_fs,
-            self.params.hadoop_config,
-            where=WHERE,
-            plugin="hdfswriter",
-            stopping=self.ctx.stopping,
-        )
+        return self.params.filesystem(where=WHERE, plugin="hdfswriter", stopping=self.ctx.stopping)
 
     @override
     def format_options(self) -> dict[str, object]:
@@ -305,7 +310,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         compress = params.compression()
         return {
             "compress": None if compress == "none" else compress,
-            "rowGroupBytes": params.row_group_size,
+            "rowGroupBytes": min(params.row_group_size, ROW_GROUP_MEMORY),
             "rowGroupSize": 1024 * 1024,
             "enableDictionary": params.enable_dictionary,
             "fieldDelimiter": params.field_delimiter,
@@ -457,6 +462,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
     def shaper(self, schema: pa.Schema | None) -> Shaper:
         plan = self._column_plan()
         fmt, file_type = self.format, self.params.file_type
+        orc_merges = file_type == "orc" and self.compact
         resolved: list[pa.Schema] = []
 
         def shape(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[DirtyRecord]]:
@@ -472,15 +478,24 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
                         )
                         raise JobFileError(msg)
             target = resolved[0]
+            arrays = batch.columns
             if plan:
                 arrays = [
-                    batch.column(source)
+                    arrays[source]
                     if source is not None
                     else pa.nulls(batch.num_rows, target.field(i).type)
                     for i, (_name, _kind, source) in enumerate(plan)
                 ]
-                batch = pa.RecordBatch.from_arrays(arrays, names=target.names)
-            return conform(batch, target)
+            texts = [
+                _as_text(array) if pa.types.is_string(field.type) else array
+                for array, field in zip(arrays, target, strict=True)
+            ]
+            if plan or any(a is not b for a, b in zip(texts, arrays, strict=True)):
+                batch = pa.RecordBatch.from_arrays(texts, names=target.names)
+            shaped, dirty = conform(batch, target)
+            if orc_merges:
+                _check_orc_merges(shaped)
+            return shaped, dirty
 
         return shape
 
@@ -511,25 +526,80 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
     def _file_schema(
         self, plan: list[tuple[str, pa.DataType | None, int | None]], incoming: pa.Schema
     ) -> pa.Schema:
+        """The written columns: declared types as declared, the others the reader's, widened
+        where Hive has no such type (:meth:`_undeclared`)."""
         if not plan:
-            return incoming
+            return pa.schema(f.with_type(self._undeclared(f.name, f.type)) for f in incoming)
         fields = []
-        for position, (name, kind, source) in enumerate(plan):
+        for position, (name, declared, source) in enumerate(plan):
             if source is not None and source >= len(incoming):
                 msg = (
                     f"{WHERE}.column[{position}]: column {name} is reader field {source}, but "
                     f"the reader delivers {len(incoming)} column(s) {incoming.names}"
                 )
                 raise JobFileError(msg)
-            if kind is None:
-                fields.append(
-                    pa.field(
-                        name, incoming.field(source).type if source is not None else pa.string()
-                    )
-                )
+            if declared is not None:
+                fields.append(pa.field(name, declared))
+            elif source is not None:
+                fields.append(pa.field(name, self._undeclared(name, incoming.field(source).type)))
             else:
-                fields.append(pa.field(name, kind))
+                fields.append(pa.field(name, pa.string()))
         return pa.schema(fields)
+
+    def _undeclared(self, name: str, kind: pa.DataType) -> pa.DataType:
+        """The type of a column with no declared type: the reader's, or what the format widens
+        it to (logged once per column and job, not per subtask)."""
+        widening = self.format.widening(kind)
+        if widening is None:
+            return kind
+        with self._tasks_lock:
+            first = name not in self._widened
+            self._widened.add(name)
+        if first:
+            log.info(
+                "%s.column: column %s (%s) is written as %s: %s; declare its type to choose "
+                "another",
+                WHERE,
+                name,
+                kind,
+                widening.hive,
+                widening.why,
+            )
+        return widening.type
+
+
+def _check_orc_merges(batch: pa.RecordBatch) -> None:
+    """Refuse, before they are staged, timestamps that would make merging ORC segments fail:
+    merging reads them back with pyarrow, which reads ORC timestamps as nanoseconds. A job
+    that fails at a commit would fail again at each restore; this one says what to change."""
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not pa.types.is_timestamp(field.type):
+            continue
+        try:
+            pc.cast(column, pa.timestamp("ns", field.type.tz))
+        except pa.ArrowInvalid as exc:
+            first, last = ORC_TIMESTAMPS
+            bad = next(
+                (
+                    value
+                    for value in column.to_pylist()
+                    if value is not None and not first <= value.replace(tzinfo=None) <= last
+                ),
+                "a value out of range",
+            )
+            msg = (
+                f"{WHERE}.mergeSmallFiles: column {field.name} holds {bad}, a timestamp ORC "
+                f"files cannot be merged with: merging reads the files back with pyarrow, which "
+                f"reads ORC timestamps from {first} to {last} only (Hive reads them all). Set "
+                "mergeSmallFiles: false (one file per checkpoint and subtask), or write Parquet"
+            )
+            raise JobFileError(msg) from exc
+
+
+def _as_text(array: pa.Array) -> pa.Array:
+    """A column written as string: Hive's text of it where that is not Arrow's cast."""
+    text = hive_text(array)
+    return array if text is None else text
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,170 @@
+"""HDFS benchmark: MySQL → HDFS Parquet against ``mariadb-dump``, on the local disk and over WebHDFS.
+
+Not a test: it prints wall times, peak RSS and the ratios the HDFS issue sets as targets,
+measured in one run on the project's private MariaDB (``scripts/mariadb-test-server.sh``) and the
+``orders`` table of ``bench/orders.py`` (``mysqlreader`` → ``hdfswriter``, Snappy Parquet,
+2 channels, checkpoints every 10 s):
+
+- (a) ``defaultFS: file:///`` (a local folder) against ``mariadb-dump --quick`` of the same
+  table: at most 2x;
+- (b) the WebHDFS test server (``tests/servers/webhdfs.py``, NameNode + DataNode over HTTP),
+  run in its own process so that it does not share syncx's GIL, against (a): at most 1.5x;
+- peak RSS of the syncx process (``ru_maxrss`` of the child): under 400 MB.
+
+Rounds are interleaved (dump, local, WebHDFS, dump, ...) and the medians are compared, so that
+a busy machine slows both sides of a ratio alike. Every run's files are counted back (rows, and
+their sizes: one file per channel below ``maxFileSize``). The table is generated once into the
+database ``syncx_bench`` and kept for later runs (``bench/mysql_bench.py`` uses it too).
+
+Usage::
+
+    python bench/hdfs_bench.py                          # 2M rows, 3 rounds
+    python bench/hdfs_bench.py --rows 200000 --rounds 1 # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mysql_bench import REPO, Run, dump, ensure_table, job_file, reader, server, syncx
+
+CHECKPOINT_SECONDS = 10
+WAREHOUSE = "/user/hive/warehouse/bench.db/orders"
+
+
+@contextmanager
+def webhdfs_server(root: Path) -> Iterator[str]:
+    """The WebHDFS test server in its own process; yields its ``webhdfs://`` address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.webhdfs", "--root", str(root)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()  # http://127.0.0.1:PORT once it listens
+        if not url.startswith("http://"):
+            msg = f"the WebHDFS test server did not start (it printed {url!r})"
+            raise RuntimeError(msg)
+        yield "webhdfs://" + url.removeprefix("http://")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def hdfs_job(folder: Path, name: str, table: str, port: int, default_fs: str, path: str) -> Path:
+    """``mysql_bench``'s job file with an ``hdfswriter`` and checkpoints every 10 s."""
+    writer: dict[str, Any] = {
+        "name": "hdfswriter",
+        "parameter": {
+            "defaultFS": default_fs,
+            "hadoopConfig": {"hadoop.user.name": "syncx"},
+            "path": path,
+            "fileType": "parquet",
+            "compress": "snappy",
+            "writeMode": "overwrite",
+        },
+    }
+    return job_file(folder, name, reader(port, table), writer, CHECKPOINT_SECONDS)
+
+
+def written(folder: Path, rows: int) -> list[int]:
+    """Sizes of the visible Parquet files in ``folder``, after checking they hold ``rows`` rows."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    found = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    if found != rows:
+        msg = f"{folder} holds {found:,} rows, not {rows:,}"
+        raise RuntimeError(msg)
+    return [p.stat().st_size for p in files]
+
+
+def to_hdfs(job: Path, folder: Path, target: Path, rows: int) -> tuple[Run, list[int]]:
+    """One run of ``job`` writing into the local folder ``target``; its files, then removed."""
+    run = syncx(job, folder)
+    sizes = written(target, rows)
+    shutil.rmtree(target, ignore_errors=True)
+    return run, sizes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--table", default="orders", help="table of syncx_bench to generate/use")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
+    )
+    args = parser.parse_args(argv)
+
+    server(args.port)
+    ensure_table(args.port, args.table, args.rows)
+    with tempfile.TemporaryDirectory(prefix="syncx-hdfs-bench-") as tmp:
+        folder = Path(tmp)
+        root = folder / "webhdfs-root"
+        local = folder / "local"
+        dumps: list[float] = []
+        locals_: list[Run] = []
+        remotes: list[Run] = []
+        local_sizes: list[int] = []
+        remote_sizes: list[int] = []
+        with webhdfs_server(root) as default_fs:
+            local_job = hdfs_job(
+                folder, "hdfs-local", args.table, args.port, "file:///", str(local)
+            )
+            remote_job = hdfs_job(
+                folder, "hdfs-webhdfs", args.table, args.port, default_fs, WAREHOUSE
+            )
+            for number in range(1, args.rounds + 1):
+                dumps.append(dump(args.port, args.table, folder / "dump.sql").seconds)
+                (folder / "dump.sql").unlink()
+                run, local_sizes = to_hdfs(local_job, folder, local, args.rows)
+                locals_.append(run)
+                run, remote_sizes = to_hdfs(
+                    remote_job, folder, root / WAREHOUSE.lstrip("/"), args.rows
+                )
+                remotes.append(run)
+                print(
+                    f"round {number}: dump {dumps[-1]:.2f}s, syncx→file:// "
+                    f"{locals_[-1].seconds:.2f}s ({locals_[-1].peak_mb:.0f} MB), syncx→WebHDFS "
+                    f"{remotes[-1].seconds:.2f}s ({remotes[-1].peak_mb:.0f} MB)",
+                    flush=True,
+                )
+
+    dump_s = statistics.median(dumps)
+    local_s = statistics.median(r.seconds for r in locals_)
+    remote_s = statistics.median(r.seconds for r in remotes)
+    peak = max(r.peak_mb for r in [*locals_, *remotes])
+    mib = 1024 * 1024
+    print()
+    print(f"{args.table}: {args.rows:,} rows; medians of {args.rounds} interleaved round(s)")
+    print(f"  mariadb-dump --quick              {dump_s:7.2f} s")
+    print(
+        f"  syncx MySQL→HDFS Parquet, file:// {local_s:7.2f} s   ratio to dump "
+        f"{local_s / dump_s:.2f}x (target ≤ 2x)"
+    )
+    print(
+        f"  syncx MySQL→HDFS Parquet, WebHDFS {remote_s:7.2f} s   ratio to file:// "
+        f"{remote_s / local_s:.2f}x (target ≤ 1.5x)"
+    )
+    print(f"  peak RSS of syncx                 {peak:7.0f} MB, highest run (target < 400 MB)")
+    print(f"  files, file://  {[f'{s / mib:.1f} MiB' for s in local_sizes]}")
+    print(f"  files, WebHDFS  {[f'{s / mib:.1f} MiB' for s in remote_sizes]}")
+
+
+if __name__ == "__main__":
+    main()
