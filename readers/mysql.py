@@ -477,26 +477,8 @@ class MysqlReader(SqlReader):
         return pa.field(column.name, mt.arrow, nullable=column.nullable)
 
     @override
-    def range_bounds(self, parallelism: int) -> list[tuple[int | None, int | None]]:
-        source = self.source()
-        assert source.range is not None
-        query = sa.select(sa.func.min(source.range.expr), sa.func.max(source.range.expr))
-        query = query.select_from(source.from_)
-        if self.params.where is not None:
-            query = query.where(sql_text(f"({self.params.where})"))
-        with self.engine().connect() as conn:
-            low, high = conn.execute(query).one()
-        if low is None or high is None:
-            return []
-        lo, hi = math.floor(low), math.floor(high)
-        count = max(1, min(parallelism, hi - lo + 1))
-        if count == 1:
-            return []
-        cuts = self._quantile_cuts(lo, hi, count) or sorted(
-            {lo + ((hi - lo + 1) * i) // count for i in range(1, count)}
-        )
-        edges: list[int | None] = [None, *cuts, None]
-        return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+    def cut_points(self, lo: int, hi: int, count: int) -> list[int]:
+        return self._quantile_cuts(lo, hi, count) or super().cut_points(lo, hi, count)
 
     @override
     def conditions(self, split: Split) -> list[ColumnElement[bool]]:
@@ -733,8 +715,7 @@ class MysqlReader(SqlReader):
             found = source.table.column(name)
             if found is not None:
                 return found.name
-            listed = ", ".join(c.name for c in source.table.columns)
-            msg = f"column '{name}' not found in table '{source.table.qualified}' (its columns: {listed})"
+            msg = source.table.missing(name)
         else:
             for known in self._types:
                 if known.lower() == name.lower():
@@ -1046,33 +1027,13 @@ class MysqlSplitReader(SqlSplitReader):
         self._mark = Watermark.from_json(raw)
         self._failures = 0
 
-    @override
-    def batches(self) -> Iterator[pa.RecordBatch | None]:
-        mode = self._split.data.get("mode")
-        try:
-            if mode == "poll":
-                yield from self._poll()
-            elif mode == "keyset":
-                if self._split.data.get("nulls") and not self._in_keyset():
-                    yield from self._offset_stream(nulls=True)
-                yield from self._pages()
-            elif mode == "stream":
-                yield from self._offset_stream(nulls=False)
-            else:
-                yield from self._offset_stream(nulls=False, custom=True)
-        finally:
-            self._release()
-
-    @override
-    def snapshot(self) -> Position:
-        return self._position
-
-    @override
-    def close(self) -> None:
-        self._release()
-
     # -- reading -----------------------------------------------------------------------------
 
+    @override
+    def _read(self, mode: str | None) -> Iterator[pa.RecordBatch | None]:
+        return self._poll() if mode == "poll" else super()._read(mode)
+
+    @override
     def _release(self) -> None:
         self._fetcher.close()
 
@@ -1162,7 +1123,8 @@ class MysqlSplitReader(SqlSplitReader):
         self._position = position
         return self._reader.output_batch(batch, errors)
 
-    def _pages(self) -> Iterator[pa.RecordBatch | None]:
+    @override
+    def _keyset(self) -> Iterator[pa.RecordBatch | None]:
         reader = self._reader
         source = reader.source()
         assert source.key is not None
@@ -1206,9 +1168,12 @@ class MysqlSplitReader(SqlSplitReader):
             if got < limit:
                 return
 
-    def _offset_stream(
-        self, *, nulls: bool, custom: bool = False
-    ) -> Iterator[pa.RecordBatch | None]:
+    @override
+    def _custom(self) -> Iterator[pa.RecordBatch | None]:
+        return self._stream(nulls=False, custom=True)
+
+    @override
+    def _stream(self, *, nulls: bool, custom: bool = False) -> Iterator[pa.RecordBatch | None]:
         """Rows with a NULL key, a table without key, or customSql: one streamed query whose
         position is the number of rows emitted (``None`` when its order is not stable)."""
         reader = self._reader

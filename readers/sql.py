@@ -52,7 +52,6 @@ from __future__ import annotations
 import decimal
 import logging
 import math
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -79,11 +78,10 @@ from sync.sql import (
     ident,
     is_orderable,
     open_engine,
-    reflect_table,
+    reflect_named,
     rows_to_batch,
     safe_url,
     scrub,
-    split_table_name,
     sql_text,
     value_converter,
 )
@@ -225,8 +223,9 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
     Hooks for dialect plugins: :meth:`create_engine`, :meth:`implicit_key`,
-    :meth:`column_specs`, :meth:`column_field`, :meth:`page_query`, :meth:`tie_query`,
-    :meth:`stream_query`, :meth:`fetch_rows`, :meth:`to_batch` and :attr:`split_reader_class`.
+    :meth:`column_specs`, :meth:`column_field`, :meth:`cut_points`, :meth:`page_query`,
+    :meth:`tie_query`, :meth:`stream_query`, :meth:`fetch_rows`, :meth:`to_batch` and
+    :attr:`split_reader_class`.
     """
 
     Parameters = SqlReaderParams
@@ -236,8 +235,6 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
 
     def __init__(self, params: SqlReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
-        self._lock = threading.RLock()
-        self._engine = None
         self._source: Source | None = None
 
     # -- framework ---------------------------------------------------------------------------
@@ -370,13 +367,17 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
             msg = f"splitPk '{source.range.name}' is not numeric (its values are {kind})"
             raise JobFileError([ConfigIssue(f"{self.param_path}.splitPk", msg)])
         lo, hi = math.floor(low), math.floor(high)
-        span = hi - lo + 1
-        count = max(1, min(parallelism, span))
-        cuts = sorted({lo + (span * i) // count for i in range(1, count)})
+        count = max(1, min(parallelism, hi - lo + 1))
+        cuts = self.cut_points(lo, hi, count) if count > 1 else []
         if not cuts:
             return []
         edges: list[int | None] = [None, *cuts, None]
         return [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+
+    def cut_points(self, lo: int, hi: int, count: int) -> list[int]:
+        """Where ``[lo, hi]`` is cut into ``count`` key ranges: equal widths (a dialect plugin
+        may follow the server's row estimates instead)."""
+        return sorted({lo + ((hi - lo + 1) * i) // count for i in range(1, count)})
 
     def conditions(self, split: Split) -> list[ColumnElement[bool]]:
         """``where`` and the split's key range."""
@@ -540,13 +541,8 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         params = self.params
         table_text = params.table_name()
         assert table_text is not None
-        schema, name = split_table_name(table_text, params.schema_name())
-        info = reflect_table(
-            conn,
-            schema,
-            name,
-            path=f"{self.param_path}.{params.table_param()}",
-            where=self._url_text(),
+        info = reflect_named(
+            conn, params, table_text, param_path=self.param_path, where=self._url_text()
         )
         table = info.sa_table()
         specs = self.column_specs()
@@ -554,12 +550,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         for index, spec in enumerate(specs or []):
             found = info.column(spec.name)
             if found is None:
-                listed = ", ".join(c.name for c in info.columns)
-                msg = (
-                    f"column '{spec.name}' not found in table '{info.qualified}' "
-                    f"(its columns: {listed})"
-                )
-                raise self._issue(f"{self.param_path}.column[{index}]", msg)
+                raise self._issue(f"{self.param_path}.column[{index}]", info.missing(spec.name))
             chosen.append(found)
         if specs is None:
             chosen = list(info.columns)
@@ -579,12 +570,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         def key_of(column_name: str, path: str, what: str) -> KeyColumn:
             found = info.column(column_name)
             if found is None:
-                listed = ", ".join(c.name for c in info.columns)
-                msg = (
-                    f"{what} '{column_name}' not found in table '{info.qualified}' "
-                    f"(its columns: {listed})"
-                )
-                raise self._issue(path, msg)
+                raise self._issue(path, info.missing(column_name, what))
             numeric = isinstance(found.type, sqltypes.Integer | sqltypes.Numeric | sqltypes.Float)
             return KeyColumn(
                 found.name,
@@ -722,16 +708,8 @@ class SqlSplitReader(SplitReader):
 
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
-        mode = self._split.data.get("mode")
         try:
-            if mode == "keyset":
-                if self._split.data.get("nulls") and not self._in_keyset():
-                    yield from self._stream(nulls=True)
-                yield from self._keyset()
-            elif mode == "stream":
-                yield from self._stream(nulls=False)
-            else:
-                yield from self._custom()
+            yield from self._read(self._split.data.get("mode"))
         finally:
             self._release()
 
@@ -744,6 +722,18 @@ class SqlSplitReader(SplitReader):
         self._release()
 
     # -- phases ------------------------------------------------------------------------------
+
+    def _read(self, mode: str | None) -> Iterator[pa.RecordBatch | None]:
+        """The phases of a split of ``mode``. Dialect plugins override the phases
+        (``_keyset``, ``_stream``, ``_custom``, ``_release``) and may add modes here."""
+        if mode == "keyset":
+            if self._split.data.get("nulls") and not self._in_keyset():
+                yield from self._stream(nulls=True)
+            yield from self._keyset()
+        elif mode == "stream":
+            yield from self._stream(nulls=False)
+        else:
+            yield from self._custom()
 
     def _in_keyset(self) -> bool:
         return isinstance(self._position, dict) and "after" in self._position

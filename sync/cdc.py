@@ -35,7 +35,7 @@ A writer that knows nothing of CDC writes these batches as ordinary rows (a chan
 a writer that applies changes (``sqlwriter`` and its subclasses) reads them with :func:`decode`,
 which turns either layout into :class:`Changes`: the rows to upsert and the keys to delete, in
 order, with a primary-key change already split into a delete of the old key and an upsert of the
-new one.
+new one; :func:`net_effect` reduces them to each key's last change, what an applier writes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ __all__ = [
     "decode",
     "envelope_schema",
     "is_cdc",
+    "is_ddl",
+    "net_effect",
     "parse_ddl",
     "paving_schema",
     "split_top_level",
@@ -334,6 +336,11 @@ def is_cdc(schema: pa.Schema) -> bool:
     return bool(schema.metadata) and CDC_KIND in schema.metadata  # type: ignore[operator]
 
 
+def is_ddl(schema: pa.Schema) -> bool:
+    """Whether batches of ``schema`` are DDL batches."""
+    return (schema.metadata or {}).get(CDC_KIND) == b"ddl"
+
+
 def decode(batch: pa.RecordBatch) -> Changes | DdlChange | None:
     """A CDC batch as :class:`Changes` (or :class:`DdlChange`); ``None`` for ordinary rows."""
     meta = batch.schema.metadata or {}
@@ -415,6 +422,22 @@ def _actions(
             msg = f"unknown CDC operation {code!r}"
             raise ValueError(msg)
     return take, upsert
+
+
+def net_effect(
+    keys: Sequence[tuple[Any, ...]], upsert: Sequence[bool]
+) -> tuple[list[int], list[int]]:
+    """What changes in order amount to when applied by key: each key's last change, split into
+    the rows of the keys it deletes and the rows of the keys it upserts (both in order).
+
+    Deleting the first and replacing the second (or deleting every touched key and inserting the
+    second) leaves a table as applying the changes one by one would, in a few statements.
+    """
+    last: dict[tuple[Any, ...], int] = {}
+    for index, key in enumerate(keys):
+        last[key] = index
+    final = sorted(last.values())
+    return [i for i in final if not upsert[i]], [i for i in final if upsert[i]]
 
 
 def _key_changed(

@@ -70,6 +70,7 @@ __all__ = [
     "jdbc_to_url",
     "open_engine",
     "parse_url",
+    "reflect_named",
     "reflect_table",
     "rows_to_batch",
     "run_statement",
@@ -77,6 +78,7 @@ __all__ = [
     "scrub",
     "split_table_name",
     "sql_text",
+    "strip_password",
     "value_converter",
 ]
 
@@ -180,7 +182,7 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def _strip_password(text: str) -> tuple[str, str | None]:
+def strip_password(text: str) -> tuple[str, str | None]:
     """``text`` (a URL) without its password, and the password; unparsable text stays as is."""
     try:
         url = parse_url(text)
@@ -205,7 +207,7 @@ def _strip_password(text: str) -> tuple[str, str | None]:
 
 
 def _url_without_password(text: str, found: list[str]) -> str:
-    cleaned, secret = _strip_password(text)
+    cleaned, secret = strip_password(text)
     if secret:
         found.append(secret)
     return cleaned
@@ -593,6 +595,11 @@ class TableInfo:
         folded = [c for c in self.columns if c.name.lower() == name.lower()]
         return folded[0] if len(folded) == 1 else None
 
+    def missing(self, name: str, what: str = "column") -> str:
+        """The message for a ``what`` called ``name`` that this table lacks (its columns listed)."""
+        listed = ", ".join(c.name for c in self.columns)
+        return f"{what} '{name}' not found in table '{self.qualified}' (its columns: {listed})"
+
     def is_unique(self, columns: Sequence[str]) -> bool:
         """Whether ``columns`` are (a superset of) a unique key."""
         wanted = set(columns)
@@ -667,6 +674,17 @@ def reflect_table(
     keys = ([tuple(primary)] if primary else []) + [u for u in unique if u != tuple(primary)]
     deduped = list(dict.fromkeys(keys))
     return TableInfo(schema, resolved, columns, primary, deduped, resolved not in tables)
+
+
+def reflect_named(
+    conn: Connection, params: SqlConnectionParams, table: str, *, param_path: str, where: str
+) -> TableInfo:
+    """Reflect ``table`` as a job names it (``schema.table``, or a name in ``params``' schema);
+    a missing one is reported at the parameter that named the job's table."""
+    schema, name = split_table_name(table, params.schema_name())
+    return reflect_table(
+        conn, schema, name, path=f"{param_path}.{params.table_param()}", where=where
+    )
 
 
 # -- types --------------------------------------------------------------------------------------
@@ -863,11 +881,14 @@ class EngineHolder:
     """A plugin's connection pool, opened on first use and disposed by ``close``.
 
     Shared by the SQL reader and writer (and their dialect subclasses), which give
-    ``create_engine`` and set ``_lock`` / ``_engine`` in their constructors.
+    ``create_engine``; ``_lock`` guards their shared state too. Put first among the bases: its
+    constructor passes its arguments on to the plugin base.
     """
 
-    _lock: threading.RLock
-    _engine: Engine | None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.RLock()
+        self._engine: Engine | None = None
 
     def create_engine(self) -> Engine:
         """Connect; each plugin knows its URL parameters."""

@@ -1,14 +1,16 @@
-"""binlogreader and the CDC apply path of sqlwriter, against the private MariaDB.
+"""binlogreader and the CDC apply paths of sqlwriter and mysqlwriter, against the private MariaDB.
 
 Source and target are two fresh databases of the test server; the target is written by
-``sqlwriter`` over ``mysql+pymysql``. Every replication test ends by comparing the two table
-by table (every row, every column). Tests that restart a server or purge its binlogs use a
+``sqlwriter`` over ``mysql+pymysql`` (changes staged, applied at commit) or by ``mysqlwriter``
+(changes applied inside the checkpoint's XA transaction, or a local one at-least-once). Every
+replication test ends by comparing the two table by table (every row, every column). Tests that restart a server or purge its binlogs use a
 second private server of their own (:func:`private_server`), so that the shared one is never
 disturbed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -38,12 +40,25 @@ from readers.binlog import (
     privilege_problems,
     settings_problems,
 )
-from sync.cdc import SourceInfo, TableLayout, build_changes, decode, parse_ddl
-from sync.errors import JobFileError
+from sync.cdc import (
+    SourceInfo,
+    TableLayout,
+    build_changes,
+    ddl_batch,
+    decode,
+    net_effect,
+    parse_ddl,
+)
+from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
+from sync.model import Setting
+from sync.mysql import job_identity, xa_recover
+from sync.plugin import JobContext
 from tests.conftest import COMPAT, REPO
 from tests.crash import syncx_command
 from tests.servers.mariadb import SCRIPT, MariaDB, ensure_server
+from writers.mysql import MysqlWriter, MysqlWriterParams
+from writers.sql import SqlWriter, SqlWriterParams
 
 pytestmark = pytest.mark.mysql
 
@@ -214,14 +229,88 @@ class Workload:
             self.execute("COMMIT")
 
 
-def table_rows(server: MariaDB, database: str, table: str) -> list[tuple[Any, ...]]:
+@contextlib.contextmanager
+def changing(work: Workload, pause: float) -> Iterator[None]:
+    """While the body runs, a thread keeps making ``work.step(bulk=False)`` changes, ``pause``
+    seconds apart; an error of that thread fails the test."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            while not stop.is_set():
+                work.step(bulk=False)
+                stop.wait(pause)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        loader.join()
+    assert not errors, errors
+
+
+def evolve(pair: Pair, work: Workload) -> list[str]:
+    """Changes interleaved with schema changes, for ``ddl: apply``: a table created, given a
+    column, its column widened, keys changed, a column dropped, emptied and refilled; another
+    created, filled and dropped; the workload's tables changing in between. Returns the tables
+    the target must then hold exactly."""
+
+    def run(*statements: str) -> None:
+        for statement in statements:
+            pair.execute(pair.source, statement)
+
+    run(
+        "CREATE TABLE evolving (id INT PRIMARY KEY, a VARCHAR(10) NULL)",
+        "INSERT INTO evolving (id, a) VALUES " + ", ".join(f"({i}, 'v{i}')" for i in range(1, 61)),
+    )
+    work.step(2)
+    run(
+        "ALTER TABLE evolving ADD COLUMN b INT NULL DEFAULT 7",
+        "UPDATE evolving SET b = id * 2 WHERE id % 3 = 0",
+        "INSERT INTO evolving (id, a, b) VALUES (100, 'new', NULL), (101, NULL, 5)",
+    )
+    work.step(2)
+    run(
+        "ALTER TABLE evolving MODIFY COLUMN a VARCHAR(40) NULL",
+        "UPDATE evolving SET a = CONCAT(a, '-a-much-longer-value') WHERE id % 4 = 0",
+        "UPDATE evolving SET id = id + 1000 WHERE id % 5 = 0",
+    )
+    work.step(2)
+    run(
+        "CREATE TABLE scratch (k INT PRIMARY KEY, v TEXT)",
+        "INSERT INTO scratch VALUES (1, 'one'), (2, 'two')",
+        "ALTER TABLE evolving DROP COLUMN b",
+        "DELETE FROM evolving WHERE id % 7 = 0",
+        "DROP TABLE scratch",
+    )
+    work.step(2)
+    run(
+        "TRUNCATE TABLE evolving",
+        "INSERT INTO evolving (id, a) VALUES " + ", ".join(f"({i}, 'w{i}')" for i in range(1, 31)),
+        "UPDATE evolving SET a = NULL WHERE id % 6 = 0",
+    )
+    work.step(2)
+    return [*TABLES, "evolving"]
+
+
+def query(server: MariaDB, database: str | None, sql: str, args: Any = None) -> list[Any]:
+    """The rows of ``sql`` run in ``database`` on a connection of its own."""
     conn = server.connect(database)
     try:
         with conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM {quote(table)} ORDER BY {KEYS.get(table, '1')}")
+            cur.execute(sql, args)
             return list(cur.fetchall())
     finally:
         conn.close()
+
+
+def table_rows(server: MariaDB, database: str, table: str) -> list[tuple[Any, ...]]:
+    return query(server, database, f"SELECT * FROM {quote(table)} ORDER BY {KEYS.get(table, '1')}")
 
 
 def assert_same_tables(server: MariaDB, source: str, target: str, tables: list[str]) -> None:
@@ -247,21 +336,10 @@ class Pair:
     tables: list[str] = field(default_factory=lambda: list(TABLES))
 
     def execute(self, database: str, sql: str) -> None:
-        conn = self.server.connect(database)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
+        query(self.server, database, sql)
 
     def gtid(self) -> str:
-        conn = self.server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT @@gtid_binlog_pos")
-                return str(cur.fetchone()[0])
-        finally:
-            conn.close()
+        return str(query(self.server, None, "SELECT @@gtid_binlog_pos")[0][0])
 
     def same(self) -> None:
         assert_same_tables(self.server, self.source, self.target, self.tables)
@@ -359,6 +437,79 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stderr
 
 
+def mysql_sink(pair: Pair, **parameter: Any) -> dict[str, Any]:
+    """``mysqlwriter`` in ChunJun's spelling, each source table into the target table of its
+    name; exactly once (XA) unless ``parameter`` says otherwise."""
+    server = pair.server
+    return {
+        "name": "mysqlwriter",
+        "parameter": {
+            "connection": [
+                {
+                    "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{pair.target}",
+                    "table": ["*"],
+                }
+            ],
+            "username": server.user,
+            "password": server.password,
+            "semantic": "exactly-once",
+            **parameter,
+        },
+    }
+
+
+def evolving_job(
+    pair: Pair,
+    path: Path,
+    writer: dict[str, Any],
+    *,
+    seed: int = 13,
+    setting: dict[str, Any] | None = None,
+) -> Path:
+    """Make :func:`evolve`'s changes on ``pair``'s source and write the job that replicates
+    them into ``writer`` with ``ddl: apply`` (new tables captured too); ``pair.tables`` are then
+    the tables to compare."""
+    start = pair.gtid()
+    work = Workload(pair.server, pair.source, seed=seed)
+    pair.tables = evolve(pair, work)
+    work.close()
+    spec = binlog_job(
+        pair,
+        start=start,
+        reader={"ddl": "apply", "filter": f"{pair.source}\\..*"},
+        writer=writer,
+        setting=setting,
+    )
+    return write_job(path, spec)
+
+
+def assert_no_table(pair: Pair, name: str) -> None:
+    """The target has no table ``name`` (a DROP TABLE was applied)."""
+    assert query(pair.server, pair.target, "SHOW TABLES LIKE %s", (name,)) == []
+
+
+def assert_applied_in_xa(pair: Pair, job: Path, state: Path, *, deferred: bool = False) -> None:
+    """The job's changes went through mysqlwriter's XA transactions: their commit markers are
+    there, none is left prepared, no change-staging table was made, no deferred record is left
+    (and with ``deferred`` some were deferred behind a DDL)."""
+    prefix = f"syncx-{job_identity(job.stem, state)}-"
+    conn = pair.server.connect(pair.target)
+    try:
+        with conn.cursor() as cur:
+            assert not [x for x in xa_recover(cur) if x.gtrid.startswith(prefix)]
+            cur.execute("SHOW TABLES LIKE '\\_syncx\\_%'")
+            names = {row[0] for row in cur.fetchall()}
+            assert not [n for n in names if n.startswith("_syncx_cdc_")], names
+            assert ("_syncx_deferred" in names) == deferred, names
+            cur.execute("SELECT COUNT(*) FROM _syncx_commits")
+            assert cur.fetchone()[0] > 0
+            if deferred:
+                cur.execute("SELECT COUNT(*) FROM _syncx_deferred")
+                assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
 # -- unit: layouts, DDL parsing, messages, parameters --------------------------------------------
 
 
@@ -453,6 +604,15 @@ def test_changes_round_trip_and_primary_key_changes(form: str) -> None:
             (True, 3),
         ]
     assert decode(pa.record_batch({"x": [1]})) is None
+
+
+def test_net_effect_is_each_keys_last_change() -> None:
+    keys = [(1,), (2,), (1,), (3,), (2,), (4,), (4,), (5,)]
+    upsert = [True, True, False, True, True, True, False, False]
+    # 1: upserted then deleted; 2: upserted twice; 3: upserted; 4: upserted then deleted;
+    # 5: deleted
+    assert net_effect(keys, upsert) == ([2, 6, 7], [3, 4])
+    assert net_effect([], []) == ([], [])
 
 
 def test_ddl_statements_are_recognized() -> None:
@@ -650,6 +810,7 @@ def test_fast_row_decoder_agrees_with_mysql_replication(server: MariaDB) -> None
                 fast = decoder.rows(event, images)
                 assert fast is not None
                 names = [c.name for c in event.columns]
+                slow: list[Any]
                 if images == 2:
                     slow = [
                         (
@@ -712,17 +873,27 @@ def _library_normalizer(columns: list[Any]) -> Callable[[Any], Any]:
 
 
 @pytest.mark.parametrize(
-    ("paving", "semantic"),
-    [(False, "exactly-once"), (True, "at-least-once")],
-    ids=["envelope-exactly-once", "paving-split-update-at-least-once"],
+    ("paving", "plugin", "semantic"),
+    [
+        (False, "sqlwriter", "exactly-once"),
+        (True, "sqlwriter", "at-least-once"),
+        (True, "mysqlwriter", "exactly-once"),
+    ],
+    ids=[
+        "envelope-sqlwriter-staged",
+        "paving-split-update-sqlwriter-at-least-once",
+        "paving-split-update-mysqlwriter-xa",
+    ],
 )
 def test_replicates_a_workload_in_catch_up_runs(
-    pair: Pair, tmp_path: Path, paving: bool, semantic: str
+    pair: Pair, tmp_path: Path, paving: bool, plugin: str, semantic: str
 ) -> None:
     """Inserts, updates, key changes, deletes, NULLs, a large transaction, on three tables;
-    three bounded runs back to back, each continuing where the last ended."""
+    three bounded runs back to back, each continuing where the last ended. mysqlwriter
+    exactly-once applies them inside its XA transactions (nothing staged)."""
     start = pair.gtid()
     work = Workload(pair.server, pair.source)
+    sink = mysql_sink(pair, semantic=semantic) if plugin == "mysqlwriter" else None
     job = write_job(
         tmp_path / "job.json",
         binlog_job(
@@ -730,7 +901,7 @@ def test_replicates_a_workload_in_catch_up_runs(
             start=start,
             paving=paving,
             reader={"splitUpdate": paving},
-            writer={"parameter": {"semantic": semantic}},
+            writer=sink or {"parameter": {"semantic": semantic}},
         ),
     )
     state = tmp_path / "state"
@@ -746,27 +917,20 @@ def test_replicates_a_workload_in_catch_up_runs(
         # nothing new: a run still ends at once and keeps the position
         ok(run(job, state, "--restore", "latest-or-new"))
         pair.same()
+        if plugin == "mysqlwriter" and semantic == "exactly-once":
+            assert_applied_in_xa(pair, job, state)
     finally:
         work.close()
 
 
 def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_path: Path) -> None:
     """``snapshot: initial`` with two channels copies tables that change all along; the stream
-    takes over at the snapshot point; a catch-up run after the load stops makes them equal."""
+    takes over at the snapshot point; a catch-up run after the load stops makes them equal.
+    Into mysqlwriter's XA transactions: two subtasks copy into the same tables at once (and
+    ``sqlwriter``'s staged path is run so in test_binlog_crash.py)."""
     work = Workload(pair.server, pair.source, seed=11)
     for _ in range(3):
         work.step(3)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            while not stop.is_set():
-                work.step(bulk=False)
-                time.sleep(0.05)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
     for table in TABLES:
         work.insert(table, 3000)
     job = write_job(
@@ -774,23 +938,19 @@ def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_p
         binlog_job(
             pair,
             snapshot="initial",
+            writer=mysql_sink(pair),
             setting={
                 "speed": {"readerChannel": 2, "writerChannel": 2, "record": 6000},
                 "restore": {"isRestore": True, "checkpointInterval": 0.3},
             },
         ),
     )
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    try:
+    with changing(work, pause=0.05):
         first = ok(run(job, tmp_path / "state"))
         assert "snapshot complete" in first
-    finally:
-        stop.set()
-        loader.join()
-    assert not errors, errors
     ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
     pair.same()
+    assert_applied_in_xa(pair, job, tmp_path / "state")
     work.close()
 
 
@@ -948,6 +1108,174 @@ def test_ddl_policies(server: MariaDB, tmp_path: Path) -> None:
     finally:
         server.drop_database(pair.source)
         server.drop_database(pair.target)
+
+
+def test_ddl_apply_through_mysqlwriter_at_least_once(server: MariaDB, tmp_path: Path) -> None:
+    """``ddl: apply`` into mysqlwriter at-least-once (the open transaction commits, the DDL runs
+    at once): columns added, widened and dropped, tables created, dropped and truncated, keys
+    changed, among the workload's changes. (Exactly-once, deferred to the commit, is run under
+    kills in test_binlog_crash.py.)"""
+    pair = make_pair(server)
+    try:
+        job = evolving_job(pair, tmp_path / "job.json", mysql_sink(pair, semantic="at-least-once"))
+        ok(run(job, tmp_path / "state"))
+        pair.same()
+        assert_no_table(pair, "scratch")
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
+
+
+KV = "CREATE TABLE kv (id INT PRIMARY KEY, v VARCHAR(5) NULL)"
+KV_SCHEMA = pa.schema([("id", pa.int32()), ("v", pa.string())])
+_AT = SourceInfo("mysql-bin.000001", 4, None, 0)
+
+
+def kv_changes(pair: Pair, schema: pa.Schema, *items: tuple[Any, ...]) -> pa.RecordBatch:
+    """Envelope changes ``(op, before, after)`` of the source table ``kv``."""
+    layout = TableLayout(pair.source, "kv", schema, ("id",))
+    return build_changes(layout, "envelope", [(*item, _AT) for item in items])
+
+
+def in_process(
+    pair: Pair, tmp_path: Path, plugin: type[Any], params: type[Any], sink: dict[str, Any]
+) -> Any:
+    """A writer plugin of job ``kv`` (one run) driven through the contract, checked."""
+    ctx = JobContext("kv", "20260101000000-abcdef", tmp_path, Setting())
+    writer = plugin(params.model_validate(sink["parameter"]), ctx)
+    writer.check()
+    return writer
+
+
+def _kv(pair: Pair) -> list[tuple[Any, ...]]:
+    return query(pair.server, pair.target, "SELECT * FROM kv ORDER BY id")
+
+
+def _count(pair: Pair, table: str) -> int:
+    return int(query(pair.server, pair.target, f"SELECT COUNT(*) FROM {quote(table)}")[0][0])
+
+
+def _staged(pair: Pair) -> int:
+    """Changes in sqlwriter's change-staging tables of the target."""
+    shown = query(pair.server, pair.target, "SHOW TABLES LIKE '\\_syncx\\_cdc\\_%'")
+    return sum(_count(pair, row[0]) for row in shown)
+
+
+def test_mysqlwriter_begin_commits_or_removes_changes_staged_by_sqlwriter(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Changes staged through sqlwriter's path (as runs before mysqlwriter applied changes
+    itself left them) are committed by mysqlwriter's ``begin`` when a restored handle names
+    them, and removed when none does; in single-table mode too. Then it applies on its own."""
+    pair.execute(pair.target, KV)
+    server = pair.server
+    url = f"mysql+pymysql://{server.user}@{server.host}:{server.port}/{pair.target}"
+    staging = in_process(
+        pair, tmp_path, SqlWriter, SqlWriterParams, {"parameter": {"url": url, "table": "kv"}}
+    )
+    staging.begin([], fresh=True)
+    task = staging.open(0, 1, None)
+    task.write(kv_changes(pair, KV_SCHEMA, ("c", None, [1, "a"]), ("c", None, [2, "b"])))
+    stored = task.prepare(1)  # checkpoint 1 is stored; its commit never happens
+    task.write(kv_changes(pair, KV_SCHEMA, ("c", None, [3, "c"])))
+    task.prepare(2)  # checkpoint 2 never completes
+    task.close()
+    staging.close()
+    assert stored["kind"] == "cdc" and _staged(pair) == 3
+    sink = mysql_sink(pair)
+    sink["parameter"]["connection"][0]["table"] = ["kv"]
+    writer = in_process(pair, tmp_path, MysqlWriter, MysqlWriterParams, sink)
+    try:
+        writer.begin([stored], fresh=False)
+        assert _kv(pair) == [(1, "a"), (2, "b")]
+        assert _staged(pair) == 0
+        task = writer.open(0, 1, None)
+        task.write(kv_changes(pair, KV_SCHEMA, ("c", None, [4, "d"]), ("d", [1, "a"], None)))
+        task.commit(task.prepare(3))
+        assert _kv(pair) == [(2, "b"), (4, "d")]
+        assert _staged(pair) == 0
+    finally:
+        writer.close()
+        _roll_back_prepared(server, writer.xid_prefix())
+
+
+def _roll_back_prepared(server: MariaDB, prefix: str) -> None:
+    """XA ROLLBACK what a failed test left prepared (it would hold DROP DATABASE forever)."""
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            for xid in xa_recover(cur):
+                if xid.gtrid.startswith(prefix):
+                    cur.execute(f"XA ROLLBACK {xid.sql()}")
+    finally:
+        conn.close()
+
+
+def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """exactly-once mysqlwriter through the contract. Changes that arrive while a prepared
+    transaction waits for its commit are held and applied by that commit (its locks would block
+    them). A DDL and what follows it are deferred inside the XA transaction: nothing of them is
+    visible, and the DDL has not run, before the commit. A replay stopped by a change the target
+    rejects keeps what it has not applied; a restore's commit finishes it without running the
+    DDL again; then changes apply directly again."""
+    pair.execute(pair.target, KV)
+    old = KV_SCHEMA
+    new = old.append(pa.field("w", pa.int32()))
+    at = _AT
+
+    def changes(schema: pa.Schema, *items: tuple[Any, ...]) -> pa.RecordBatch:
+        return kv_changes(pair, schema, *items)
+
+    def target() -> tuple[list[tuple[Any, ...]], int]:
+        return _kv(pair), _count(pair, "_syncx_deferred")
+
+    def writer() -> MysqlWriter:
+        return in_process(pair, tmp_path, MysqlWriter, MysqlWriterParams, mysql_sink(pair))
+
+    first_writer = writer()
+    try:
+        first_writer.begin([], fresh=True)
+        task = first_writer.open(0, 1, None)
+        assert not task.write(changes(old, ("c", None, [1, "a"]), ("c", None, [2, "b"])))
+        first = task.prepare(1)
+        assert first["kind"] == "xa" and "deferred" not in first
+        assert not task.write(changes(old, ("u", [2, "b"], [2, "bb"])))  # held: 2 is locked
+        task.commit(first)  # ... and applied now, in the next transaction
+        ddl = "ALTER TABLE kv ADD COLUMN w INT NULL"
+        assert not task.write(ddl_batch(pair.source, "kv", ddl, at))
+        assert not task.write(
+            changes(new, ("c", None, [3, "c", 30]), ("u", [1, "a", None], [1, "far too long", 10]))
+        )
+        assert not task.write(
+            changes(new, ("d", [2, "bb", None], None), ("u", [3, "c", 30], [5, "c", 31]))
+        )
+        second = task.prepare(2)
+        assert second["deferred"] == 3
+        assert target() == ([(1, "a"), (2, "b")], 0)  # prepared: invisible, DDL not run
+        with pytest.raises(FatalError, match=r"rejected by .*kv.*stays in _syncx_deferred"):
+            task.commit(second)
+        # committed: the held change is visible, the DDL ran, the rejected batch and the one
+        # after it are still deferred
+        assert target() == ([(1, "a", None), (2, "bb", None)], 2)
+        first_writer.close()
+        pair.execute(pair.target, "ALTER TABLE kv MODIFY COLUMN v VARCHAR(20)")
+        restored = writer()
+        restored.begin([second], fresh=False)  # a restore of checkpoint 2
+        assert target() == ([(1, "far too long", 10), (5, "c", 31)], 0)
+        restored.begin([second], fresh=False)  # again: nothing twice
+        assert target() == ([(1, "far too long", 10), (5, "c", 31)], 0)
+        task = restored.open(0, 1, None)
+        assert not task.write(changes(new, ("c", None, [7, "g", 70])))
+        third = task.prepare(3)
+        assert "deferred" not in third
+        task.commit(third)
+        assert target() == ([(1, "far too long", 10), (5, "c", 31), (7, "g", 70)], 0)
+        restored.close()
+    finally:
+        first_writer.close()
+        _roll_back_prepared(pair.server, first_writer.xid_prefix())
 
 
 def test_replication_user_missing_a_privilege_is_told_which(pair: Pair, tmp_path: Path) -> None:
@@ -1118,6 +1446,7 @@ def test_example_job_binlog_to_mysql(pair: Pair, tmp_path: Path) -> None:
         )
     )
     pair.same()
+    assert_applied_in_xa(pair, JOBS / "binlog_to_mysql.yaml", tmp_path / "state")
     work.close()
 
 

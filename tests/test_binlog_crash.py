@@ -3,9 +3,11 @@
 Each case runs one job on one state directory through :func:`tests.crash.run_until_done`:
 SIGKILLs at seeded random moments (during start-up, while streaming, while the snapshot is
 copied) and at exact crash points (barrier sent, writer prepared, checkpoint stored, commit
-done), a restore after each, and at the end the target must equal the source table by table
-(the changelog: hold every change exactly once), with no staged change left behind.
-``SYNCX_CRASH_SEED=N`` replays a failing seed.
+done, final commit done), a restore after each, and at the end the target must equal the source
+table by table (the changelog: hold every change exactly once), with no staged change left
+behind. Into MySQL both apply paths are killed: ``sqlwriter``'s staged changes and
+``mysqlwriter``'s XA transactions (where no change is staged, none is left prepared, and a DDL
+is deferred to the commit). ``SYNCX_CRASH_SEED=N`` replays a failing seed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,13 @@ from tests.test_binlog import (
     TABLES,
     Pair,
     Workload,
+    assert_applied_in_xa,
+    assert_no_table,
     binlog_job,
+    changing,
+    evolving_job,
     make_pair,
+    mysql_sink,
     ok,
     run,
     write_job,
@@ -62,6 +68,20 @@ def pair(server: MariaDB) -> Any:
     server.drop_database(made.target)
 
 
+def _kill_until_done(job: Path, state: Path, seed: int, window: tuple[float, float]) -> None:
+    """Run ``job`` to its end through 3 random kills in ``window``, 3 kills after a stored
+    checkpoint and one at each crash point (the last at the final commit), restoring after each."""
+    plan = mixed_kill_plan(
+        random.Random(seed),
+        random_kills=3,
+        window=window,
+        crash_points=CRASH_POINTS,
+        progress_kills=3,
+    )
+    report = run_until_done(job, state, plan, seed=seed, run_timeout=120)
+    assert report.kills >= 7, report.summary()
+
+
 def _no_staged_changes(pair: Pair) -> None:
     conn = pair.server.connect(pair.target)
     try:
@@ -75,10 +95,12 @@ def _no_staged_changes(pair: Pair) -> None:
         conn.close()
 
 
-def test_stream_to_mysql_killed_and_restored(pair: Pair, tmp_path: Path) -> None:
-    """Streamed changes (multi-table transactions, key changes, a 3,000-row transaction) into
-    MySQL, exactly once, whatever the moment of the kill."""
-    seed = _seed("stream_to_mysql")
+@pytest.mark.parametrize("plugin", ["sqlwriter", "mysqlwriter"], ids=["staged", "xa"])
+def test_stream_to_mysql_killed_and_restored(pair: Pair, tmp_path: Path, plugin: str) -> None:
+    """Streamed changes (multi-table transactions, key changes, NULLs, a 3,000-row transaction)
+    into MySQL, exactly once, whatever the moment of the kill: staged by sqlwriter, or applied
+    inside mysqlwriter's XA transactions."""
+    seed = _seed(f"stream_to_mysql-{plugin}")
     start = pair.gtid()
     work = Workload(pair.server, pair.source, seed=seed)
     for _ in range(4):
@@ -91,23 +113,45 @@ def test_stream_to_mysql_killed_and_restored(pair: Pair, tmp_path: Path) -> None
         binlog_job(
             pair,
             start=start,
+            writer=mysql_sink(pair) if plugin == "mysqlwriter" else None,
             setting={
                 "speed": {"record": 1200},
                 "restore": {"isRestore": True, "checkpointInterval": 0.3},
             },
         ),
     )
-    plan = mixed_kill_plan(
-        random.Random(seed),
-        random_kills=3,
-        window=(0.6, 2.0),
-        crash_points=CRASH_POINTS,
-        progress_kills=3,
-    )
-    report = run_until_done(job, tmp_path / "state", plan, seed=seed, run_timeout=120)
-    assert report.kills >= 7, report.summary()
+    _kill_until_done(job, tmp_path / "state", seed, window=(0.6, 2.0))
     pair.same()
     _no_staged_changes(pair)
+    if plugin == "mysqlwriter":
+        assert_applied_in_xa(pair, job, tmp_path / "state")
+
+
+def test_ddl_applied_through_xa_killed_and_restored(server: MariaDB, tmp_path: Path) -> None:
+    """``ddl: apply`` into mysqlwriter exactly-once, killed at random moments and at every
+    crash point: DDLs (a table created, columns added, widened and dropped, a table truncated,
+    another dropped) among changes of four tables, each DDL and what follows it deferred to the
+    commit of its XA transaction; the target ends equal to the source, no record left over."""
+    seed = _seed("ddl_through_xa")
+    pair = make_pair(server)
+    try:
+        job = evolving_job(
+            pair,
+            tmp_path / "job.json",
+            mysql_sink(pair),
+            seed=seed,
+            setting={
+                "speed": {"record": 100},
+                "restore": {"isRestore": True, "checkpointInterval": 0.3},
+            },
+        )
+        _kill_until_done(job, tmp_path / "state", seed, window=(0.6, 2.5))
+        pair.same()
+        assert_no_table(pair, "scratch")
+        assert_applied_in_xa(pair, job, tmp_path / "state", deferred=True)
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
 
 
 def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_path: Path) -> None:
@@ -117,17 +161,6 @@ def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_pat
     work = Workload(pair.server, pair.source, seed=seed)
     for table in TABLES:
         work.insert(table, 2500)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def load() -> None:
-        try:
-            while not stop.is_set():
-                work.step(bulk=False)
-                stop.wait(0.1)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
     job = write_job(
         tmp_path / "job.json",
         binlog_job(
@@ -146,14 +179,8 @@ def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_pat
         crash_points=["writer-prepared@3", "checkpoint-stored@3", "writer-committed@4"],
         progress_kills=3,
     )
-    loader = threading.Thread(target=load, daemon=True)
-    loader.start()
-    try:
+    with changing(work, pause=0.1):
         report = run_until_done(job, tmp_path / "state", plan, seed=seed, run_timeout=120)
-    finally:
-        stop.set()
-        loader.join()
-    assert not errors, errors
     assert report.kills >= 6, report.summary()
     ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
     pair.same()

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 import yaml
 
 from readers.sql import SqlReader, SqlReaderParams
+from sync.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
 from sync.errors import JobFailedError, JobFileError, SyncxError
 from sync.job import fingerprint
 from sync.jobfile import load_job
@@ -35,7 +36,7 @@ from sync.model import Setting
 from sync.plugin import DirtyRecord, JobContext, Split
 from sync.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
 from tests.conftest import REPO, RunCli, syncx_command
-from writers.sql import MARKER_TABLE, STAGE_PREFIX, SqlWriter, SqlWriterParams
+from writers.sql import CDC_STAGE_PREFIX, MARKER_TABLE, STAGE_PREFIX, SqlWriter, SqlWriterParams
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -84,11 +85,11 @@ class Db:
     def table_names(self) -> list[str]:
         return sa.inspect(self.engine).get_table_names()
 
-    def staged(self) -> int:
-        """Rows in every staging table."""
+    def staged(self, prefix: str = STAGE_PREFIX) -> int:
+        """Rows in every staging table (of rows; of changes with ``CDC_STAGE_PREFIX``)."""
         total = 0
         for name in self.table_names():
-            if name.startswith(STAGE_PREFIX):
+            if name.startswith(prefix):
                 total += self.count(name)
         return total
 
@@ -393,7 +394,9 @@ def test_range_splits_are_disjoint_and_cover_a_skewed_key(
         + [7] * 20  # duplicates
     )
     db.insert(name, [{"id": i, "k": k, "v": "x"} for i, k in enumerate(keys)])
-    setting = {"restore": {"restoreColumnName": restore_column}} if restore_column else {}
+    setting: dict[str, Any] = (
+        {"restore": {"restoreColumnName": restore_column}} if restore_column else {}
+    )
     reader = db.reader(db.ctx(**setting), table=name, splitPk="k", fetchSize=32)
     splits = reader.plan(parallelism)
     assert len(splits) == parallelism
@@ -679,7 +682,7 @@ def test_pre_sql_runs_only_on_a_fresh_run_and_post_sql_after_the_end(db: Db) -> 
     log = db.name("log")
     db.execute(f'CREATE TABLE "{log}" (id BIGINT PRIMARY KEY, what VARCHAR(20))')
     db.insert(name, [{"id": 1, "name": "old", "qty": 1}])
-    params = {
+    params: dict[str, Any] = {
         "table": name,
         "preSql": [f'DELETE FROM "{name}"', f"INSERT INTO \"{log}\" VALUES (1, 'pre: 50%')"],
         "postSql": f"INSERT INTO \"{log}\" VALUES (2, 'post')",
@@ -733,6 +736,73 @@ def test_writer_creates_only_staging_and_marker_tables(db: Db) -> None:
     before = set(db.table_names())
     at_least_once.begin([], fresh=True)
     assert set(db.table_names()) == before
+
+
+# -- CDC: changes applied by key ------------------------------------------------------------------
+
+_AT = SourceInfo("mysql-bin.000001", 4, None, 0)
+
+
+def _changes(fields: list[tuple[str, pa.DataType]], *items: tuple[Any, ...]) -> pa.RecordBatch:
+    """Envelope changes ``(op, before, after)`` of a source table ``shop.orders``."""
+    layout = TableLayout("shop", "orders", pa.schema(fields), ("id",))
+    return build_changes(layout, "envelope", [(*item, _AT) for item in items])
+
+
+@pytest.mark.parametrize("semantic", ["exactly-once", "at-least-once"])
+def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: str) -> None:
+    """sqlwriter applies CDC changes to one table by key: inserts, updates, a primary-key
+    change, deletes, a column added by ``ddl: apply``. Exactly-once stages them (invisible until
+    the commit, committed once, an aborted segment leaves nothing, a restore commits the stored
+    handle); at-least-once applies them at once."""
+    name = _target(db)
+    writer = db.writer(table=name, semantic=semantic)
+    writer.check()
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    old = [("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64())]
+    new = [*old, ("note", pa.string())]
+    assert not task.write(
+        _changes(
+            old,
+            ("c", None, [1, "a", 1]),
+            ("c", None, [2, "b", 2]),
+            ("c", None, [3, "c", 3]),
+            ("u", [2, "b", 2], [2, "bb", 2]),
+            ("d", [3, "c", 3], None),
+            ("u", [1, "a", 1], [10, "a", 1]),  # the key changes
+        )
+    )
+    first = task.prepare(1)
+    if semantic == "exactly-once":
+        assert first["kind"] == "cdc" and json.loads(json.dumps(first)) == first
+        assert db.rows(name) == []  # staged: durable, not visible
+        task.commit(first)
+        task.commit(first)  # once only
+    else:
+        assert first is None
+    assert db.rows(name) == [(2, "bb", 2), (10, "a", 1)]
+    ddl = "ALTER TABLE orders ADD COLUMN note VARCHAR(10)"  # as the source ran it
+    assert not task.write(ddl_batch("shop", "orders", ddl, _AT))
+    assert not task.write(
+        _changes(new, ("c", None, [4, "d", 4, "n"]), ("u", [2, "bb", 2, None], [2, "bb", 5, "x"]))
+    )
+    second = task.prepare(2)
+    assert not task.write(_changes(new, ("d", [4, "d", 4, "n"], None)))
+    third = task.prepare(3)
+    if semantic == "exactly-once":
+        task.abort(third)  # checkpoint 3 never completes
+        task.close()
+        restored = db.writer(table=name, semantic=semantic)
+        restored.begin([second], fresh=False)  # a restore of checkpoint 2 commits it
+        restored.begin([second], fresh=False)
+        assert db.staged(CDC_STAGE_PREFIX) == 0
+        expected = [(2, "bb", 5, "x"), (4, "d", 4, "n"), (10, "a", 1, None)]
+    else:
+        assert second is None and third is None
+        task.close()
+        expected = [(2, "bb", 5, "x"), (10, "a", 1, None)]
+    assert db.rows(name) == expected
 
 
 # -- bad inputs -----------------------------------------------------------------------------------

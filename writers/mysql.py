@@ -52,6 +52,44 @@ reporting rows it does not have. Markers of other runs are removed after 7 days.
 subtask and checkpoint, committed at ``prepare``; rows after the last checkpoint may be written
 again on restore (idempotent with ``replace`` / ``update``).
 
+**Changes** (CDC batches from ``binlogreader``; ``table: "*"`` routes each source table to the
+target table of its name) are applied by key in the transaction rows would go to: the XA
+transaction of the checkpoint (exactly-once) or the local one (at-least-once). Per batch, each
+key's last change is applied (a primary-key change is a delete of the old key and an upsert of
+the new; :func:`sync.cdc.net_effect`): deletes with ``DELETE ... WHERE (key) IN (...)``, upserts
+with the row path's ``LOAD DATA ... REPLACE`` / multi-row ``REPLACE`` (which locks only the keys
+it writes: subtasks copying a snapshot into one table never wait on each other); batches apply
+in arrival order, so each key's changes keep theirs. Sessions applying changes run in READ
+COMMITTED (no gap locks). Nothing is staged: ``XA PREPARE`` makes the
+checkpoint's changes durable and ``XA COMMIT`` visible, with the marker and recovery of rows.
+The target needs a primary key, or ``keyColumns``.
+
+*Held changes.* A prepared transaction keeps its row locks until ``XA COMMIT``, which this
+subtask's own thread runs once the checkpoint is stored; a change arriving in between may touch
+a key it locked, and waiting for that lock would wait for the commit that only comes after the
+wait. So in exactly-once, changes that arrive while one of the subtask's transactions is prepared
+and not committed are held in memory, and the commit applies them right after its own work (they
+come after the barrier: a kill loses nothing the reader will not send again). If the next
+barrier comes first, or they pass :data:`HELD_BYTES`, they are deferred (below) instead.
+
+*DDL* (``ddl: apply``) cannot run inside an XA transaction (it commits implicitly), nor before
+the transaction holding the changes that precede it is committed (a prepared transaction keeps
+its tables' metadata locks). So in exactly-once a DDL record and every record after it in the
+same transaction (held ones included) are **deferred**: stored as Arrow IPC in
+``_syncx_deferred`` (owner = job identity, segment = the xid's branch, seq, payload) *inside*
+the XA transaction, so they are prepared and committed with the changes before them. The commit
+of that handle, after ``XA COMMIT``, replays them in order: a DDL runs (idempotently,
+:meth:`writers.sql.SqlWriter.apply_ddl`) and then its record is deleted; a batch of changes is
+applied in a local transaction that also deletes its record. A record gone means done, so a
+commit interrupted anywhere — and repeated by a restore, which always holds that handle, since a
+writer acknowledges its next checkpoint only after the commit returned — resumes where it
+stopped, repeating at most the last DDL, which then finds its work done. Changes arriving while
+such a handle waits for its commit are held as above, so they apply after the replay. A
+transaction rolled back takes its deferred records with it; ``begin`` removes records of this job
+that no restored handle names. A deferred change the target rejects at replay stops the job with
+the reason (it stays deferred for the next run). In at-least-once the open transaction is
+committed and the DDL runs at once.
+
 Sessions use the UTC time zone (TIMESTAMP values are UTC), ``STRICT_TRANS_TABLES`` and
 ``NO_AUTO_VALUE_ON_ZERO`` (a 0 in an ``AUTO_INCREMENT`` column stays 0, as ``mysqldump`` does).
 A lost connection fails the attempt as retriable: ``setting.restart`` restarts the job from its
@@ -68,7 +106,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -106,7 +145,14 @@ from sync.mysql import (
 from sync.plugin import DirtyRecord, Handle, JobContext, Semantic
 from sync.sql import ColumnInfo, TableInfo
 from sync.types import row_of
-from writers.sql import SqlWriter, SqlWriterParams, SqlWriterTask
+from writers.sql import (
+    CdcTarget,
+    SqlWriter,
+    SqlWriterParams,
+    SqlWriterTask,
+    WriteMode,
+    conform_changes,
+)
 
 __all__ = ["MysqlWriter", "MysqlWriterParams", "MysqlWriterTask"]
 
@@ -124,6 +170,74 @@ SQL_MODE_ON = ("STRICT_TRANS_TABLES", "NO_AUTO_VALUE_ON_ZERO")
 SQL_MODE_OFF = ("NO_BACKSLASH_ESCAPES",)
 """Writer sessions: bad values are errors, 0 stays 0 in AUTO_INCREMENT columns, and string
 literals take backslash escapes (as syncx writes them)."""
+DEFERRED_TABLE = "_syncx_deferred"
+"""Records deferred behind a DDL inside an XA transaction (see "DDL" in the module docs)."""
+DEFERRED_BYTES = 4 << 20
+"""A deferred batch is stored in slices of about this many bytes (below max_allowed_packet)."""
+HELD_BYTES = 64 << 20
+"""Changes held in memory while a prepared transaction waits for its commit; beyond this
+they are deferred instead."""
+
+Execute = Callable[..., int]
+"""Runs one statement (with optional parameters) in some transaction; the affected row count."""
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """A table that rows are loaded or inserted into, and how they meet the rows there."""
+
+    table: str
+    """Quoted and qualified."""
+    mode: WriteMode
+    key: tuple[str, ...]
+    """The key of replace/update (empty: plain inserts)."""
+    bits: frozenset[str]
+    """Columns of type BIT (loaded through ``CAST(... AS UNSIGNED)``)."""
+
+    def forms(self, schema: pa.Schema) -> list[Form]:
+        """How each column of ``schema`` is written."""
+        return [column_form(f, f.name in self.bits) for f in schema]
+
+    def insert(
+        self, execute: Execute, batch: pa.RecordBatch, *, size: int, secret: str | None
+    ) -> list[DirtyRecord]:
+        """Multi-row statements of ``size`` rows; a failing one is split until the bad rows are
+        found (they become dirty records)."""
+        names = batch.schema.names
+        columns = ", ".join(quote_ident(n) for n in names)
+        verb = "REPLACE" if self.mode == "replace" and self.key else "INSERT"
+        prefix = f"{verb} INTO {self.table} ({columns}) VALUES ".encode()
+        suffix = b""
+        if self.mode == "update" and self.key:
+            updates = [n for n in names if n not in self.key] or [self.key[0]]
+            suffix = (
+                " ON DUPLICATE KEY UPDATE "
+                + ", ".join(f"{quote_ident(n)} = VALUES({quote_ident(n)})" for n in updates)
+            ).encode()
+        rows = sql_values(batch, self.forms(batch.schema))
+        dirty: list[DirtyRecord] = []
+        pending = [(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
+        while pending:
+            start, end = pending.pop(0)
+            try:
+                execute(prefix + b",".join(rows[start:end]) + suffix)
+            except Exception as exc:
+                if not is_row_error(exc):
+                    raise
+                if end - start == 1:
+                    dirty.append(
+                        DirtyRecord(
+                            row_of(batch, start), error_text(exc, [secret]), dirty_kind(exc)
+                        )
+                    )
+                    continue
+                middle = (start + end) // 2
+                pending[0:0] = [(start, middle), (middle, end)]
+        return dirty
+
+
+Insert = Callable[[pa.RecordBatch, _Destination], list[DirtyRecord]]
+"""Writes rows into a destination in the caller's transaction; the rejected rows."""
 
 
 class MysqlWriterParams(MysqlEndpoint, SqlWriterParams):
@@ -162,7 +276,8 @@ class MysqlWriter(SqlWriter):
         super().__init__(params, ctx)
         self._local = threading.local()
         self._controls: list[Any] = []
-        self._bits: set[str] | None = None
+        self._rows_destination: _Destination | None = None
+        self._deferred_ready = False
 
     # -- framework ---------------------------------------------------------------------------
 
@@ -179,20 +294,19 @@ class MysqlWriter(SqlWriter):
 
     @override
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
-        if self.routes_by_source():
-            super().begin(handles, fresh=fresh)
-            return
+        """Commit the restored handles (XA; changes staged by ``sqlwriter``'s path in runs
+        before this writer applied them itself), roll back and remove everything else of this
+        job: prepared transactions, staged and deferred changes."""
         live = [h for h in handles if h]
-        xa = [h for h in live if h.get("kind") == "xa"]
-        other = [h for h in live if h.get("kind") != "xa"]
-        if self.params.semantic == "exactly-once" or xa or other:
-            self.target()
+        if self.params.semantic == "exactly-once" or live:
+            keep = {str(h["segment"]) for h in live}
             self.ensure_markers()
-            for handle in other:  # CDC changes staged by the generic writer
-                super().commit_handle(handle)
-            if other or self.params.semantic == "exactly-once":
-                self._clean_cdc_staging({str(h["segment"]) for h in other})
-            self._recover(xa)
+            for handle in live:
+                if handle.get("kind") != "xa":
+                    super().commit_handle(handle)
+            self._clean_cdc_staging(keep)
+            self._recover([h for h in live if h.get("kind") == "xa"])
+            self._clean_deferred(keep)
             self._prune_xa_markers({str(h["run"]) for h in live} | {self.ctx.run_id})
         if fresh:
             self._run_statements(self.params.pre_sql, "preSql")
@@ -268,8 +382,11 @@ class MysqlWriter(SqlWriter):
         """The xid of a subtask's ``sequence``-th transaction in this attempt."""
         return Xid(f"{self.xid_prefix()}{self.ctx.run_id}", f"{subtask}-{token}-{sequence}")
 
-    def connect(self, *, autocommit: bool = True, local_infile: bool = False) -> Any:
-        """A pymysql connection to the target with the writer's session settings."""
+    def connect(
+        self, *, autocommit: bool = True, local_infile: bool = False, read_committed: bool = False
+    ) -> Any:
+        """A pymysql connection to the target with the writer's session settings (and READ
+        COMMITTED for applying changes)."""
         url = self.engine().url
         try:
             conn = connect(url, autocommit=autocommit, local_infile=local_infile)
@@ -280,6 +397,8 @@ class MysqlWriter(SqlWriter):
                 modes = [m for m in str(current or "").split(",") if m and m not in SQL_MODE_OFF]
                 modes += [m for m in SQL_MODE_ON if m not in modes]
                 cursor.execute("SET SESSION sql_mode = %s", (",".join(modes),))
+                if read_committed:
+                    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             finally:
                 cursor.close()
             return conn
@@ -310,7 +429,8 @@ class MysqlWriter(SqlWriter):
                 conn.close()
 
     def commit_xa(self, handle: Handle) -> None:
-        """``XA COMMIT`` a prepared handle; idempotent (see "commit ambiguity" in the docs)."""
+        """``XA COMMIT`` a prepared handle, then replay what it deferred; idempotent (see
+        "commit ambiguity" and "DDL" in the module docs)."""
         xid = Xid.from_json(handle["xid"])
 
         def attempt() -> None:
@@ -344,6 +464,13 @@ class MysqlWriter(SqlWriter):
             on_retry=self.reset_control,
         )
         log.debug("committed xid %s (checkpoint %s)", xid, handle["checkpoint"])
+        if handle.get("deferred"):
+            with_retries(
+                lambda: self._replay(handle),
+                what=f"applying the changes deferred in XA transaction {xid}",
+                where=self.engine().url,
+                secrets=[self.params.secret()],
+            )
 
     def abort_xa(self, handle: Handle) -> None:
         """``XA ROLLBACK`` a prepared handle; one that is gone is fine."""
@@ -479,17 +606,178 @@ class MysqlWriter(SqlWriter):
         except sa.exc.DBAPIError as exc:
             log.info("old commit markers not removed now: %s", error_text(exc))
 
-    def bit_columns(self) -> set[str]:
-        """Target columns of type BIT (loaded through ``CAST(... AS UNSIGNED)``)."""
+    # -- where rows and changes go ------------------------------------------------------------
+
+    def rows_destination(self) -> _Destination:
+        """The job's table, written as ``writeMode`` says."""
         with self._lock:
-            if self._bits is None:
-                info = self.target().info
-                self._bits = {c.name for c in info.columns if mysql_type(c.type).wire == "bit"}
-            return self._bits
+            if self._rows_destination is None:
+                target = self.target()
+                self._rows_destination = _Destination(
+                    _qualified(target.info.schema, target.info.name),
+                    self.params.write_mode,
+                    tuple(target.key),
+                    _bit_columns(target.info),
+                )
+            return self._rows_destination
+
+    def apply_changes(
+        self,
+        execute: Execute,
+        target: CdcTarget,
+        rows: pa.RecordBatch,
+        upsert: list[bool],
+        insert: Insert,
+    ) -> list[DirtyRecord]:
+        """Apply conformed changes to ``target`` in the caller's transaction: of each key's last
+        change, delete the keys it deletes and ``REPLACE`` the rows it upserts; the rejected
+        rows. ``REPLACE`` locks only the keys it writes, where a ``DELETE`` of keys that are not
+        there may scan a small table and wait on every row another subtask is writing."""
+        table = _qualified(target.info.schema, target.info.name)
+        into = _Destination(table, "replace", tuple(target.key), _bit_columns(target.info))
+        keys = rows.select(target.key)
+        values = list(zip(*(column.to_pylist() for column in keys.columns), strict=True))
+        deletes, upserts = cdc.net_effect(values, upsert)
+        literals = sql_values(keys.take(pa.array(deletes, pa.int64())), into.forms(keys.schema))
+        where = ", ".join(quote_ident(k) for k in target.key)
+        prefix = f"DELETE FROM {table} WHERE ({where}) IN (".encode()
+        size = self.params.batch_size
+        for start in range(0, len(literals), size):
+            execute(prefix + b",".join(literals[start : start + size]) + b")")
+        if not upserts:
+            return []
+        return insert(rows.take(pa.array(upserts, pa.int64())), into)
+
+    # -- deferred changes ----------------------------------------------------------------------
+
+    def owner(self) -> str:
+        """What marks this job's deferred records (its identity: name and state folder)."""
+        return job_identity(self.ctx.job_name, self.ctx.state_dir)
+
+    def deferred_table(self) -> sa.Table:
+        """``_syncx_deferred`` beside the marker table."""
+        return sa.Table(
+            DEFERRED_TABLE,
+            sa.MetaData(),
+            sa.Column("owner", sa.String(32), primary_key=True),
+            sa.Column("segment", sa.String(64), primary_key=True),
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("payload", sa.LargeBinary(length=2**32 - 1), nullable=False),
+            schema=self.markers().schema,
+        )
+
+    def ensure_deferred(self) -> None:
+        """Create the deferred-records table when missing (once; on a connection of its own:
+        the subtask's is inside an XA transaction)."""
+        with self._lock:
+            if not self._deferred_ready:
+                with self.engine().begin() as conn:
+                    self.deferred_table().create(conn, checkfirst=True)
+                self._deferred_ready = True
+
+    def _replay(self, handle: Handle) -> None:
+        """Apply, in order, what a committed transaction deferred; each record is deleted as it
+        is applied (a DDL just after it ran), so an interrupted replay resumes where it stopped."""
+        deferred = self.deferred_table()
+        table = _qualified(deferred.schema, deferred.name)
+        mine = (self.owner(), str(handle["segment"]))
+        conn = self.connect(read_committed=True)
+        try:
+            cursor = conn.cursor()
+            while True:
+                cursor.execute(
+                    f"SELECT `seq`, `payload` FROM {table} WHERE `owner` = %s AND `segment` = %s "
+                    "ORDER BY `seq` LIMIT 1",
+                    mine,
+                )
+                found = cursor.fetchone()
+                if found is None:
+                    return
+                seq, payload = found
+                done = f"DELETE FROM {table} WHERE `owner` = %s AND `segment` = %s AND `seq` = %s"
+                change = cdc.decode(pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch())
+                if isinstance(change, cdc.DdlChange):
+                    self.apply_ddl(change)
+                    cursor.execute(done, (*mine, seq))
+                    continue
+                assert change is not None
+                cursor.execute("START TRANSACTION")
+                self._apply_deferred(cursor.execute, change, handle)
+                cursor.execute(done, (*mine, seq))
+                cursor.execute("COMMIT")
+        except (FatalError, RetriableError):
+            raise
+        except Exception as exc:
+            if errno(exc) is None:
+                raise
+            msg = (
+                f"{self.plugin_name}: applying the changes deferred by checkpoint "
+                f"{handle['checkpoint']} failed: {error_text(exc, [self.params.secret()])}"
+            )
+            raise query_failure(exc, msg) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()  # an open transaction is rolled back by the server
+
+    def _apply_deferred(self, execute: Execute, change: cdc.Changes, handle: Handle) -> None:
+        target = self.cdc_target(change.table)
+        rows, upsert, dirty = conform_changes(target, change)
+        size, secret = self.params.batch_size, self.params.secret()
+        dirty += self.apply_changes(
+            execute,
+            target,
+            rows,
+            upsert,
+            lambda batch, into: into.insert(execute, batch, size=size, secret=secret),
+        )
+        if dirty:
+            msg = (
+                f"{self.plugin_name}: a change of {change.table} deferred behind a DDL "
+                f"(checkpoint {handle['checkpoint']}) is rejected by '{target.info.qualified}': "
+                f"{dirty[0].error}. It stays in {DEFERRED_TABLE}: change the target to accept it "
+                "and run again with --restore latest"
+            )
+            raise FatalError(msg)
+
+    def _clean_deferred(self, keep: set[str]) -> None:
+        """Delete this job's deferred records outside the ``keep`` segments (left by a replay a
+        fresh run will never finish): found with a non-locking read, deleted by primary key, so
+        rows of other jobs' prepared transactions are never waited for."""
+        deferred = self.deferred_table()
+        with self.engine().connect() as base:
+            conn = base.execution_options(isolation_level="READ COMMITTED")
+            if not sa.inspect(conn).has_table(deferred.name, schema=deferred.schema):
+                return
+            found = sa.select(deferred.c.owner, deferred.c.segment, deferred.c.seq).where(
+                deferred.c.owner == self.owner()
+            )
+            if keep:
+                found = found.where(deferred.c.segment.not_in(sorted(keep)))
+            old = [tuple(row) for row in conn.execute(found)]
+            if old:
+                key = sa.tuple_(deferred.c.owner, deferred.c.segment, deferred.c.seq)
+                conn.execute(sa.delete(deferred).where(key.in_(old)))
+                log.info("removed %d deferred record(s) of an unfinished commit", len(old))
+            conn.commit()
 
 
 def _qualified(schema: str | None, name: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(name)}" if schema else quote_ident(name)
+
+
+def _bit_columns(info: TableInfo) -> frozenset[str]:
+    return frozenset(c.name for c in info.columns if mysql_type(c.type).wire == "bit")
+
+
+def _payloads(batch: pa.RecordBatch) -> Iterator[bytes]:
+    """``batch`` as Arrow IPC streams of about :data:`DEFERRED_BYTES` each, in order."""
+    rows = max(1, batch.num_rows * DEFERRED_BYTES // max(batch.nbytes, 1))
+    for start in range(0, batch.num_rows, rows):
+        part = batch.slice(start, rows)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, part.schema) as stream:
+            stream.write_batch(part)
+        yield sink.getvalue().to_pybytes()
 
 
 def _as_duration(array: pa.Array) -> pa.Array | None:
@@ -533,8 +821,18 @@ class MysqlWriterTask(SqlWriterTask):
         self._rows = 0
         self._token = uuid.uuid4().hex[:8]
         self._sequence = 0
-        self._load_data = writer.params.load_data and writer.params.write_mode != "update"
+        self._load_data = writer.params.load_data
         self._scratch: Path | None = None
+        self._changes = False
+        """This subtask applies CDC changes (its sessions run in READ COMMITTED)."""
+        self._deferring = False
+        """The open transaction defers what it is given (see "DDL" in the module docs)."""
+        self._deferred = 0
+        self._uncommitted: set[str] = set()
+        """Segments of this subtask's prepared transactions that are not committed yet."""
+        self._held: list[pa.RecordBatch] = []
+        """Changes received while a prepared transaction holds its locks (see the docs)."""
+        self._held_bytes = 0
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -542,46 +840,60 @@ class MysqlWriterTask(SqlWriterTask):
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
         if batch.num_rows == 0:
             return []
-        if cdc.is_cdc(batch.schema) or self.writer.routes_by_source():
-            return super().write(batch)
+        if cdc.is_cdc(batch.schema):
+            try:
+                return self._write_changes(batch)
+            except Exception as exc:
+                raise self._failure(exc, "applying changes") from exc
+        if self.writer.routes_by_source():
+            return super().write(batch)  # refuses plain rows
         batch, dirty = self._conform(batch)
         if batch.num_rows == 0:
             return dirty
         try:
             self._start()
-            dirty.extend(self._write_rows(batch))
+            rejected = self._write_rows(batch, self.writer.rows_destination())
         except Exception as exc:
             raise self._failure(exc, "writing") from exc
-        return dirty
+        self._rows += batch.num_rows - len(rejected)
+        return dirty + rejected
 
     @override
     def prepare(self, checkpoint_id: int) -> Handle:
-        if self._cdc_entries or self._staged:
-            return super().prepare(checkpoint_id)
-        if not self._open:
+        if not (self._open or self._held):
             return None
         try:
             if self.exactly_once:
                 return self._prepare_xa(checkpoint_id)
-            self._execute("COMMIT")
+            self._commit_local()
         except Exception as exc:
             raise self._failure(exc, "preparing the checkpoint") from exc
-        self._open = False
-        self._rows = 0
         return None
 
     @override
     def commit(self, handle: Handle) -> None:
         self.writer.commit_handle(handle)
+        if handle:
+            self._uncommitted.discard(str(handle["segment"]))
+        if self._held and not self._uncommitted:
+            held, self._held, self._held_bytes = self._held, [], 0
+            report = self.writer.ctx.report_dirty
+            try:
+                for batch in held:
+                    for record in self._apply(batch):
+                        report(record)
+            except Exception as exc:
+                raise self._failure(exc, "applying changes") from exc
 
     @override
     def abort(self, handle: Handle) -> None:
         self.writer.abort_handle(handle)
+        if handle:
+            self._uncommitted.discard(str(handle["segment"]))
 
     @override
     def discard(self) -> None:
-        if self._cdc_entries or self._staged:
-            super().discard()
+        self._held, self._held_bytes = [], 0  # after the last checkpoint: read again on restore
         if not self._open or self._raw is None:
             return
         with contextlib.suppress(Exception):
@@ -590,9 +902,7 @@ class MysqlWriterTask(SqlWriterTask):
                 self._execute(f"XA ROLLBACK {self._xid.sql()}")
             else:
                 self._execute("ROLLBACK")
-        self._open = False
-        self._xid = None
-        self._rows = 0
+        self._end_transaction()
 
     @override
     def close(self) -> None:
@@ -629,7 +939,9 @@ class MysqlWriterTask(SqlWriterTask):
 
     def _connection(self) -> Any:
         if self._raw is None:
-            self._raw = self.writer.connect(autocommit=True, local_infile=self._load_data)
+            self._raw = self.writer.connect(
+                autocommit=True, local_infile=self._load_data, read_committed=self._changes
+            )
         return self._raw
 
     def _execute(self, statement: str | bytes, args: Any = None) -> int:
@@ -650,7 +962,21 @@ class MysqlWriterTask(SqlWriterTask):
             self._execute("START TRANSACTION")
         self._open = True
 
+    def _commit_local(self) -> None:
+        """At-least-once: commit the open transaction."""
+        if self._open:
+            self._execute("COMMIT")
+            self._end_transaction()
+
+    def _end_transaction(self) -> None:
+        self._open = False
+        self._xid = None
+        self._rows = 0
+        self._deferring = False
+        self._deferred = 0
+
     def _prepare_xa(self, checkpoint_id: int) -> Handle:
+        self._defer_held()
         xid = self._xid
         assert xid is not None
         writer = self.writer
@@ -666,6 +992,8 @@ class MysqlWriterTask(SqlWriterTask):
             "segment": xid.bqual,
             "rows": self._rows,
         }
+        if self._deferred:
+            handle["deferred"] = self._deferred
         self._execute(
             f"INSERT INTO {_qualified(markers.schema, markers.name)} "
             "(`job`, `run`, `subtask`, `checkpoint`, `segment`, `target`, `committed_at`) "
@@ -676,12 +1004,13 @@ class MysqlWriterTask(SqlWriterTask):
                 self.subtask,
                 checkpoint_id,
                 xid.bqual,
-                writer.target().info.qualified,
+                "*" if writer.routes_by_source() else writer.target().info.qualified,
                 dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             ),
         )
         self._execute(f"XA END {xid.sql()}")
         self._execute(f"XA PREPARE {xid.sql()}")
+        self._uncommitted.add(xid.bqual)
         # MariaDB lets another connection commit a prepared transaction only once the
         # connection that prepared it is gone: close it (the next write opens a new one).
         self._drop_connection()
@@ -709,31 +1038,88 @@ class MysqlWriterTask(SqlWriterTask):
             with contextlib.suppress(Exception):
                 self._raw.close()
         self._raw = None
-        self._open = False
-        self._xid = None
-        self._rows = 0
+        self._end_transaction()
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def _write_changes(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        """A CDC batch: applied in the open transaction, held, or deferred (module docs)."""
+        self._changes = True
+        ddl = cdc.is_ddl(batch.schema)
+        if not self.exactly_once:
+            if not ddl:
+                return self._apply(batch)
+            change = cdc.decode(batch)
+            assert isinstance(change, cdc.DdlChange)
+            self._commit_local()  # our row locks would block the DDL
+            self.writer.apply_ddl(change)
+            return []
+        if self._deferring or ddl:
+            self._defer_held()
+            self._defer(batch)
+        elif self._uncommitted:
+            self._held.append(batch)
+            self._held_bytes += batch.nbytes
+            if self._held_bytes > HELD_BYTES:
+                self._defer_held()
+        else:
+            return self._apply(batch)
+        return []
+
+    def _apply(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        """Apply a batch of changes in the open transaction (started when needed)."""
+        writer = self.writer
+        change = cdc.decode(batch)
+        assert isinstance(change, cdc.Changes)
+        target = writer.cdc_target(change.table)
+        rows, upsert, dirty = conform_changes(target, change)
+        if rows.num_rows:
+            self._start()
+            dirty += writer.apply_changes(self._execute, target, rows, upsert, self._write_rows)
+            self._rows += len(upsert)
+        return dirty
+
+    def _defer_held(self) -> None:
+        """Defer the held changes (from now on this transaction defers all it is given)."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        for batch in held:
+            self._defer(batch)
+
+    def _defer(self, batch: pa.RecordBatch) -> None:
+        """Store ``batch`` in ``_syncx_deferred`` inside the open XA transaction."""
+        writer = self.writer
+        writer.ensure_deferred()
+        self._start()
+        assert self._xid is not None
+        self._deferring = True
+        deferred = writer.deferred_table()
+        statement = (
+            f"INSERT INTO {_qualified(deferred.schema, deferred.name)} "
+            "(`owner`, `segment`, `seq`, `payload`) VALUES (%s, %s, %s, %s)"
+        )
+        for payload in _payloads(batch):
+            self._execute(statement, (writer.owner(), self._xid.bqual, self._deferred, payload))
+            self._deferred += 1
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _forms(self, batch: pa.RecordBatch) -> list[Form]:
-        bits = self.writer.bit_columns()
-        return [column_form(f, f.name in bits) for f in batch.schema]
-
-    def _write_rows(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
-        forms = self._forms(batch)
-        if self._load_data:
-            loaded = self._load(batch, forms)
+    def _write_rows(self, batch: pa.RecordBatch, into: _Destination) -> list[DirtyRecord]:
+        """Rows into ``into`` in the open transaction: LOAD DATA, else statements; the
+        rejected rows."""
+        forms = into.forms(batch.schema)
+        if self._load_data and into.mode != "update":
+            loaded = self._load(batch, forms, into)
             if loaded is not None:
                 return loaded
-        dirty = self._statements(batch, forms)
-        self._rows += batch.num_rows - len(dirty)
-        return dirty
+        params = self.writer.params
+        return into.insert(self._execute, batch, size=params.batch_size, secret=params.secret())
 
-    def _load(self, batch: pa.RecordBatch, forms: list[Form]) -> list[DirtyRecord] | None:
+    def _load(
+        self, batch: pa.RecordBatch, forms: list[Form], into: _Destination
+    ) -> list[DirtyRecord] | None:
         """``LOAD DATA LOCAL INFILE`` in a savepoint; ``None`` when it must be done with
         statements (a warning: some row was changed or skipped; or LOCAL is refused)."""
         writer = self.writer
-        target = writer.target()
         if self._scratch is None:
             self._scratch = _scratch_dir() / f"syncx-load-{os.getpid()}-{uuid.uuid4().hex}.tsv"
         data = tsv_text(batch, forms)
@@ -750,10 +1136,9 @@ class MysqlWriterTask(SqlWriterTask):
                 sets.append(f"{quote_ident(name)} = CAST(@v{index} AS UNSIGNED)")
             else:
                 columns.append(quote_ident(name))
-        replace = "REPLACE " if writer.params.write_mode == "replace" and target.key else ""
+        replace = "REPLACE " if into.mode == "replace" and into.key else ""
         statement = (
-            f"LOAD DATA LOCAL INFILE %s {replace}INTO TABLE "
-            f"{_qualified(target.info.schema, target.info.name)} CHARACTER SET utf8mb4 "
+            f"LOAD DATA LOCAL INFILE %s {replace}INTO TABLE {into.table} CHARACTER SET utf8mb4 "
             "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
             f"({', '.join(columns)})" + (f" SET {', '.join(sets)}" if sets else "")
         )
@@ -777,56 +1162,12 @@ class MysqlWriterTask(SqlWriterTask):
         cursor.close()
         if warnings == 0 and (replace or loaded == batch.num_rows):
             self._execute("RELEASE SAVEPOINT syncx_load")
-            self._rows += batch.num_rows
             MysqlWriterTask.loads += 1
             return []
         self._execute("ROLLBACK TO SAVEPOINT syncx_load")
         MysqlWriterTask.reloads += 1
         log.debug("LOAD DATA warned (%s warnings): writing the batch with statements", warnings)
         return None
-
-    def _statements(self, batch: pa.RecordBatch, forms: list[Form]) -> list[DirtyRecord]:
-        """Multi-row statements of ``batchSize`` rows; a failing one is split until the bad
-        rows are found (they become dirty records)."""
-        writer = self.writer
-        target = writer.target()
-        names = batch.schema.names
-        columns = ", ".join(quote_ident(n) for n in names)
-        table = _qualified(target.info.schema, target.info.name)
-        mode = writer.params.write_mode
-        verb = "REPLACE" if mode == "replace" and target.key else "INSERT"
-        prefix = f"{verb} INTO {table} ({columns}) VALUES ".encode()
-        suffix = b""
-        if mode == "update" and target.key:
-            updates = [n for n in names if n not in target.key] or [target.key[0]]
-            suffix = (
-                " ON DUPLICATE KEY UPDATE "
-                + ", ".join(f"{quote_ident(n)} = VALUES({quote_ident(n)})" for n in updates)
-            ).encode()
-        rows = sql_values(batch, forms)
-        dirty: list[DirtyRecord] = []
-        size = writer.params.batch_size
-        pending = [(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
-        while pending:
-            start, end = pending.pop(0)
-            statement = prefix + b",".join(rows[start:end]) + suffix
-            try:
-                self._execute(statement)
-            except Exception as exc:
-                if not is_row_error(exc):
-                    raise
-                if end - start == 1:
-                    dirty.append(
-                        DirtyRecord(
-                            row_of(batch, start),
-                            error_text(exc, [writer.params.secret()]),
-                            dirty_kind(exc),
-                        )
-                    )
-                    continue
-                middle = (start + end) // 2
-                pending[0:0] = [(start, middle), (middle, end)]
-        return dirty
 
 
 MysqlWriter.task_class = MysqlWriterTask

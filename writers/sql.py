@@ -51,6 +51,16 @@ PostgreSQL with psycopg (:meth:`SqlWriter.insert_rows`).
 transaction per subtask that commits at ``prepare`` (per batch on SQLite, where one writer holds
 the database lock); no staging, nothing to recover, rows after the last checkpoint may repeat.
 
+**Changes** (CDC batches, :mod:`sync.cdc`; ``table: "*"`` routes each source table to the target
+table of its name; the target needs a primary key or ``keyColumns``): exactly-once stages them,
+in order, in a change-staging table per target (``_syncx_cdc_<hash of target>_<hash of its
+layout>``: the target's columns, ``_syncx_op`` and the segment metadata); the commit, in one
+transaction with the marker, deletes per target every key with a staged change and inserts each
+key's last upsert (a deadlock with another subtask's commit is retried). At-least-once applies
+each batch the same way at once. ``ddl: apply`` runs a DDL when it arrives
+(:meth:`SqlWriter.apply_ddl`, idempotent). ``mysqlwriter`` applies changes inside its own
+transactions instead, XA when exactly-once, with nothing staged.
+
 ``writeMode``: ``insert``; ``replace`` and ``update`` both upsert on ``updateKey`` (or the
 primary key) with ``INSERT ... ON CONFLICT (key) DO UPDATE`` on SQLite and PostgreSQL, setting
 the written columns (a dialect plugin may give ``replace`` its own meaning, as MySQL's ``REPLACE
@@ -69,10 +79,9 @@ import json
 import logging
 import random
 import re
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -98,24 +107,32 @@ from sync.sql import (
     arrow_type_of,
     ident,
     open_engine,
-    reflect_table,
+    reflect_named,
     run_statement,
     safe_url,
     scrub,
-    split_table_name,
 )
 from sync.types import conform, row_of
 from writers.stream import WriterColumn
 
-__all__ = ["SqlWriter", "SqlWriterParams", "SqlWriterTask", "Target"]
+__all__ = [
+    "CdcTarget",
+    "SqlWriter",
+    "SqlWriterParams",
+    "SqlWriterTask",
+    "Target",
+    "WriteMode",
+    "conform_changes",
+]
 
 log = logging.getLogger(__name__)
 
 STAGE_PREFIX = "_syncx_stage_"
 MARKER_TABLE = "_syncx_commits"
-_META = ("_syncx_job", "_syncx_run", "_syncx_subtask", "_syncx_segment", "_syncx_seq")
+_META = ("_syncx_op", "_syncx_job", "_syncx_run", "_syncx_subtask", "_syncx_segment")
+"""Metadata columns of the staging tables besides ``_syncx_seq`` (``_syncx_op``: changes only)."""
 _IN_CHUNK = 500
-"""Key values per ``IN (...)`` of the duplicate check (below every driver's parameter limit)."""
+"""Key values per ``IN (...)`` (below every driver's parameter limit)."""
 
 WriteMode = Literal["insert", "replace", "update"]
 
@@ -199,42 +216,36 @@ class SqlWriterParams(SqlConnectionParams):
 
 
 @dataclass(frozen=True)
-class Target:
-    """The reflected target table and what the writer derived from it."""
+class _Reflected:
+    """A reflected table the writer writes into, and its staging table."""
 
     info: TableInfo
     table: sa.Table
-    """All target columns, identifiers always quoted."""
+    """All its columns, identifiers always quoted."""
     fields: dict[str, pa.Field]
     """Arrow field per column (its type and nullability), for :func:`sync.types.conform`."""
     key: list[str]
-    """The upsert key (replace/update), else empty."""
     staging_name: str
     staging: sa.Table
-    markers: sa.Table
 
     def resolve(self, name: str) -> str | None:
-        """The target column called ``name`` (case-insensitively when unambiguous)."""
+        """The column called ``name`` (case-insensitively when unambiguous)."""
         found = self.info.column(name)
         return found.name if found is not None else None
 
 
 @dataclass(frozen=True)
-class CdcTarget:
-    """A table that CDC changes are applied to, with its change-staging table."""
+class Target(_Reflected):
+    """The job's table for rows: ``key`` is the upsert key (replace/update), else empty; with
+    its staging table of rows and the marker table."""
 
-    info: TableInfo
-    table: sa.Table
-    fields: dict[str, pa.Field]
-    key: list[str]
-    """The columns changes are applied by (primary key, or ``keyColumns``)."""
-    staging_name: str
-    staging: sa.Table
+    markers: sa.Table
 
-    def resolve(self, name: str) -> str | None:
-        """The target column called ``name`` (case-insensitively when unambiguous)."""
-        found = self.info.column(name)
-        return found.name if found is not None else None
+
+@dataclass(frozen=True)
+class CdcTarget(_Reflected):
+    """A table that CDC changes are applied to: ``key`` is what they are applied by (primary
+    key, or ``keyColumns``); with its change-staging table."""
 
 
 class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
@@ -248,8 +259,6 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
 
     def __init__(self, params: SqlWriterParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
-        self._lock = threading.RLock()
-        self._engine = None
         self._target: Target | None = None
         self._staging_ready = False
         self._cdc_targets: dict[str, CdcTarget] = {}
@@ -288,7 +297,8 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
                 else:
                     self.commit_handle(handle)
             if not self.routes_by_source():
-                self._clean_staging(self.target(), keep)
+                target = self.target()
+                self._clean_staged(target.info.schema, target.staging_name.rsplit("_", 1)[0], keep)
             self._clean_cdc_staging(keep)
             self._prune_markers({str(h["run"]) for h in live} | {self.ctx.run_id})
         if fresh:
@@ -388,12 +398,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             query = sa.select(columns[0]).where(columns[0] == sa.any_(array))
             found.update(tuple(r) for r in conn.execute(query))
             return found
-        for start in range(0, len(values), _IN_CHUNK):
-            chunk = values[start : start + _IN_CHUNK]
-            if len(columns) == 1:
-                condition = columns[0].in_([v[0] for v in chunk])
-            else:
-                condition = sa.tuple_(*columns).in_(chunk)
+        for condition in _key_in(columns, values):
             found.update(tuple(r) for r in conn.execute(sa.select(*columns).where(condition)))
         return found
 
@@ -457,11 +462,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         for index, name in enumerate(names):
             found = target.resolve(name)
             if found is None:
-                listed = ", ".join(c.name for c in target.info.columns)
-                msg = (
-                    f"column '{name}' not found in table '{target.info.qualified}' "
-                    f"(its columns: {listed})"
-                )
+                msg = target.info.missing(name)
                 if configured:
                     raise JobFileError([ConfigIssue(f"{self.param_path}.column[{index}]", msg)])
                 msg = f"incoming {msg}; map the columns with {self.param_path}.column"
@@ -501,18 +502,8 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             self.commit_cdc_handle(handle)
             return
         target = self.target()
-        staging = _staging_view(handle)
-        markers = target.markers
-        marker_key = {
-            "job": handle["job"],
-            "run": handle["run"],
-            "subtask": int(handle["subtask"]),
-            "checkpoint": int(handle["checkpoint"]),
-            "segment": handle["segment"],
-        }
-        mine = sa.and_(
-            staging.c._syncx_job == handle["job"], staging.c._syncx_segment == handle["segment"]
-        )
+        staging = _staging_view(handle["table"], handle.get("schema"), handle["columns"])
+        mine = _segment_rows(staging, handle)
         columns = list(handle["columns"])
         selected = sa.select(*[staging.c[c] for c in columns]).where(mine)
         if target.key:
@@ -530,24 +521,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             )
         with self.engine().connect() as conn:
             conn.begin()
-            done = conn.execute(
-                sa.select(sa.literal(1))
-                .select_from(markers)
-                .where(*[markers.c[k] == v for k, v in marker_key.items()])
-            ).first()
-            if done is not None:
-                conn.rollback()
-                return
-            try:
-                conn.execute(
-                    sa.insert(markers).values(
-                        **marker_key,
-                        target=target.info.qualified,
-                        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    )
-                )
-            except sa_exc.IntegrityError:  # committed concurrently by another process
-                conn.rollback()
+            if not self._claim(conn, handle, target.info.qualified):
                 return
             try:
                 moved = conn.execute(statement).rowcount
@@ -571,6 +545,39 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             handle["subtask"],
         )
 
+    def _claim(self, conn: Connection, handle: Handle, target: str) -> bool:
+        """Insert a handle's commit marker in ``conn``'s open transaction; False (and the
+        transaction rolled back) when it is there: committed before, or at this moment by
+        another process."""
+        assert handle is not None
+        markers = self.markers()
+        key = {
+            "job": handle["job"],
+            "run": handle["run"],
+            "subtask": int(handle["subtask"]),
+            "checkpoint": int(handle["checkpoint"]),
+            "segment": handle["segment"],
+        }
+        done = conn.execute(
+            sa.select(sa.literal(1))
+            .select_from(markers)
+            .where(*[markers.c[k] == v for k, v in key.items()])
+        ).first()
+        if done is None:
+            try:
+                conn.execute(
+                    sa.insert(markers).values(
+                        **key,
+                        target=target,
+                        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    )
+                )
+                return True
+            except sa_exc.IntegrityError:
+                pass
+        conn.rollback()
+        return False
+
     def abort_handle(self, handle: Handle) -> None:
         """Delete a segment's staged rows (idempotent)."""
         if not handle:
@@ -578,14 +585,42 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         if handle.get("kind") == "cdc":
             self.abort_cdc_handle(handle)
             return
-        staging = _staging_view(handle)
+        self._delete_staged(
+            handle.get("schema"),
+            lambda name: name == handle["table"],
+            lambda staging: _segment_rows(staging, handle),
+        )
+
+    def _delete_staged(
+        self,
+        schema: str | None,
+        chosen: Callable[[str], bool],
+        where: Callable[[sa.Table], sa.ColumnElement[bool]],
+    ) -> int:
+        """Delete the rows ``where`` selects from every staging table (rows or changes) of
+        ``schema`` that ``chosen`` picks by name; how many were deleted."""
+        deleted = 0
         with self.engine().begin() as conn:
-            conn.execute(
-                sa.delete(staging).where(
-                    staging.c._syncx_job == handle["job"],
-                    staging.c._syncx_segment == handle["segment"],
-                )
-            )
+            for name in sa.inspect(conn).get_table_names(schema=schema):
+                if chosen(name):
+                    staging = _staging_view(name, schema)
+                    deleted += conn.execute(sa.delete(staging).where(where(staging))).rowcount
+        return deleted
+
+    def _clean_staged(self, schema: str | None, prefix: str, keep: set[str]) -> None:
+        """Delete this job's staged rows or changes outside the ``keep`` segments from every
+        staging table of ``schema`` whose name starts with ``prefix`` (work of checkpoints that
+        never completed)."""
+
+        def unfinished(staging: sa.Table) -> sa.ColumnElement[bool]:
+            condition = staging.c._syncx_job == self.ctx.job_name
+            if keep:
+                condition = sa.and_(condition, staging.c._syncx_segment.not_in(sorted(keep)))
+            return condition
+
+        deleted = self._delete_staged(schema, lambda name: name.startswith(prefix), unfinished)
+        if deleted:
+            log.info("removed %d staged row(s) of unfinished checkpoints", deleted)
 
     # -- CDC: applying changes by key -------------------------------------------------------
 
@@ -698,35 +733,10 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
                 time.sleep(0.05 * attempt + random.random() * 0.1)
 
     def _commit_cdc_once(self, handle: Handle) -> None:
-        markers = self.markers()
-        marker_key = {
-            "job": handle["job"],
-            "run": handle["run"],
-            "subtask": int(handle["subtask"]),
-            "checkpoint": int(handle["checkpoint"]),
-            "segment": handle["segment"],
-        }
         with self.engine().connect() as conn:
             self.cdc_session(conn)
             conn.begin()
-            done = conn.execute(
-                sa.select(sa.literal(1))
-                .select_from(markers)
-                .where(*[markers.c[k] == v for k, v in marker_key.items()])
-            ).first()
-            if done is not None:
-                conn.rollback()
-                return
-            try:
-                conn.execute(
-                    sa.insert(markers).values(
-                        **marker_key,
-                        target="cdc",
-                        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    )
-                )
-            except sa_exc.IntegrityError:  # committed concurrently by another process
-                conn.rollback()
+            if not self._claim(conn, handle, "cdc"):
                 return
             try:
                 for entry in handle["targets"]:
@@ -746,30 +756,23 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
 
     def abort_cdc_handle(self, handle: Handle) -> None:
         """Delete a CDC segment's staged changes (idempotent)."""
-        with self.engine().begin() as conn:
-            for name in sorted({e["staging"] for e in handle.get("targets", [])}):
-                staging = _cdc_staging_view(name, handle.get("schema"), [], [])
-                if not _table_exists(conn, name, handle.get("schema")):
-                    continue
-                conn.execute(
-                    sa.delete(staging).where(
-                        staging.c._syncx_job == handle["job"],
-                        staging.c._syncx_segment == handle["segment"],
-                    )
-                )
+        assert handle is not None
+        names = {e["staging"] for e in handle.get("targets", [])}
+        self._delete_staged(
+            handle.get("schema"),
+            lambda name: name in names,
+            lambda staging: _segment_rows(staging, handle),
+        )
 
     def purge_cdc_staged(self, target_name: str) -> None:
         """Delete every staged change of this job for ``target_name`` (a DROP or TRUNCATE of
         the table makes them moot; committing them later would be wrong)."""
         prefix = f"{CDC_STAGE_PREFIX}{_name_hash(self._qualified_target(target_name))}_"
-        schema = self.params.schema_name()
-        with self.engine().begin() as conn:
-            for name in sa.inspect(conn).get_table_names(schema=schema):
-                if name.startswith(prefix):
-                    staging = _cdc_staging_view(name, schema, [], [])
-                    conn.execute(
-                        sa.delete(staging).where(staging.c._syncx_job == self.ctx.job_name)
-                    )
+        self._delete_staged(
+            self.params.schema_name(),
+            lambda name: name.startswith(prefix),
+            lambda staging: staging.c._syncx_job == self.ctx.job_name,
+        )
 
     def apply_ddl(self, change: cdc.DdlChange) -> None:
         """Apply a captured schema change to its target table, idempotently (``ddl: apply``):
@@ -853,22 +856,14 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
 
     def _reflect_cdc_target(self, name: str) -> CdcTarget:
         engine = self.engine()
-        schema, table_name = split_table_name(name, self.params.schema_name())
-        with engine.connect() as conn:
-            info = reflect_table(
-                conn,
-                schema,
-                table_name,
-                path=f"{self.param_path}.{self.params.table_param()}",
-                where=safe_url(engine.url),
-            )
+        info = self._reflect(name)
         if self.params.key_columns:
             key = []
             for index, column in enumerate(self.params.key_columns):
                 found = info.column(column)
                 if found is None:
-                    msg = f"column '{column}' not found in table '{info.qualified}'"
-                    raise JobFileError([ConfigIssue(f"{self.param_path}.keyColumns[{index}]", msg)])
+                    path = f"{self.param_path}.keyColumns[{index}]"
+                    raise JobFileError([ConfigIssue(path, info.missing(column))])
                 key.append(found.name)
         elif info.primary_key:
             key = list(info.primary_key)
@@ -913,7 +908,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         current = {c["name"] for c in sa.inspect(conn).get_columns(name, schema=schema)}
         columns = [c for c in entry["columns"] if c in current]
         key = list(entry["key"])
-        staging = _cdc_staging_view(entry["staging"], schema, entry["columns"], key)
+        staging = _staging_view(entry["staging"], schema, [*entry["columns"], *key])
         target = sa.Table(
             ident(name),
             sa.MetaData(),
@@ -945,20 +940,13 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         conn.execute(sa.insert(target).from_select(columns, selected))
         conn.execute(sa.delete(staging).where(mine))
 
+    def staging_schema(self) -> str | None:
+        """The schema of the staging and marker tables: the target's."""
+        return self.params.schema_name() if self.routes_by_source() else self.target().info.schema
+
     def _clean_cdc_staging(self, keep: set[str]) -> None:
         """Delete this job's staged changes outside ``keep`` from every change-staging table."""
-        schema = self.params.schema_name() if self.routes_by_source() else self.target().info.schema
-        with self.engine().begin() as conn:
-            for name in sa.inspect(conn).get_table_names(schema=schema):
-                if not name.startswith(CDC_STAGE_PREFIX):
-                    continue
-                staging = _cdc_staging_view(name, schema, [], [])
-                condition = staging.c._syncx_job == self.ctx.job_name
-                if keep:
-                    condition = sa.and_(condition, staging.c._syncx_segment.not_in(sorted(keep)))
-                deleted = conn.execute(sa.delete(staging).where(condition)).rowcount
-                if deleted:
-                    log.info("removed %d staged change(s) of unfinished checkpoints", deleted)
+        self._clean_staged(self.staging_schema(), CDC_STAGE_PREFIX, keep)
 
     # -- implementation ----------------------------------------------------------------------
 
@@ -974,16 +962,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         if table_text is None:
             msg = "is required (the table to write into)"
             raise JobFileError([ConfigIssue(f"{self.param_path}.table", msg)])
-        schema, name = split_table_name(table_text, params.schema_name())
-        engine = self.engine()
-        with engine.connect() as conn:
-            info = reflect_table(
-                conn,
-                schema,
-                name,
-                path=f"{self.param_path}.{params.table_param()}",
-                where=safe_url(engine.url),
-            )
+        info = self._reflect(table_text)
         table = info.sa_table()
         fields = {c.name: self.column_field(c) for c in info.columns}
         key: list[str] = []
@@ -996,9 +975,17 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             fields=fields,
             key=key,
             staging_name=staging_name,
-            staging=_staging_table(info, staging_name, engine.dialect.name),
+            staging=_staging_table(info, staging_name, self.engine().dialect.name),
             markers=_marker_table(info.schema),
         )
+
+    def _reflect(self, name: str) -> TableInfo:
+        """The target table ``name`` (as the job names it), reflected."""
+        engine = self.engine()
+        with engine.connect() as conn:
+            return reflect_named(
+                conn, self.params, name, param_path=self.param_path, where=safe_url(engine.url)
+            )
 
     def _upsert_key(self, info: TableInfo) -> list[str]:
         params = self.params
@@ -1007,8 +994,8 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             for index, name in enumerate(params.update_key):
                 found = info.column(name)
                 if found is None:
-                    msg = f"column '{name}' not found in table '{info.qualified}'"
-                    raise JobFileError([ConfigIssue(f"{self.param_path}.updateKey[{index}]", msg)])
+                    path = f"{self.param_path}.updateKey[{index}]"
+                    raise JobFileError([ConfigIssue(path, info.missing(name))])
                 key.append(found.name)
             if tuple(key) not in info.unique_keys and tuple(sorted(key)) not in {
                 tuple(sorted(k)) for k in info.unique_keys
@@ -1038,26 +1025,6 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
                 msg = f"{self.param_path}.{name}[{index}] failed: {self.db_message(exc)}"
                 raise JobFailedError(msg) from exc
 
-    def _clean_staging(self, target: Target, keep: set[str]) -> None:
-        """Delete this job's staged rows outside ``keep`` in every staging table of the target."""
-        prefix = target.staging_name.rsplit("_", 1)[0]
-        with self.engine().begin() as conn:
-            names = sa.inspect(conn).get_table_names(schema=target.info.schema)
-            for name in names:
-                if not name.startswith(prefix):
-                    continue
-                staging = _staging_view(
-                    {"table": name, "schema": target.info.schema, "columns": []}
-                )
-                condition = staging.c._syncx_job == self.ctx.job_name
-                if keep:
-                    condition = sa.and_(condition, staging.c._syncx_segment.not_in(sorted(keep)))
-                deleted = conn.execute(sa.delete(staging).where(condition)).rowcount
-                if deleted:
-                    log.info(
-                        "removed %d staged row(s) of unfinished checkpoints from %s", deleted, name
-                    )
-
     def _prune_markers(self, runs: set[str]) -> None:
         markers = self.markers()
         with self.engine().begin() as conn:
@@ -1081,23 +1048,30 @@ def _staging_column_type(column: ColumnInfo, dialect: str) -> Any:
     return column.type
 
 
-def _staging_table(info: TableInfo, name: str, dialect: str) -> sa.Table:
-    """The staging table: the target's columns (nullable, no constraints) + segment metadata."""
-    metadata = sa.MetaData()
+def _new_staging(info: TableInfo, name: str, dialect: str, *, changes: bool) -> sa.Table:
+    """A staging table: the target's columns (nullable, no constraints), ``_syncx_op`` when it
+    holds changes, and the segment metadata."""
     columns: list[sa.Column[Any]] = [
         sa.Column(ident(c.name), _staging_column_type(c, dialect), nullable=True)
         for c in info.columns
     ]
-    meta: list[sa.Column[Any]] = [
+    if changes:
+        columns.append(sa.Column("_syncx_op", sa.String(1), nullable=False))
+    columns += [
         sa.Column("_syncx_job", sa.String(200), nullable=False),
         sa.Column("_syncx_run", sa.String(64), nullable=False),
         sa.Column("_syncx_subtask", sa.Integer, nullable=False),
         sa.Column("_syncx_segment", sa.String(32), nullable=False),
         sa.Column("_syncx_seq", sa.BigInteger, nullable=False),
     ]
-    table = sa.Table(
-        ident(name), metadata, *columns, *meta, schema=ident(info.schema) if info.schema else None
+    return sa.Table(
+        ident(name), sa.MetaData(), *columns, schema=ident(info.schema) if info.schema else None
     )
+
+
+def _staging_table(info: TableInfo, name: str, dialect: str) -> sa.Table:
+    """The staging table of rows, indexed by segment and by the target's unique keys."""
+    table = _new_staging(info, name, dialect, changes=False)
     sa.Index(ident(f"{name}_seg"), table.c._syncx_job, table.c._syncx_segment)
     for position, key in enumerate(info.unique_keys):
         sa.Index(ident(f"{name}_k{position}"), *[table.c[k] for k in key])
@@ -1144,24 +1118,8 @@ def _name_hash(qualified: str) -> str:
 
 
 def _cdc_staging_table(info: TableInfo, name: str, dialect: str, key: list[str]) -> sa.Table:
-    """The change-staging table: the target's columns (nullable) + ``_syncx_op`` + metadata,
-    indexed by (job, segment, key, seq) for the commit's joins."""
-    metadata = sa.MetaData()
-    columns: list[sa.Column[Any]] = [
-        sa.Column(ident(c.name), _staging_column_type(c, dialect), nullable=True)
-        for c in info.columns
-    ]
-    meta: list[sa.Column[Any]] = [
-        sa.Column("_syncx_op", sa.String(1), nullable=False),
-        sa.Column("_syncx_job", sa.String(200), nullable=False),
-        sa.Column("_syncx_run", sa.String(64), nullable=False),
-        sa.Column("_syncx_subtask", sa.Integer, nullable=False),
-        sa.Column("_syncx_segment", sa.String(32), nullable=False),
-        sa.Column("_syncx_seq", sa.BigInteger, nullable=False),
-    ]
-    table = sa.Table(
-        ident(name), metadata, *columns, *meta, schema=ident(info.schema) if info.schema else None
-    )
+    """The change-staging table, indexed by (job, segment, key, seq) for the commit's joins."""
+    table = _new_staging(info, name, dialect, changes=True)
     sa.Index(
         ident(f"{name}_k"),
         table.c._syncx_job,
@@ -1172,21 +1130,37 @@ def _cdc_staging_table(info: TableInfo, name: str, dialect: str, key: list[str])
     return table
 
 
-def _cdc_staging_view(
-    name: str, schema: str | None, columns: Sequence[str], key: Sequence[str]
-) -> sa.Table:
-    names = list(dict.fromkeys([*columns, *key]))
+def _staging_view(name: str, schema: str | None, columns: Sequence[str] = ()) -> sa.Table:
+    """Enough of a staging table (of rows or of changes) to select from and delete by:
+    ``columns`` and the metadata, untyped."""
     return sa.Table(
         ident(name),
         sa.MetaData(),
-        *[sa.Column(ident(c)) for c in names],
-        *[
-            sa.Column(c)
-            for c in ("_syncx_op", "_syncx_job", "_syncx_run", "_syncx_subtask", "_syncx_segment")
-        ],
+        *[sa.Column(ident(c)) for c in dict.fromkeys(columns)],
+        *[sa.Column(c) for c in _META],
         sa.Column("_syncx_seq", sa.BigInteger),
         schema=ident(schema) if schema else None,
     )
+
+
+def _segment_rows(staging: sa.Table, handle: dict[str, Any]) -> sa.ColumnElement[bool]:
+    """The staged rows of a handle's segment."""
+    return sa.and_(
+        staging.c._syncx_job == handle["job"], staging.c._syncx_segment == handle["segment"]
+    )
+
+
+def _key_in(
+    columns: Sequence[sa.ColumnElement[Any]], values: Sequence[tuple[Any, ...]]
+) -> Iterator[sa.ColumnElement[bool]]:
+    """``key IN (...)`` conditions for ``values`` of the key ``columns``, in chunks that stay
+    below every driver's parameter limit."""
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        if len(columns) == 1:
+            yield columns[0].in_([v[0] for v in chunk])
+        else:
+            yield sa.tuple_(*columns).in_(chunk)
 
 
 def _table_exists(conn: Connection, name: str, schema: str | None) -> bool:
@@ -1209,18 +1183,50 @@ def _create_for(statement: str, qualified: str) -> str:
     return f"{match.group(1)}{qualified}{statement[match.end() :]}"
 
 
-def _staging_view(handle: dict[str, Any]) -> sa.Table:
-    """Enough of a staging table to select, insert from and delete by a handle (no types needed)."""
-    columns: list[sa.Column[Any]] = [sa.Column(ident(c)) for c in handle["columns"]]
-    meta: list[sa.Column[Any]] = [sa.Column(name) for name in _META]
-    schema = handle.get("schema")
-    return sa.Table(
-        ident(handle["table"]),
-        sa.MetaData(),
-        *columns,
-        *meta,
-        schema=ident(schema) if schema else None,
-    )
+def conform_changes(
+    target: CdcTarget, changes: cdc.Changes
+) -> tuple[pa.RecordBatch, list[bool], list[DirtyRecord]]:
+    """The changes' rows under the target's column names and types, with whether each upserts;
+    rows that do not convert are dirty. Delete rows keep only their key (other columns cannot
+    be bad)."""
+    rows = changes.rows
+    names: list[str] = []
+    missing: list[str] = []
+    for name in rows.schema.names:
+        found = target.resolve(name)
+        if found is None:
+            missing.append(name)
+        names.append(found or name)
+    if missing:
+        msg = (
+            f"changes of {changes.table} carry column(s) {', '.join(missing)} that target "
+            f"table '{target.info.qualified}' lacks: the source table's layout changed (a DDL "
+            "skipped with ddl: skip?). Change the target to match (or use ddl: apply) and "
+            "resume with --restore latest"
+        )
+        raise JobFailedError(msg)
+    absent = [k for k in target.key if k not in names]
+    if absent:
+        msg = (
+            f"changes of {changes.table} lack the key column(s) {', '.join(absent)} of "
+            f"target '{target.info.qualified}'"
+        )
+        raise JobFailedError(msg)
+    mask = pa.array(changes.upsert, pa.bool_())
+    arrays = []
+    for name, column in zip(names, rows.columns, strict=True):
+        if name not in target.key and not all(changes.upsert):
+            arrays.append(pc.if_else(mask, column, pa.nulls(len(column), column.type)))
+        else:
+            arrays.append(column)
+    marker = "__syncx_row"
+    arrays.append(pa.array(range(rows.num_rows), pa.int64()))
+    tagged = pa.RecordBatch.from_arrays(arrays, names=[*names, marker])
+    schema = pa.schema([target.fields[n] for n in names] + [pa.field(marker, pa.int64())])
+    conformed, dirty = conform(tagged, schema)
+    kept = conformed.column(marker).to_pylist()
+    upsert = [changes.upsert[i] for i in kept]
+    return conformed.select(names), upsert, dirty
 
 
 _ROW_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError)
@@ -1295,29 +1301,13 @@ class SqlWriterTask(WriterTask):
                 self._conn.commit()
                 self._pending = False
             return None
-        if self._cdc_entries:
-            if self._staged:
-                msg = "a writer subtask received both CDC changes and plain rows"
-                raise JobFailedError(msg)
-            return self._seal_cdc(checkpoint_id)
-        if self._staged == 0:
+        if self._cdc_entries and self._staged:
+            msg = "a writer subtask received both CDC changes and plain rows"
+            raise JobFailedError(msg)
+        if not (self._cdc_entries or self._staged):
             return None
-        ctx = self.writer.ctx
-        target = self.writer.target()
-        handle = {
-            "table": target.staging_name,
-            "schema": target.info.schema,
-            "job": ctx.job_name,
-            "run": ctx.run_id,
-            "subtask": self.subtask,
-            "checkpoint": checkpoint_id,
-            "segment": self._segment,
-            "columns": sorted(self._staged_columns, key=list(target.table.c.keys()).index),
-        }
-        self._segment = uuid.uuid4().hex
-        self._staged = 0
-        self._seq = 0
-        self._staged_columns = set()
+        handle = self._handle(checkpoint_id)
+        self._new_segment()
         return handle
 
     @override
@@ -1335,21 +1325,9 @@ class SqlWriterTask(WriterTask):
                 self._conn.rollback()
                 self._pending = False
             return
-        if self._cdc_entries:
-            self.writer.abort_cdc_handle(self._cdc_handle(0))
-            self._cdc_entries, self._cdc_open = [], {}
-        if self._staged:
-            target = self.writer.target()
-            self.writer.abort_handle(
-                {
-                    "table": target.staging_name,
-                    "schema": target.info.schema,
-                    "job": self.writer.ctx.job_name,
-                    "segment": self._segment,
-                    "columns": [],
-                }
-            )
-            self._staged = 0
+        if self._cdc_entries or self._staged:
+            self.writer.abort_handle(self._handle(0))
+            self._new_segment()
 
     @override
     def close(self) -> None:
@@ -1358,29 +1336,57 @@ class SqlWriterTask(WriterTask):
                 self._conn.close()
             self._conn = None
 
-    # -- CDC -----------------------------------------------------------------------------------
+    # -- segments ----------------------------------------------------------------------------
 
-    def _cdc_handle(self, checkpoint_id: int) -> dict[str, Any]:
-        ctx = self.writer.ctx
-        return {
-            "kind": "cdc",
-            "schema": self.writer.params.schema_name()
-            if self.writer.routes_by_source()
-            else self.writer.target().info.schema,
+    def _handle(self, checkpoint_id: int) -> dict[str, Any]:
+        """The handle of the open segment: of its staged changes, else of its staged rows."""
+        writer = self.writer
+        ctx = writer.ctx
+        handle: dict[str, Any] = {
+            "schema": writer.staging_schema(),
             "job": ctx.job_name,
             "run": ctx.run_id,
             "subtask": self.subtask,
             "checkpoint": checkpoint_id,
             "segment": self._segment,
-            "targets": [dict(e, seq=list(e["seq"])) for e in self._cdc_entries],
         }
+        if self._cdc_entries:
+            handle["kind"] = "cdc"
+            handle["targets"] = [dict(e, seq=list(e["seq"])) for e in self._cdc_entries]
+        else:
+            target = writer.target()
+            handle["table"] = target.staging_name
+            order = list(target.table.c.keys())
+            handle["columns"] = sorted(self._staged_columns, key=order.index)
+        return handle
 
-    def _seal_cdc(self, checkpoint_id: int) -> Handle:
-        handle = self._cdc_handle(checkpoint_id)
+    def _new_segment(self) -> None:
         self._segment = uuid.uuid4().hex
         self._seq = 0
+        self._staged = 0
+        self._staged_columns = set()
         self._cdc_entries, self._cdc_open = [], {}
-        return handle
+
+    def _tag(self, rows: list[dict[str, Any]], upsert: Sequence[bool] | None = None) -> int:
+        """Tag rows to stage with this segment and their order (and, for changes, whether
+        each upserts); the first sequence number given."""
+        ctx = self.writer.ctx
+        meta = {
+            "_syncx_job": ctx.job_name,
+            "_syncx_run": ctx.run_id,
+            "_syncx_subtask": self.subtask,
+            "_syncx_segment": self._segment,
+        }
+        first = self._seq
+        for index, row in enumerate(rows):
+            row.update(meta)
+            if upsert is not None:
+                row["_syncx_op"] = "u" if upsert[index] else "d"
+            row["_syncx_seq"] = self._seq
+            self._seq += 1
+        return first
+
+    # -- CDC -----------------------------------------------------------------------------------
 
     def _write_cdc(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
         """Changes of one source table: staged (exactly-once) or applied now (at-least-once)."""
@@ -1395,7 +1401,7 @@ class SqlWriterTask(WriterTask):
             return []
         assert decoded is not None
         target = writer.cdc_target(decoded.table)
-        rows_batch, upsert, dirty = self._cdc_conform(target, decoded)
+        rows_batch, upsert, dirty = conform_changes(target, decoded)
         if not rows_batch.num_rows:
             return dirty
         names = rows_batch.schema.names
@@ -1417,50 +1423,6 @@ class SqlWriterTask(WriterTask):
             dirty.extend(self._apply_cdc_now(target, rows_batch, rows, upsert, originals))
         return dirty
 
-    def _cdc_conform(
-        self, target: CdcTarget, changes: cdc.Changes
-    ) -> tuple[pa.RecordBatch, list[bool], list[DirtyRecord]]:
-        """The changes' rows under the target's column names and types; rows that do not
-        convert are dirty. Delete rows keep only their key (other columns cannot be bad)."""
-        rows = changes.rows
-        names: list[str] = []
-        missing: list[str] = []
-        for name in rows.schema.names:
-            found = target.resolve(name)
-            if found is None:
-                missing.append(name)
-            names.append(found or name)
-        if missing:
-            msg = (
-                f"changes of {changes.table} carry column(s) {', '.join(missing)} that target "
-                f"table '{target.info.qualified}' lacks: the source table's layout changed (a DDL "
-                "skipped with ddl: skip?). Change the target to match (or use ddl: apply) and "
-                "resume with --restore latest"
-            )
-            raise JobFailedError(msg)
-        absent = [k for k in target.key if k not in names]
-        if absent:
-            msg = (
-                f"changes of {changes.table} lack the key column(s) {', '.join(absent)} of "
-                f"target '{target.info.qualified}'"
-            )
-            raise JobFailedError(msg)
-        mask = pa.array(changes.upsert, pa.bool_())
-        arrays = []
-        for name, column in zip(names, rows.columns, strict=True):
-            if name not in target.key and not all(changes.upsert):
-                arrays.append(pc.if_else(mask, column, pa.nulls(len(column), column.type)))
-            else:
-                arrays.append(column)
-        marker = "__syncx_row"
-        arrays.append(pa.array(range(rows.num_rows), pa.int64()))
-        tagged = pa.RecordBatch.from_arrays(arrays, names=[*names, marker])
-        schema = pa.schema([target.fields[n] for n in names] + [pa.field(marker, pa.int64())])
-        conformed, dirty = conform(tagged, schema)
-        kept = conformed.column(marker).to_pylist()
-        upsert = [changes.upsert[i] for i in kept]
-        return conformed.select(names), upsert, dirty
-
     def _stage_cdc(
         self,
         target: CdcTarget,
@@ -1470,35 +1432,14 @@ class SqlWriterTask(WriterTask):
         originals: list[int],
     ) -> list[DirtyRecord]:
         writer = self.writer
-        ctx = writer.ctx
         writer.ensure_cdc_staging(target)
-        meta = {
-            "_syncx_job": ctx.job_name,
-            "_syncx_run": ctx.run_id,
-            "_syncx_subtask": self.subtask,
-            "_syncx_segment": self._segment,
-        }
-        low = self._seq
-        for row, up in zip(rows, upsert, strict=True):
-            row.update(meta)
-            row["_syncx_op"] = "u" if up else "d"
-            row["_syncx_seq"] = self._seq
-            self._seq += 1
-        dirty: list[DirtyRecord] = []
+        low = self._tag(rows, upsert)
         with writer.engine().connect() as conn:
             writer.cdc_session(conn)
             with conn.begin():
-                for chunk, chunk_originals in self._chunks(rows, originals):
-                    dirty.extend(
-                        self._insert(
-                            conn,
-                            target.staging,
-                            chunk,
-                            batch,
-                            chunk_originals,
-                            writer.stage_changes,
-                        )
-                    )
+                dirty = self._insert_all(
+                    conn, target.staging, rows, batch, originals, writer.stage_changes
+                )
         name = writer.cdc_target_name(target.info.qualified)
         entry = self._cdc_open.get(name)
         columns = list(batch.schema.names)
@@ -1527,46 +1468,20 @@ class SqlWriterTask(WriterTask):
     ) -> list[DirtyRecord]:
         """At-least-once: delete every touched key, insert each key's last upsert (idempotent:
         a replay after a restore ends in the same rows)."""
-        writer = self.writer
-        key = target.key
-        last: dict[tuple[Any, ...], int] = {}
-        for index, row in enumerate(rows):
-            last[tuple(row[k] for k in key)] = index
-        inserts = [i for i in sorted(last.values()) if upsert[i]]
-        if self._conn is None:
-            self._conn = writer.engine().connect()
-            writer.cdc_session(self._conn)
-        conn = self._conn
-        if not conn.in_transaction():
-            conn.begin()
-        self._pending = True
-        dirty: list[DirtyRecord] = []
-        try:
-            columns = [target.table.c[k] for k in key]
-            keys = list(last)
-            for start in range(0, len(keys), _IN_CHUNK):
-                some = keys[start : start + _IN_CHUNK]
-                if len(columns) == 1:
-                    condition = columns[0].in_([v[0] for v in some])
-                else:
-                    condition = sa.tuple_(*columns).in_(some)
+        keys = [tuple(row[k] for k in target.key) for row in rows]
+        deletes, inserts = cdc.net_effect(keys, upsert)
+        columns = [target.table.c[k] for k in target.key]
+        with self._direct(changes=True) as conn:
+            for condition in _key_in(columns, [keys[i] for i in deletes + inserts]):
                 conn.execute(sa.delete(target.table).where(condition))
-            chosen = [rows[i] for i in inserts]
-            chosen_originals = [originals[i] for i in inserts]
-            for chunk, chunk_originals in self._chunks(chosen, chosen_originals):
-                dirty.extend(
-                    self._insert(
-                        conn, target.table, chunk, batch, chunk_originals, writer.insert_rows
-                    )
-                )
-        except BaseException:
-            conn.rollback()
-            self._pending = False
-            raise
-        if conn.dialect.name == "sqlite":
-            conn.commit()
-            self._pending = False
-        return dirty
+            return self._insert_all(
+                conn,
+                target.table,
+                [rows[i] for i in inserts],
+                batch,
+                [originals[i] for i in inserts],
+                self.writer.insert_rows,
+            )
 
     # -- implementation ----------------------------------------------------------------------
 
@@ -1612,18 +1527,11 @@ class SqlWriterTask(WriterTask):
         keep = [i for i in range(batch.num_rows) if i not in bad] if bad else None
         return columns, list(bad.values()), keep
 
-    def _chunks(
-        self, rows: list[dict[str, Any]], originals: list[int]
-    ) -> list[tuple[list[dict[str, Any]], list[int]]]:
-        size = self.writer.params.batch_size
-        return [(rows[i : i + size], originals[i : i + size]) for i in range(0, len(rows), size)]
-
     def _stage(
         self, batch: pa.RecordBatch, rows: list[dict[str, Any]], originals: list[int]
     ) -> list[DirtyRecord]:
         writer = self.writer
         target = writer.target()
-        ctx = writer.ctx
         dirty: list[DirtyRecord] = []
         writer.ensure_staging()
         with writer.engine().begin() as conn:
@@ -1636,24 +1544,12 @@ class SqlWriterTask(WriterTask):
                         )
                     rows = [r for i, r in enumerate(rows) if i not in rejected]
                     originals = [o for i, o in enumerate(originals) if i not in rejected]
-            meta = {
-                "_syncx_job": ctx.job_name,
-                "_syncx_run": ctx.run_id,
-                "_syncx_subtask": self.subtask,
-                "_syncx_segment": self._segment,
-            }
-            for row in rows:
-                row.update(meta)
-                row["_syncx_seq"] = self._seq
-                self._seq += 1
-            rejected_rows = 0
-            for chunk, chunk_originals in self._chunks(rows, originals):
-                failed = self._insert(
-                    conn, target.staging, chunk, batch, chunk_originals, writer.insert_rows
-                )
-                rejected_rows += len(failed)
-                dirty.extend(failed)
-        written = len(rows) - rejected_rows
+            self._tag(rows)
+            failed = self._insert_all(
+                conn, target.staging, rows, batch, originals, writer.insert_rows
+            )
+            dirty.extend(failed)
+        written = len(rows) - len(failed)
         if written > 0:
             self._staged += written
             self._staged_columns.update(batch.schema.names)
@@ -1667,29 +1563,34 @@ class SqlWriterTask(WriterTask):
         upsert = bool(target.key)
         if upsert:
             rows, originals = _last_per_key(rows, originals, target.key)
+        insert = writer.upsert_rows if upsert else writer.insert_rows
+        with self._direct(changes=False) as conn:
+            return self._insert_all(conn, target.table, rows, batch, originals, insert)
+
+    @contextlib.contextmanager
+    def _direct(self, *, changes: bool) -> Iterator[Connection]:
+        """The subtask's connection in its open transaction (at-least-once), committed at
+        ``prepare``; rolled back when the body fails; committed at once on SQLite, where one
+        writer holds the database lock."""
         if self._conn is None:
-            self._conn = writer.engine().connect()
+            self._conn = self.writer.engine().connect()
+            if changes:
+                self.writer.cdc_session(self._conn)
         conn = self._conn
         if not conn.in_transaction():
             conn.begin()
         self._pending = True
-        insert = writer.upsert_rows if upsert else writer.insert_rows
-        dirty: list[DirtyRecord] = []
         try:
-            for chunk, chunk_originals in self._chunks(rows, originals):
-                dirty.extend(
-                    self._insert(conn, target.table, chunk, batch, chunk_originals, insert)
-                )
+            yield conn
         except BaseException:
             conn.rollback()
             self._pending = False
             raise
-        if conn.dialect.name == "sqlite":  # one writer at a time: do not hold the lock
+        if conn.dialect.name == "sqlite":
             conn.commit()
             self._pending = False
-        return dirty
 
-    def _insert(
+    def _insert_all(
         self,
         conn: Connection,
         table: sa.Table,
@@ -1698,28 +1599,30 @@ class SqlWriterTask(WriterTask):
         originals: list[int],
         insert: Callable[[Connection, sa.Table, list[dict[str, Any]]], None],
     ) -> list[DirtyRecord]:
-        """Insert a chunk in a SAVEPOINT; when the database rejects it, row by row."""
-        if not rows:
-            return []
-        try:
-            with conn.begin_nested():
-                insert(conn, table, rows)
-            return []
-        except sa_exc.StatementError as exc:
-            if not _is_row_error(exc):
-                raise
-        dirty = []
-        for row, original in zip(rows, originals, strict=True):
+        """Insert ``rows`` in chunks of ``batchSize``, each in a SAVEPOINT; a chunk the database
+        rejects row by row. The rejected rows (dirty records of ``batch``'s ``originals``)."""
+        size = self.writer.params.batch_size
+        dirty: list[DirtyRecord] = []
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
             try:
                 with conn.begin_nested():
-                    insert(conn, table, [row])
+                    insert(conn, table, chunk)
+                continue
             except sa_exc.StatementError as exc:
                 if not _is_row_error(exc):
                     raise
-                kind = self.writer.classify_error(exc)
-                dirty.append(
-                    DirtyRecord(row_of(batch, original), self.writer.db_message(exc), kind)
-                )
+            for row, original in zip(chunk, originals[start : start + size], strict=True):
+                try:
+                    with conn.begin_nested():
+                        insert(conn, table, [row])
+                except sa_exc.StatementError as exc:
+                    if not _is_row_error(exc):
+                        raise
+                    kind = self.writer.classify_error(exc)
+                    dirty.append(
+                        DirtyRecord(row_of(batch, original), self.writer.db_message(exc), kind)
+                    )
         return dirty
 
     def _known_duplicates(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[int, str]:
@@ -1761,54 +1664,60 @@ class SqlWriterTask(WriterTask):
 
 def _copy_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """psycopg's ``COPY ... FROM STDIN`` of ``rows``, values bound as SQLAlchemy would bind them."""
-    dialect = conn.dialect
-    preparer = dialect.identifier_preparer
-    names = list(rows[0])
-    columns = ", ".join(preparer.quote_identifier(name) for name in names)
-    statement = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN"
-    values: list[list[Any]] = []
-    for name in names:
-        column = [row[name] for row in rows]
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        values.append(column if process is None else [process(v) for v in column])
-    dbapi_error = dialect.loaded_dbapi.Error
-    cursor = conn.connection.cursor()
-    try:
+    columns, values = _bound_rows(conn, table, rows)
+    statement = (
+        f"COPY {conn.dialect.identifier_preparer.format_table(table)} ({columns}) FROM STDIN"
+    )
+
+    def copy_all(cursor: Any) -> None:
         with cursor.copy(statement) as copy:
-            for row in zip(*values, strict=True):
+            for row in values:
                 copy.write_row(row)
-    except dbapi_error as exc:
-        raise sa_exc.DBAPIError.instance(statement, None, exc, dbapi_error) from exc
-    finally:
-        cursor.close()
+
+    _with_cursor(conn, statement, copy_all)
 
 
 def _executemany_tuples(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """A DB-API ``executemany`` of ``rows`` as tuples, values bound as SQLAlchemy would bind
     them; driver errors become SQLAlchemy's exceptions."""
+    columns, values = _bound_rows(conn, table, rows)
+    marks = ", ".join(["%s"] * len(rows[0]))
+    statement = (
+        f"INSERT INTO {conn.dialect.identifier_preparer.format_table(table)} ({columns}) "
+        f"VALUES ({marks})"
+    )
+    _with_cursor(conn, statement, lambda cursor: cursor.executemany(statement, values))
+
+
+def _bound_rows(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]]
+) -> tuple[str, list[tuple[Any, ...]]]:
+    """The quoted column list of ``rows`` and their values as tuples, bound as SQLAlchemy would
+    bind them (for a driver's own bulk path)."""
     dialect = conn.dialect
-    preparer = dialect.identifier_preparer
     names = list(rows[0])
-    columns = ", ".join(preparer.quote_identifier(name) for name in names)
-    marks = ", ".join(["%s"] * len(names))
-    statement = f"INSERT INTO {preparer.format_table(table)} ({columns}) VALUES ({marks})"
+    columns = ", ".join(dialect.identifier_preparer.quote_identifier(name) for name in names)
     processors = [
         table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     ]
-    if any(p is not None for p in processors):
-        values = [
-            tuple(
-                v if p is None or v is None else p(v)
-                for v, p in zip((row[n] for n in names), processors, strict=True)
-            )
-            for row in rows
-        ]
-    else:
-        values = [tuple(row[n] for n in names) for row in rows]
-    dbapi_error = dialect.loaded_dbapi.Error
+    if not any(p is not None for p in processors):
+        return columns, [tuple(row[n] for n in names) for row in rows]
+    values = [
+        tuple(
+            v if p is None or v is None else p(v)
+            for v, p in zip((row[n] for n in names), processors, strict=True)
+        )
+        for row in rows
+    ]
+    return columns, values
+
+
+def _with_cursor(conn: Connection, statement: str, work: Callable[[Any], Any]) -> None:
+    """``work`` on a DB-API cursor of ``conn``; the driver's errors become SQLAlchemy's."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.cursor()
     try:
-        cursor.executemany(statement, values)
+        work(cursor)
     except dbapi_error as exc:
         raise sa_exc.DBAPIError.instance(statement, None, exc, dbapi_error) from exc
     finally:
