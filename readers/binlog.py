@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import importlib
 import json
 import logging
 import random
@@ -76,10 +75,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pyarrow as pa
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from sqlalchemy.engine import URL
 from typing_extensions import override
 
 from sync.cdc import (
@@ -94,8 +93,10 @@ from sync.cdc import (
 )
 from sync.errors import ConfigIssue, JobFailedError, JobFileError, RetriableError
 from sync.model import Params, RestoreSetting, Setting
+from sync.mysql import connect, connection_settings, errno, mysql_url
 from sync.plugin import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
 from sync.registry import require
+from sync.sql import scrub, strip_password
 
 __all__ = ["BinlogReader", "BinlogReaderParams", "BinlogStart"]
 
@@ -243,7 +244,7 @@ class BinlogReaderParams(Params):
                 raw = raw[0] if raw else None
                 data[key] = raw
             if isinstance(raw, str):
-                cleaned, secret = _strip_url_password(raw)
+                cleaned, secret = strip_password(raw)
                 data[key] = cleaned
                 if secret and not data.get("password"):
                     data["password"] = secret
@@ -270,7 +271,7 @@ class BinlogReaderParams(Params):
     @classmethod
     def _jdbc(cls, value: str | None) -> str | None:
         if value is not None:
-            _parse_jdbc(value)
+            mysql_url(value)
         return value
 
     @field_validator("filter")
@@ -324,99 +325,7 @@ class BinlogReaderParams(Params):
         return "paving" if self.paving_data else "envelope"
 
 
-def _strip_url_password(text: str) -> tuple[str, str | None]:
-    """``text`` without a ``password=`` query parameter or ``user:password@``, and the secret."""
-    found = re.search(r"[?&;]password=([^&;]*)", text)
-    secret = unquote(found.group(1)) if found else None
-    cleaned = re.sub(r"([?&;])password=[^&;]*&?", r"\1", text).rstrip("?&;")
-    userinfo = re.search(r"//([^/@:]*):([^/@]*)@", cleaned)
-    if userinfo:
-        secret = secret or unquote(userinfo.group(2))
-        cleaned = cleaned.replace(userinfo.group(0), f"//{userinfo.group(1)}@")
-    return cleaned, secret
-
-
-@dataclass(frozen=True)
-class _Jdbc:
-    host: str | None
-    port: int | None
-    database: str | None
-    user: str | None
-
-
-def _parse_jdbc(text: str) -> _Jdbc:
-    """``jdbc:mysql://host:port/db?user=..`` (also ``jdbc:mariadb:``, ``mysql://``)."""
-    raw = text.strip()
-    if raw.lower().startswith("jdbc:"):
-        raw = raw[5:]
-    scheme, sep, _ = raw.partition("://")
-    if not sep or scheme.lower().split("+")[0] not in ("mysql", "mariadb"):
-        msg = "expected jdbc:mysql://host:port/database"
-        raise ValueError(msg)
-    parts = urlsplit(raw)
-    try:
-        port = parts.port
-    except ValueError as exc:
-        msg = "the port is not a number"
-        raise ValueError(msg) from exc
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    database = unquote(parts.path.lstrip("/")) or None
-    user = unquote(parts.username) if parts.username else query.get("user")
-    return _Jdbc(parts.hostname, port, database, user or None)
-
-
 # -- the server -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Server:
-    """Where to connect (no I/O here). Replace by ``sync.mysql``'s helpers once they exist."""
-
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str | None
-
-    def settings(self) -> dict[str, Any]:
-        """pymysql connection settings."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "passwd": self.password,
-            "charset": "utf8mb4",
-            "connect_timeout": 10,
-        }
-
-    def connect(self, *, read_timeout: float | None = 60) -> Any:
-        """An autocommit pymysql connection; errors become :class:`RetriableError` or fatal."""
-        pymysql = _pymysql()
-        try:
-            return pymysql.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                charset="utf8mb4",
-                autocommit=True,
-                connect_timeout=10,
-                read_timeout=read_timeout,
-            )
-        except pymysql.err.OperationalError as exc:
-            code = exc.args[0] if exc.args else 0
-            text = exc.args[1] if len(exc.args) > 1 else str(exc)
-            where = f"{self.host}:{self.port}"
-            if code in (1045, 1044, 1698):
-                msg = f"{PARAM_PATH}: cannot log in to {where} as '{self.user}': {text}"
-                raise JobFailedError(msg) from exc
-            msg = f"cannot connect to {where}: {text}"
-            raise RetriableError(msg) from exc
-
-    @property
-    def where(self) -> str:
-        """``host:port`` for messages."""
-        return f"{self.host}:{self.port}"
 
 
 def _pymysql() -> Any:
@@ -1298,13 +1207,16 @@ class BinlogReader(Reader[BinlogReaderParams]):
 
     def __init__(self, params: BinlogReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
-        jdbc = _parse_jdbc(params.jdbc_url) if params.jdbc_url else None
-        host = params.host or (jdbc.host if jdbc else None) or "localhost"
-        port = params.port or (jdbc.port if jdbc else None) or 3306
-        user = params.username or (jdbc.user if jdbc else None) or "root"
-        password = params.password.get_secret_value() if params.password else ""
+        jdbc = mysql_url(params.jdbc_url) if params.jdbc_url else None
+        self.server = URL.create(
+            "mysql+pymysql",
+            username=params.username or (jdbc.username if jdbc else None) or "root",
+            password=params.password.get_secret_value() if params.password else None,
+            host=params.host or (jdbc.host if jdbc else None) or "localhost",
+            port=params.port or (jdbc.port if jdbc else None) or 3306,
+        )
+        """Where to connect (no default database: the binlog spans every database)."""
         default_db = params.database or params.db_schema or (jdbc.database if jdbc else None)
-        self.server = _Server(host, port, user, password, default_db)
         self.selection = _selection(params, default_db)
         self._flavor: _Flavor | None = None
         self._lock = threading.Lock()
@@ -1322,7 +1234,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
     @override
     def check(self) -> None:
         problems = self._setting_problems()
-        conn = self.server.connect()
+        conn = self.connect()
         try:
             self._flavor = _flavor(conn, self.params)
             rows = _query(
@@ -1331,10 +1243,10 @@ class BinlogReader(Reader[BinlogReaderParams]):
                 "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')",
             )
             variables = {str(k).lower(): str(v) for k, v in rows}
-            problems += settings_problems(variables, self.server.where)
+            problems += settings_problems(variables, self.where)
             grants = [str(r[0]) for r in _query(conn, "SHOW GRANTS FOR CURRENT_USER()")]
             databases = sorted(self.selection.databases or [])
-            problems += privilege_problems(grants, databases, self.server.user)
+            problems += privilege_problems(grants, databases, self.server.username or "")
             if self.selection.exact is not None and not problems:
                 problems += self._missing_tables(conn)
         finally:
@@ -1344,7 +1256,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
 
     @override
     def plan(self, parallelism: int) -> list[Split]:
-        conn = self.server.connect()
+        conn = self.connect()
         try:
             flavor = self.flavor(conn)
             resume = self.ctx.job_state.get("binlog")
@@ -1445,11 +1357,35 @@ class BinlogReader(Reader[BinlogReaderParams]):
 
     # -- shared with the split readers -------------------------------------------------------
 
+    @property
+    def where(self) -> str:
+        """``host:port`` for messages."""
+        return f"{self.server.host}:{self.server.port}"
+
+    def connect(self) -> Any:
+        """An autocommit connection (:func:`sync.mysql.connect`); a refused login stops the
+        job, any other failure to connect is retriable."""
+        pymysql = _pymysql()
+        try:
+            return connect(self.server, read_timeout=60)
+        except pymysql.err.OperationalError as exc:
+            code = errno(exc)
+            text = exc.args[1] if len(exc.args) > 1 else str(exc)
+            text = scrub(str(text), [self.server.password])
+            if code in (1045, 1044, 1698):
+                msg = (
+                    f"{PARAM_PATH}: cannot log in to {self.where} as "
+                    f"'{self.server.username}': {text}"
+                )
+                raise JobFailedError(msg) from exc
+            msg = f"cannot connect to {self.where}: {text}"
+            raise RetriableError(msg) from exc
+
     def flavor(self, conn: Any | None = None) -> _Flavor:
         """MariaDB or MySQL, and whether positions are GTIDs (asks the server once)."""
         if self._flavor is None:
             own = conn is None
-            conn = conn or self.server.connect()
+            conn = conn or self.connect()
             try:
                 self._flavor = _flavor(conn, self.params)
             finally:
@@ -1498,14 +1434,14 @@ class BinlogReader(Reader[BinlogReaderParams]):
         if missing:
             return [
                 f"{PARAM_PATH}.table: table(s) {', '.join(missing)} not found on "
-                f"{self.server.where} (or not visible to '{self.server.user}')"
+                f"{self.where} (or not visible to '{self.server.username}')"
             ]
         return []
 
     def _current(self, conn: Any, flavor: _Flavor) -> BinlogPosition:
         rows = _query(conn, "SHOW MASTER STATUS")
         if not rows or rows[0][0] in (None, ""):
-            msg = f"{self.server.where}: binary logging is off (log_bin); see check()"
+            msg = f"{self.where}: binary logging is off (log_bin); see check()"
             raise JobFailedError(msg)
         file, pos = str(rows[0][0]), int(rows[0][1])
         gtid: str | None = None
@@ -1535,7 +1471,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
             seconds = start.timestamp // 1000 if start.timestamp > 10**11 else start.timestamp
             logs = _query(conn, "SHOW BINARY LOGS")
             if not logs:
-                msg = f"{self.server.where}: no binary logs"
+                msg = f"{self.where}: no binary logs"
                 raise JobFailedError(msg)
             first = str(logs[0][0])
             for row in reversed(logs):  # the newest file that starts at or before the time
@@ -1569,7 +1505,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
         from pymysqlreplication.event import FormatDescriptionEvent  # noqa: PLC0415
 
         stream = replication.BinLogStreamReader(
-            connection_settings=self.server.settings(),
+            connection_settings=connection_settings(self.server),
             server_id=random.randint(100_000, 2**31 - 1),
             log_file=file,
             log_pos=4,
@@ -1619,7 +1555,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
         """The handover position (consistent snapshot, no global lock on MariaDB) and the
         tables to copy."""
         tables = self._captured_tables(conn)
-        snap = self.server.connect()
+        snap = self.connect()
         try:
             if flavor.mariadb:
                 _query(snap, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -1681,12 +1617,11 @@ def _mariadb_before(gtid: str, oldest: str) -> bool:
 
 
 def _make_snapshot_reader(owner: BinlogReader, db: str, table: str) -> Any:
-    """A ``SqlReader`` over ``db.table`` whose batches are CDC ``r`` changes."""
+    """A ``MysqlReader`` over ``db.table`` (split, resumable) whose batches the owner turns into CDC
+    ``r`` changes."""
     require("sqlalchemy", "binlog", PLUGIN)
-    from readers.sql import SqlReader, SqlReaderParams  # noqa: PLC0415
 
-    server = owner.server
-    conn = server.connect()
+    conn = owner.connect()
     try:
         rows = _query(
             conn,
@@ -1708,13 +1643,9 @@ def _make_snapshot_reader(owner: BinlogReader, db: str, table: str) -> Any:
     key = [str(r[0]) for r in key_rows]
     shape = _TableShape.of(db, table, names, kinds, key)
     numeric_key = bool(key) and kinds[names.index(key[0])].kind in ("int", "uint64")
-    url = (
-        f"mysql+pymysql://{_quote_url(server.user)}@{server.host}:{server.port}/"
-        f"{_quote_url(db)}?charset=utf8mb4"
-    )
     raw_params = {
-        "url": url,
-        "password": server.password or None,
+        # validating the parameters moves the URL's password into the `password` secret
+        "url": owner.server.set(database=db).render_as_string(hide_password=False),
         "table": f"{db}.{table}",
         "column": names,
         "splitPk": key[0] if numeric_key else None,
@@ -1730,87 +1661,14 @@ def _make_snapshot_reader(owner: BinlogReader, db: str, table: str) -> Any:
         stopping=owner.ctx.stopping,
     )
 
-    try:
-        mysql_plugin: Any = importlib.import_module("readers.mysql")
-    except ImportError:  # pragma: no cover - the MySQL plugin is part of this distribution
-        mysql_plugin = None
-    if mysql_plugin is not None:
-        # the MySQL reader's fast drivers (connectorx, mysqlclient) and its type mapping, which
-        # the binlog's mapping follows; its batches are cast to the table's layout to be sure
-        fast = mysql_plugin.MysqlReader(
-            mysql_plugin.MysqlReaderParams.model_validate(raw_params), ctx
-        )
-        fast.shape = shape  # type: ignore[attr-defined]
-        fast.cast_to_layout = True  # type: ignore[attr-defined]
-        return fast
-    params = SqlReaderParams.model_validate(raw_params)
+    # the MySQL reader's fast drivers (connectorx, mysqlclient) and its type mapping, which the
+    # binlog's mapping follows; its batches are cast to the table's layout to be sure
+    from readers.mysql import MysqlReader, MysqlReaderParams  # noqa: PLC0415 - plugin imports plugin
 
-    class _SnapshotTableReader(SqlReader):
-        plugin_name = PLUGIN
-
-        @override
-        def create_engine(self) -> Any:
-            import sqlalchemy as sa  # noqa: PLC0415
-
-            engine = super().create_engine()
-
-            @sa.event.listens_for(engine, "connect")
-            def _utc(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                cursor.execute("SET time_zone = '+00:00'")
-                cursor.close()
-
-            engine.dispose()
-            return engine
-
-        @override
-        def to_batch(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
-            return _rows_batch(shape, rows, owner.ctx.report_dirty)
-
-    reader = _SnapshotTableReader(params, ctx)
-    reader.shape = shape  # type: ignore[attr-defined]
-    return reader
-
-
-def _quote_url(text: str) -> str:
-    from urllib.parse import quote  # noqa: PLC0415
-
-    return quote(text, safe="")
-
-
-def _rows_batch(
-    shape: _TableShape, rows: Sequence[Sequence[Any]], report: Callable[[DirtyRecord], None]
-) -> pa.RecordBatch:
-    """Snapshot rows as a plain batch of the table's layout; unconvertible rows become dirty."""
-    good: list[list[Any]] = []
-    names = shape.names
-    for row in rows:
-        values = list(row[: len(names)])
-        try:
-            for index, convert in shape.converters:
-                if values[index] is not None:
-                    values[index] = convert(values[index])
-        except (ValueError, TypeError) as exc:
-            report(DirtyRecord(dict(zip(names, row, strict=False)), str(exc), "conversion"))
-            continue
-        good.append(values)
-    schema = shape.layout.schema
-    columns = list(zip(*good, strict=True)) if good else [() for _ in names]
-    try:
-        arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        kept = []
-        for values in good:
-            try:
-                for value, f in zip(values, schema, strict=True):
-                    pa.array([value], type=f.type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-                report(DirtyRecord(dict(zip(names, values, strict=False)), str(exc), "conversion"))
-                continue
-            kept.append(values)
-        columns = list(zip(*kept, strict=True)) if kept else [() for _ in names]
-        arrays = [pa.array(list(c), type=f.type) for c, f in zip(columns, schema, strict=True)]
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    fast = MysqlReader(MysqlReaderParams.model_validate(raw_params), ctx)
+    fast.shape = shape  # type: ignore[attr-defined]
+    fast.cast_to_layout = True  # type: ignore[attr-defined]
+    return fast
 
 
 def _to_layout(
@@ -2020,7 +1878,7 @@ class _StreamSplitReader(SplitReader):
                 progress = self._position.to_json()
             elif now - lost_since > self._params.reconnect_timeout:
                 msg = (
-                    f"the binlog connection to {self._owner.server.where} is lost ({reason}) and "
+                    f"the binlog connection to {self._owner.where} is lost ({reason}) and "
                     f"did not come back within {self._params.reconnect_timeout:.0f}s; resume "
                     f"from {self._position.describe()} with --restore latest"
                 )
@@ -2082,7 +1940,7 @@ class _StreamSplitReader(SplitReader):
         if isinstance(stop, BinlogStart) and stop.journal_name is not None:
             self._end = (stop.journal_name, stop.position or 4)
             return
-        conn = self._owner.server.connect()
+        conn = self._owner.connect()
         try:
             rows = _query(conn, "SHOW MASTER STATUS")
         finally:
@@ -2116,8 +1974,7 @@ class _StreamSplitReader(SplitReader):
                 self._stream_connects += 1
             return pymysql.connect(**kwargs)
 
-        settings = self._owner.server.settings()
-        settings["read_timeout"] = READ_TIMEOUT
+        settings = connection_settings(self._owner.server, read_timeout=READ_TIMEOUT)
         position = self._position
         kwargs: dict[str, Any] = {
             "connection_settings": settings,
@@ -2184,7 +2041,7 @@ class _StreamSplitReader(SplitReader):
                 raise JobFailedError(msg) from exc
             if code in (1045, 1227, 1044, 1142):
                 msg = (
-                    f"the binlog user '{self._owner.server.user}' is refused: {text}. It needs "
+                    f"the binlog user '{self._owner.server.username}' is refused: {text}. It needs "
                     "REPLICATION SLAVE, REPLICATION CLIENT (BINLOG MONITOR) and SELECT"
                 )
                 raise JobFailedError(msg) from exc

@@ -48,6 +48,7 @@ import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 
 from sync.errors import FatalError, JobFileError
+from sync.types import time_text
 
 __all__ = [
     "FORMATS",
@@ -59,7 +60,6 @@ __all__ = [
     "format_named",
     "hive_text",
     "hive_widening",
-    "time_text",
 ]
 
 FormatName = Literal["csv", "json", "parquet", "orc", "text"]
@@ -221,33 +221,6 @@ def hive_widening(kind: pa.DataType) -> Widening | None:
             "a 38-digit decimal is Hive's DECIMAL",
         )
     return next((widening for test, widening in _HIVE_WIDENINGS if test(kind)), None)
-
-
-def time_text(column: pa.Array) -> pa.Array:
-    """TIME values (``time32``/``time64``/``duration``) as MySQL writes them:
-    ``[-]HH:MM:SS[.ffffff]``, hours past 24 as they are (``838:59:59``), the fraction only when
-    there is one; NULL stays NULL."""
-    unit = pa.time64("us") if pa.types.is_time(column.type) else pa.duration("us")
-    micros = pc.cast(pc.cast(column, unit, safe=False), pa.int64())
-    size = pc.abs(micros)
-    seconds = pc.divide(size, 1_000_000)
-    fraction = pc.remainder(size, 1_000_000)
-
-    def padded(values: pa.Array, width: int = 2) -> pa.Array:
-        return pc.utf8_lpad(pc.cast(values, pa.string()), width, "0")
-
-    return pc.binary_join_element_wise(
-        pc.if_else(pc.less(micros, 0), "-", ""),
-        padded(pc.divide(seconds, 3600)),
-        ":",
-        padded(pc.remainder(pc.divide(seconds, 60), 60)),
-        ":",
-        padded(pc.remainder(seconds, 60)),
-        pc.if_else(
-            pc.equal(fraction, 0), "", pc.binary_join_element_wise(".", padded(fraction, 6), "")
-        ),
-        "",
-    )
 
 
 def _decimal_text(column: pa.Array) -> pa.Array:

@@ -67,9 +67,11 @@ from sync.sql import (
     DRIVER_PACKAGES,
     JDBC_DRIVERS,
     BadValue,
+    parse_url,
     safe_url,
     scrub,
 )
+from sync.types import time_text
 
 __all__ = [
     "DRIVERS",
@@ -81,6 +83,7 @@ __all__ = [
     "MysqlType",
     "Xid",
     "connect",
+    "connection_settings",
     "decode_text",
     "dirty_kind",
     "errno",
@@ -90,6 +93,7 @@ __all__ = [
     "job_identity",
     "mysql_type",
     "mysql_type_of_field",
+    "mysql_url",
     "parse_text",
     "pick_driver",
     "query_failure",
@@ -184,6 +188,17 @@ class MysqlEndpoint(Params):
             netloc += f":{port}"
         path = f"/{quote(str(database), safe='')}" if database else ""
         return {**data, "url": f"mysql+pymysql://{netloc}{path}"}
+
+
+def mysql_url(text: str) -> URL:
+    """A MySQL/MariaDB address as a URL: ChunJun's ``jdbc:mysql://`` (or ``jdbc:mariadb://``)
+    or a SQLAlchemy ``mysql[+driver]://`` URL; ``ValueError`` for any other database."""
+    raw = text.strip()
+    scheme = (raw[5:] if raw.lower().startswith("jdbc:") else raw).partition("://")[0]
+    if scheme.lower().split("+")[0] not in ("mysql", "mariadb"):
+        msg = "expected jdbc:mysql://host:port/database"
+        raise ValueError(msg)
+    return parse_url(raw)
 
 
 # -- types --------------------------------------------------------------------------------------
@@ -407,35 +422,6 @@ def _parse_duration(text: pa.Array) -> pa.Array:
     )
 
 
-def _time_text(array: pa.Array) -> pa.Array:
-    """``duration`` as MySQL ``TIME`` text (``-1:02:03.000004``)."""
-    micros = array.cast(pa.int64())
-    size = pc.abs(micros)
-    hours = pc.divide(size, 3_600_000_000)
-    minutes = pc.divide(pc.subtract(size, pc.multiply(hours, 3_600_000_000)), 60_000_000)
-    rest = pc.subtract(
-        size, pc.add(pc.multiply(hours, 3_600_000_000), pc.multiply(minutes, 60_000_000))
-    )
-    seconds = pc.divide(rest, 1_000_000)
-    fraction = pc.subtract(rest, pc.multiply(seconds, 1_000_000))
-
-    def two(values: pa.Array, width: int = 2) -> pa.Array:
-        return pc.utf8_lpad(values.cast(pa.string()), width, "0")
-
-    sign = pc.if_else(pc.less(micros, 0), "-", "")
-    return pc.binary_join_element_wise(
-        sign,
-        hours.cast(pa.string()),
-        ":",
-        two(minutes),
-        ":",
-        two(seconds),
-        ".",
-        two(fraction, 6),
-        "",
-    )
-
-
 def _bit_array(values: Sequence[Any], target: pa.DataType) -> pa.Array:
     numbers = [None if v is None else int.from_bytes(bytes(v), "big") for v in values]
     if pa.types.is_boolean(target):
@@ -547,6 +533,26 @@ def _raw_conversions() -> dict[Any, Any]:
     return {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
 
 
+def connection_settings(url: URL, *, read_timeout: float | None = None) -> dict[str, Any]:
+    """The DB-API ``connect`` arguments for ``url``: utf8mb4, syncx's connect timeout and
+    ``read_timeout`` (pymysql's names, which mysqlclient takes too). Also what
+    pymysqlreplication's ``BinLogStreamReader`` takes as ``connection_settings``; the session
+    time zone is set by :func:`connect`."""
+    settings: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 3306,
+        "user": url.username or "",
+        "password": str(url.password) if url.password is not None else "",
+        "charset": "utf8mb4",
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+    }
+    if url.database:
+        settings["database"] = url.database
+    if read_timeout:
+        settings["read_timeout"] = int(read_timeout)
+    return settings
+
+
 def connect(
     url: URL,
     *,
@@ -563,23 +569,11 @@ def connect(
     Errors are the driver's (callers classify them with :func:`errno`).
     """
     commands = [f"SET time_zone = '{SESSION_TIME_ZONE}'", *init]
-    kwargs: dict[str, Any] = {
-        "host": url.host or "localhost",
-        "port": url.port or 3306,
-        "user": url.username or "",
-        "charset": "utf8mb4",
-        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
-        "autocommit": autocommit,
-    }
-    password = str(url.password) if url.password is not None else ""
-    if read_timeout:
-        kwargs["read_timeout"] = int(read_timeout)
+    kwargs = connection_settings(url, read_timeout=read_timeout)
+    kwargs["autocommit"] = autocommit
     if driver == "mysqlclient":
         import MySQLdb  # noqa: PLC0415 - optional driver
 
-        kwargs["passwd"] = password
-        if url.database:
-            kwargs["db"] = url.database
         if raw:
             kwargs["conv"] = {}
         if local_infile:
@@ -588,9 +582,6 @@ def connect(
     else:
         import pymysql  # noqa: PLC0415 - optional driver
 
-        kwargs["password"] = password
-        if url.database:
-            kwargs["database"] = url.database
         if raw:
             kwargs["conv"] = _raw_conversions()
         kwargs["local_infile"] = local_infile
@@ -989,7 +980,7 @@ def _as_text(array: pa.Array) -> pa.Array:
     elif pa.types.is_timestamp(t) and t.tz is not None:
         array = array.cast(pa.timestamp(t.unit))
     elif pa.types.is_duration(t):
-        return _time_text(array)
+        return time_text(array)
     return array.cast(pa.string())
 
 
