@@ -386,7 +386,9 @@ def test_every_mysql_type_migrates_exactly(source: Source, tmp_path: Path, file_
     assert report.metrics["numWrite"] == len(EVERY_ROWS)
     folder = tmp_path / "hdfs" / "warehouse" / "every"
     files = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
-    assert len(files) == 2  # two channels
+    # at most one file per channel: a channel whose key range (cut from the server's row
+    # estimates of this tiny table) holds no row writes none
+    assert 1 <= len(files) <= 2, files
     names = [name for name, _, _ in EVERY_COLUMNS]
     if file_type == "text":
         content = "".join(p.read_text(encoding="utf-8") for p in files)
