@@ -151,7 +151,9 @@ def test_example_job_migrates_orders_exactly(
         done = run_cli("run", JOBS / job, *args, "--state-dir", tmp_path / "state")
     assert done.returncode == 0, done.stderr
     files = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
-    assert len(files) == 2, files  # one per channel, not one per checkpoint
+    # at most one file per channel, whatever the checkpoints (splits come from a shared pool, so
+    # one channel may read both key ranges and write the only file)
+    assert 1 <= len(files) <= 2, files
     assert all(
         pq.ParquetFile(p).metadata.row_group(0).column(0).compression == "SNAPPY" for p in files
     )
