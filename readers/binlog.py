@@ -92,7 +92,7 @@ from sync.cdc import (
     paving_schema,
 )
 from sync.errors import ConfigIssue, JobFailedError, JobFileError, RetriableError
-from sync.model import Params, RestoreSetting, Setting
+from sync.model import Params, RestoreSetting, Setting, regex
 from sync.mysql import connect, connection_settings, errno, mysql_url
 from sync.plugin import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
 from sync.registry import require
@@ -277,13 +277,7 @@ class BinlogReaderParams(Params):
     @field_validator("filter")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                msg = f"not a regular expression: {exc}"
-                raise ValueError(msg) from exc
-        return value
+        return regex(value)
 
     @field_validator("cat")
     @classmethod

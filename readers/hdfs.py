@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -37,11 +36,12 @@ from readers.file import BaseFileReader, FileColumn
 from sync.errors import JobFileError
 from sync.formats import format_named
 from sync.fs import FileSystem
+from sync.model import regex
 from sync.plugin import DirtyRecord, JobContext, Split
-from sync.types import arrow_type, row_of
+from sync.types import arrow_type, java_date_format, row_of
 from sync.webhdfs import HdfsConnectionParams, TextParams
 
-__all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams", "java_date_format"]
+__all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams"]
 
 WHERE = "job.content[0].reader.parameter"
 MIB = 1024 * 1024
@@ -94,44 +94,7 @@ class HdfsReaderParams(HdfsConnectionParams, TextParams):
     @field_validator("filter_regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                msg = f"not a regular expression: {exc}"
-                raise ValueError(msg) from exc
-        return value
-
-
-_JAVA_DATE = [
-    ("yyyy", "%Y"),
-    ("yy", "%y"),
-    ("MM", "%m"),
-    ("dd", "%d"),
-    ("HH", "%H"),
-    ("hh", "%I"),
-    ("mm", "%M"),
-    ("ss", "%S"),
-    ("SSSSSS", "%f"),
-    ("SSS", "%f"),
-    ("a", "%p"),
-]
-
-
-def java_date_format(pattern: str) -> str:
-    """A Java ``SimpleDateFormat`` pattern as a ``strptime`` format (common letters only)."""
-    out, i = [], 0
-    while i < len(pattern):
-        for java, python in _JAVA_DATE:
-            if pattern.startswith(java, i):
-                out.append(python)
-                i += len(java)
-                break
-        else:
-            ch = pattern[i]
-            out.append("%%" if ch == "%" else ch)
-            i += 1
-    return "".join(out)
+        return regex(value)
 
 
 def _partition_values(path: str) -> dict[str, str]:

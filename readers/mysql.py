@@ -61,7 +61,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
@@ -109,7 +108,7 @@ from sync.mysql import (
 )
 from sync.plugin import DirtyRecord, JobContext, Position, Semantic, Split, SplitReader
 from sync.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
-from sync.types import arrow_type, conform
+from sync.types import arrow_type, conform, java_date_format
 
 __all__ = ["MysqlColumn", "MysqlReader", "MysqlReaderParams", "MysqlSplitReader", "Watermark"]
 
@@ -336,28 +335,6 @@ class _Extra:
     key: str | None
     inc: str | None
     tie: str | None
-
-
-_JAVA_TO_STRPTIME = (
-    ("yyyy", "%Y"),
-    ("yy", "%y"),
-    ("MM", "%m"),
-    ("dd", "%d"),
-    ("HH", "%H"),
-    ("hh", "%I"),
-    ("mm", "%M"),
-    ("ss", "%S"),
-    ("SSS", "%f"),
-    ("a", "%p"),
-)
-
-
-def java_date_format(pattern: str) -> str:
-    """A Java ``SimpleDateFormat`` pattern (ChunJun's ``format``) as a ``strptime`` format."""
-    out = pattern
-    for java, c_format in _JAVA_TO_STRPTIME:
-        out = re.sub(rf"(?<![%A-Za-z]){java}(?![A-Za-z])", c_format.replace("%", "\0"), out)
-    return out.replace("\0", "%").replace("'", "")
 
 
 class MysqlReader(SqlReader):

@@ -7,6 +7,7 @@ the plugin's own model (see :mod:`sync.jobfile`), so this module knows no plugin
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ __all__ = [
     "Setting",
     "Speed",
     "TransformerSpec",
+    "regex",
 ]
 
 
@@ -209,3 +211,14 @@ class JobFile(Params):
     def content(self) -> Content:
         """The single content entry (ChunJun runs one reader→writer pair per job)."""
         return self.job.content[0]
+
+
+def regex(value: str | None) -> str | None:
+    """A validator's check that ``value`` (when given) is a regular expression."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            msg = f"not a regular expression: {exc}"
+            raise ValueError(msg) from exc
+    return value

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from sync.plugin import DirtyRecord
 
-__all__ = ["arrow_type", "conform", "row_of", "time_text"]
+__all__ = ["arrow_type", "conform", "java_date_format", "row_of", "time_text"]
 
 _SIMPLE: dict[str, pa.DataType] = {
     "id": pa.int64(),
@@ -161,3 +161,40 @@ def time_text(column: pa.Array) -> pa.Array:
         ),
         "",
     )
+
+
+_JAVA_DATE = (
+    ("yyyy", "%Y"),
+    ("yy", "%y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("hh", "%I"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+    ("SSSSSS", "%f"),
+    ("SSS", "%f"),
+    ("a", "%p"),
+)
+
+
+def java_date_format(pattern: str) -> str:
+    """A Java ``SimpleDateFormat`` pattern (ChunJun's column ``format``) as a ``strptime``
+    format: common letters only, ``'quoted'`` text literal, ``''`` a quote."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "'":
+            end = pattern.find("'", i + 1)
+            end = len(pattern) if end < 0 else end
+            out.append(pattern[i + 1 : end].replace("%", "%%") if end > i + 1 else "'")
+            i = end + 1
+            continue
+        for java, python in _JAVA_DATE:
+            if pattern.startswith(java, i):
+                out.append(python)
+                i += len(java)
+                break
+        else:
+            out.append("%%" if pattern[i] == "%" else pattern[i])
+            i += 1
+    return "".join(out)

@@ -37,7 +37,7 @@ import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 import pytest
 
-from readers.hdfs import HdfsReader, HdfsReaderParams, java_date_format
+from readers.hdfs import HdfsReader, HdfsReaderParams
 from readers.stream import StreamReader, StreamReaderParams
 from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
 from sync.fs import FileSystem, LocalFileSystem, is_hidden
@@ -46,7 +46,7 @@ from sync.jobfile import load_job
 from sync.model import Setting
 from sync.plugin import DirtyRecord, JobContext, Split, WriterTask
 from sync.ratelimit import RateLimiter
-from sync.types import arrow_type
+from sync.types import arrow_type, java_date_format
 from sync.webhdfs import (
     RetryPolicy,
     filesystem_path,
