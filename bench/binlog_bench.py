@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from readers.binlog import BinlogReader, BinlogReaderParams  # noqa: E402
+from sync.contract import JobContext  # noqa: E402
 from sync.model import Setting  # noqa: E402
-from sync.plugin import JobContext  # noqa: E402
 from tests.servers.mariadb import MariaDB, ensure_server  # noqa: E402
 
 TABLE = (

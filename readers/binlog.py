@@ -7,7 +7,7 @@ table of the jdbcUrl's database), ``cat`` (``insert,update,delete``), ``start``
 (``journalName``/``journal-name`` + ``position``, ``timestamp`` in ms, ``gtid``),
 ``pavingData``, ``splitUpdate``, ``slaveId``/``serverId``, ``isGTIDMode``, ``ddlSkip``; and
 syncx's own ``snapshot``, ``ddl``, ``stopAt``. The batch layouts are described in
-:mod:`sync.cdc`.
+:mod:`libs.cdc`.
 
 **The server** must log ROW images with column names: ``log_bin``, ``binlog_format=ROW``,
 ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL`` (MariaDB ≥ 10.5, MySQL ≥ 8.0.14).
@@ -81,7 +81,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from sqlalchemy.engine import URL
 from typing_extensions import override
 
-from sync.cdc import (
+from libs.cdc import (
     Layout,
     SourceInfo,
     TableLayout,
@@ -91,12 +91,12 @@ from sync.cdc import (
     parse_ddl,
     paving_schema,
 )
+from libs.mysql import connect, connection_settings, errno, mysql_url
+from libs.sql import scrub, strip_password
+from sync.contract import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
 from sync.errors import ConfigIssue, JobFailedError, JobFileError, RetriableError
 from sync.model import Params, RestoreSetting, Setting, regex
-from sync.mysql import connect, connection_settings, errno, mysql_url
-from sync.plugin import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
 from sync.registry import require
-from sync.sql import scrub, strip_password
 
 __all__ = ["BinlogReader", "BinlogReaderParams", "BinlogStart"]
 
@@ -563,7 +563,7 @@ _FT = {
 class ColumnKind:
     """How a MySQL column travels: its Arrow type and the conversion of a driver value.
 
-    The Arrow types are the MySQL reader's (:func:`sync.mysql.mysql_type`, the README's "MySQL
+    The Arrow types are the MySQL reader's (:func:`libs.mysql.mysql_type`, the README's "MySQL
     type mapping"): sized integers (TINYINT int8/uint8 ... BIGINT int64/uint64), FLOAT float32,
     DOUBLE float64, DECIMAL(p,s), TIMESTAMP timestamp('us', UTC), DATETIME timestamp('us'), DATE
     date32, TIME duration('us'), YEAR int16, BIT(1) bool, BIT(n) uint64, text/ENUM/SET/JSON
@@ -1357,7 +1357,7 @@ class BinlogReader(Reader[BinlogReaderParams]):
         return f"{self.server.host}:{self.server.port}"
 
     def connect(self) -> Any:
-        """An autocommit connection (:func:`sync.mysql.connect`); a refused login stops the
+        """An autocommit connection (:func:`libs.mysql.connect`); a refused login stops the
         job, any other failure to connect is retriable."""
         pymysql = _pymysql()
         try:
@@ -1673,7 +1673,7 @@ def _to_layout(
     if batch.schema.equals(schema, check_metadata=False):
         return batch
     renamed = batch.rename_columns(list(shape.names))
-    from sync.types import conform  # noqa: PLC0415
+    from libs.types import conform  # noqa: PLC0415
 
     fitted, dirty = conform(renamed, pa.schema([f.with_nullable(True) for f in schema]))
     for record in dirty:

@@ -20,12 +20,12 @@ import pyarrow as pa
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
+from libs.formats import FileFormat, format_named
+from libs.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
+from libs.types import arrow_type, conform
+from sync.contract import JobContext, Reader, Split, SplitReader
 from sync.errors import JobFileError
-from sync.formats import FileFormat, format_named
-from sync.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from sync.model import Params
-from sync.plugin import JobContext, Reader, Split, SplitReader
-from sync.types import arrow_type, conform
 
 __all__ = ["BaseFileReader", "FileColumn", "FileReader", "FileReaderParams"]
 
@@ -55,7 +55,7 @@ class FileReaderParams(Params):
 
 
 class BaseFileReader(Reader[P]):
-    """Files as splits, one per file, on any :class:`~sync.fs.FileSystem` (hooks below)."""
+    """Files as splits, one per file, on any :class:`~libs.fs.FileSystem` (hooks below)."""
 
     format: FileFormat
     columns: list[FileColumn]

@@ -1,7 +1,7 @@
 """``hdfsreader``: Hive text, ORC or Parquet files on HDFS (or the local disk), with ChunJun's
 parameters; resumable by (file, row).
 
-``defaultFS`` + ``hadoopConfig`` name the cluster as for ``hdfswriter`` (:mod:`sync.webhdfs`).
+``defaultFS`` + ``hadoopConfig`` name the cluster as for ``hdfswriter`` (:mod:`libs.webhdfs`).
 ``path`` is a file, a folder (its visible files, recursively: names starting with ``.`` or ``_``
 are skipped, as Hive does), a glob, or a list of these; ``fileName`` is appended to it;
 ``filterRegex`` keeps the files whose name matches.
@@ -32,14 +32,14 @@ import pyarrow.compute as pc
 from pydantic import AliasChoices, Field, field_validator
 from typing_extensions import override
 
+from libs.formats import format_named
+from libs.fs import FileSystem
+from libs.types import arrow_type, java_date_format, row_of
+from libs.webhdfs import HdfsConnectionParams, TextParams
 from readers.file import BaseFileReader, FileColumn
+from sync.contract import DirtyRecord, JobContext, Split
 from sync.errors import JobFileError
-from sync.formats import format_named
-from sync.fs import FileSystem
 from sync.model import regex
-from sync.plugin import DirtyRecord, JobContext, Split
-from sync.types import arrow_type, java_date_format, row_of
-from sync.webhdfs import HdfsConnectionParams, TextParams
 
 __all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams"]
 

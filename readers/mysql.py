@@ -75,17 +75,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 from typing_extensions import override
 
-from readers.sql import (
-    _START,
-    KeyColumn,
-    Source,
-    SqlColumn,
-    SqlReader,
-    SqlReaderParams,
-    SqlSplitReader,
-)
-from sync.errors import ConfigIssue, JobFileError, RetriableError
-from sync.mysql import (
+from libs.mysql import (
     RETRY_DELAYS,
     DriverCannotRead,
     Fetcher,
@@ -106,9 +96,19 @@ from sync.mysql import (
     python_value,
     query_failure,
 )
-from sync.plugin import DirtyRecord, JobContext, Position, Semantic, Split, SplitReader
-from sync.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
-from sync.types import arrow_type, conform, java_date_format
+from libs.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
+from libs.types import arrow_type, conform, java_date_format
+from readers.sql import (
+    _START,
+    KeyColumn,
+    Source,
+    SqlColumn,
+    SqlReader,
+    SqlReaderParams,
+    SqlSplitReader,
+)
+from sync.contract import DirtyRecord, JobContext, Position, Semantic, Split, SplitReader
+from sync.errors import ConfigIssue, JobFileError, RetriableError
 
 __all__ = ["MysqlColumn", "MysqlReader", "MysqlReaderParams", "MysqlSplitReader", "Watermark"]
 

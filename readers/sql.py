@@ -38,7 +38,7 @@ table. Without one it is a single split streamed with one cursor whose position 
 a restore re-reads the whole query (at-least-once). Give ``column`` as ``{name, type}`` to fix
 the batch schema; otherwise types are inferred from each page.
 
-**Types** come from reflection (:func:`sync.sql.arrow_type_of`); ``column: [{name, type}]``
+**Types** come from reflection (:func:`libs.sql.arrow_type_of`); ``column: [{name, type}]``
 casts a column to a ChunJun type name. A value that does not convert is a dirty record (kind
 ``conversion``) and the rest of its page goes on. ``restoreColumnType`` is informational: the
 reflected type of the column is what counts.
@@ -64,10 +64,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql import ColumnElement, FromClause, Select, sqltypes
 from typing_extensions import override
 
-from sync.errors import ConfigIssue, JobFailedError, JobFileError
-from sync.model import Params
-from sync.plugin import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
-from sync.sql import (
+from libs.sql import (
     ColumnInfo,
     EngineHolder,
     SqlConnectionParams,
@@ -85,7 +82,10 @@ from sync.sql import (
     sql_text,
     value_converter,
 )
-from sync.types import arrow_type, conform
+from libs.types import arrow_type, conform
+from sync.contract import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
+from sync.errors import ConfigIssue, JobFailedError, JobFileError
+from sync.model import Params
 
 __all__ = ["SqlColumn", "SqlReader", "SqlReaderParams", "SqlSplitReader"]
 

@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 from pydantic import Field, WithJsonSchema
 from typing_extensions import override
 
+from libs.types import arrow_type
+from sync.contract import JobContext, Reader, Split, SplitReader
 from sync.errors import JobFileError
 from sync.model import Params
-from sync.plugin import JobContext, Reader, Split, SplitReader
-from sync.types import arrow_type
 
 __all__ = ["StreamColumn", "StreamReader", "StreamReaderParams"]
 

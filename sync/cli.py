@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from sync import __version__, registry
+from sync.contract import JobContext
 from sync.errors import JobInterruptedError, SyncxError
 from sync.job import (
     RunOptions,
@@ -32,7 +33,6 @@ from sync.job import (
 )
 from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, ProgressLine
-from sync.plugin import JobContext
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
 

@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from sync.contract import DirtyRecord
 from sync.errors import FatalError
 from sync.metrics import Metric, Metrics
 from sync.model import ErrorLimit
-from sync.plugin import DirtyRecord
 
 __all__ = ["MIN_RECORDS_FOR_RATIO", "DirtySink", "ErrorLimitExceededError"]
 

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
+from sync.contract import Handle, JobContext, Reader, Semantic, Writer
 from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
 from sync.metrics import Metric, Metrics
-from sync.plugin import Handle, JobContext, Reader, Semantic, Writer
 from sync.ratelimit import RateLimiter
 from sync.registry import canonical_name
 from sync.runtime import Execution, is_retriable, new_run_id

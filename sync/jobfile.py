@@ -21,9 +21,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sync import registry
+from sync.contract import Reader, Writer
 from sync.errors import ConfigIssue, JobFileError
 from sync.model import JobFile, Params
-from sync.plugin import Reader, Writer
 
 __all__ = ["LoadedJob", "load_job", "parse_params", "strip_json_comments"]
 

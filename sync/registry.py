@@ -15,8 +15,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Literal
 
+from sync.contract import Reader, Writer
 from sync.errors import JobFileError, PluginNotFoundError
-from sync.plugin import Reader, Writer
 
 __all__ = ["Kind", "canonical_name", "known", "load", "require"]
 

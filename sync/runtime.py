@@ -27,11 +27,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from sync.contract import Handle, Reader, Split, Writer, WriterTask
 from sync.dirty import DirtySink
 from sync.errors import FatalError, JobFailedError, JobInterruptedError, SyncxError
 from sync.faults import crash_point, fail_point
 from sync.metrics import Metric, Metrics
-from sync.plugin import Handle, Reader, Split, Writer, WriterTask
 from sync.ratelimit import RateLimiter
 from sync.state import Checkpoint, SplitState, StateDir
 

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from sync.contract import Handle, Split
 from sync.errors import JobFailedError, JobFileError
-from sync.plugin import Handle, Split
 
 __all__ = ["FORMAT", "Checkpoint", "SplitState", "StateDir", "StateLockedError"]
 

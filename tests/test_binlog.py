@@ -34,13 +34,7 @@ import pytest
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication import row_event as rev
 
-from readers.binlog import (
-    BinlogReaderParams,
-    _RowDecoder,
-    privilege_problems,
-    settings_problems,
-)
-from sync.cdc import (
+from libs.cdc import (
     SourceInfo,
     TableLayout,
     build_changes,
@@ -49,11 +43,17 @@ from sync.cdc import (
     net_effect,
     parse_ddl,
 )
+from libs.mysql import job_identity, xa_recover
+from readers.binlog import (
+    BinlogReaderParams,
+    _RowDecoder,
+    privilege_problems,
+    settings_problems,
+)
+from sync.contract import JobContext
 from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
 from sync.model import Setting
-from sync.mysql import job_identity, xa_recover
-from sync.plugin import JobContext
 from tests.conftest import COMPAT, REPO
 from tests.crash import syncx_command
 from tests.servers.mariadb import SCRIPT, MariaDB, ensure_server

@@ -37,10 +37,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from libs.formats import format_named
 from readers.stream import StreamReader, StreamReaderParams
-from sync.formats import format_named
+from sync.contract import JobContext
 from sync.model import Setting
-from sync.plugin import JobContext
 from sync.ratelimit import RateLimiter
 from tests.crash import (
     CrashReport,

@@ -11,9 +11,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from readers.file import FileReader, FileReaderParams
+from sync.contract import JobContext, SplitReader
 from sync.errors import JobFileError
 from sync.model import Setting
-from sync.plugin import JobContext, SplitReader
 from writers.file import STAGING, FileWriter, FileWriterParams
 
 FORMATS = ["parquet", "csv", "json"]

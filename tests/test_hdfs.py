@@ -37,17 +37,9 @@ import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 import pytest
 
-from readers.hdfs import HdfsReader, HdfsReaderParams
-from readers.stream import StreamReader, StreamReaderParams
-from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
-from sync.fs import FileSystem, LocalFileSystem, is_hidden
-from sync.job import RunOptions, RunReport, run_job
-from sync.jobfile import load_job
-from sync.model import Setting
-from sync.plugin import DirtyRecord, JobContext, Split, WriterTask
-from sync.ratelimit import RateLimiter
-from sync.types import arrow_type, java_date_format
-from sync.webhdfs import (
+from libs.fs import FileSystem, LocalFileSystem, is_hidden
+from libs.types import arrow_type, java_date_format
+from libs.webhdfs import (
     RetryPolicy,
     filesystem_path,
     hadoop_user,
@@ -55,6 +47,14 @@ from sync.webhdfs import (
     resolve_namenodes,
     unescape_delimiter,
 )
+from readers.hdfs import HdfsReader, HdfsReaderParams
+from readers.stream import StreamReader, StreamReaderParams
+from sync.contract import DirtyRecord, JobContext, Split, WriterTask
+from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
+from sync.job import RunOptions, RunReport, run_job
+from sync.jobfile import load_job
+from sync.model import Setting
+from sync.ratelimit import RateLimiter
 from tests.conftest import COMPAT, REPO, RunCli
 from tests.crash import assert_exact, read_folder, run_with_kills, staging_leftovers
 from tests.servers.webhdfs import WebHdfsServer

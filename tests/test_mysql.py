@@ -32,11 +32,11 @@ import pyarrow.parquet as pq
 import pymysql
 import pytest
 
+from libs.mysql import DRIVERS, Fetcher, Xid, xa_recover
 from readers.mysql import MysqlReader, MysqlReaderParams, Watermark
+from sync.contract import DirtyRecord, JobContext
 from sync.errors import JobFailedError
 from sync.model import Setting
-from sync.mysql import DRIVERS, Fetcher, Xid, xa_recover
-from sync.plugin import DirtyRecord, JobContext
 from tests.conftest import COMPAT, REPO, RunCli, syncx_command
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.mariadb import MariaDB, ensure_server

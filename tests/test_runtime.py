@@ -14,8 +14,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from readers.stream import StreamReader, StreamReaderParams
+from sync.contract import JobContext
 from sync.model import Setting
-from sync.plugin import JobContext
 from tests.conftest import RunCli, stream_job, syncx_command
 
 

@@ -27,14 +27,14 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from libs.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
+from libs.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
 from readers.sql import SqlReader, SqlReaderParams
-from sync.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
+from sync.contract import DirtyRecord, JobContext, Split
 from sync.errors import JobFailedError, JobFileError, SyncxError
 from sync.job import fingerprint
 from sync.jobfile import load_job
 from sync.model import Setting
-from sync.plugin import DirtyRecord, JobContext, Split
-from sync.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
 from tests.conftest import REPO, RunCli, syncx_command
 from writers.sql import CDC_STAGE_PREFIX, MARKER_TABLE, STAGE_PREFIX, SqlWriter, SqlWriterParams
 

@@ -16,8 +16,8 @@ A *group* is one target file. For ``filewriter`` every checkpoint closes each su
 rolls to a new one past ``maxFileSize`` bytes. A writer with ``compact`` (``hdfswriter``) keeps a
 group open across checkpoints until its segments reach ``maxFileSize``, and its commit then
 merges them into one file (see :mod:`writers.hdfs`). The machinery here (:class:`StagedFiles`,
-:class:`StagedFileWriter`, :class:`StagedWriterTask`) serves any :class:`~sync.fs.FileSystem`
-and :class:`~sync.formats.FileFormat`.
+:class:`StagedFileWriter`, :class:`StagedWriterTask`) serves any :class:`~libs.fs.FileSystem`
+and :class:`~libs.formats.FileFormat`.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ import pyarrow.compute as pc
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
-from sync.formats import FileFormat, FormatWriter, Opener, format_named
-from sync.fs import FileSystem, LocalFileSystem, is_hidden
+from libs.formats import FileFormat, FormatWriter, Opener, format_named
+from libs.fs import FileSystem, LocalFileSystem, is_hidden
+from libs.types import arrow_type, conform
+from sync.contract import DirtyRecord, Handle, JobContext, Writer, WriterTask
 from sync.model import Params
-from sync.plugin import DirtyRecord, Handle, JobContext, Writer, WriterTask
-from sync.types import arrow_type, conform
 from writers.stream import WriterColumn
 
 __all__ = [

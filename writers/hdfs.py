@@ -1,7 +1,7 @@
 """``hdfswriter``: Hive-compatible text, ORC or Parquet files on HDFS (or a local folder), exactly
 once, with ChunJun's parameters.
 
-Where: ``defaultFS`` + ``hadoopConfig`` name the cluster (see :mod:`sync.webhdfs`: WebHDFS, NameNode
+Where: ``defaultFS`` + ``hadoopConfig`` name the cluster (see :mod:`libs.webhdfs`: WebHDFS, NameNode
 HA, Kerberos; ``file:///`` writes to the local disk through the same code above the filesystem);
 the files go to ``<path>/<fileName>/`` (``fileName`` is a sub-folder such as ``pt=20240101``),
 into Hive-style partition folders ``<column>=<value>/`` with ``partition: [dt]`` (partition
@@ -42,7 +42,7 @@ precision and scale in ORC and Parquet; timestamps are real timestamp types (Par
 ``TIMESTAMP``); dates are ``DATE``; text writes ``\\N`` for NULL. A *declared* type the format
 cannot hold is an error naming the parameter before the job starts. A column with no declared
 type takes the reader's type, widened where Hive has none for it (the decision, as DataX and
-Hive users declare such MySQL columns; :func:`sync.formats.hive_widening`, logged once per
+Hive users declare such MySQL columns; :func:`libs.formats.hive_widening`, logged once per
 column): unsigned 8/16/32-bit integers the next larger signed type, ``BIGINT UNSIGNED``
 ``decimal(20,0)``, TIME (and durations) a string in MySQL's ``[-]HH:MM:SS[.ffffff]`` form,
 decimals beyond 38 digits their exact text; in ORC a timestamp with a time zone becomes a
@@ -71,13 +71,13 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import override
 
+from libs.formats import ORC_TIMESTAMPS, format_named, hive_text
+from libs.fs import FileSystem, is_hidden
+from libs.types import arrow_type, conform
+from libs.webhdfs import HdfsConnectionParams, TextParams
+from sync.contract import DirtyRecord, Handle, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
-from sync.formats import ORC_TIMESTAMPS, format_named, hive_text
-from sync.fs import FileSystem, is_hidden
 from sync.model import Params
-from sync.plugin import DirtyRecord, Handle, JobContext, WriterTask
-from sync.types import arrow_type, conform
-from sync.webhdfs import HdfsConnectionParams, TextParams
 from writers.file import STAGING, Shaper, StagedFileWriter, StagedWriterTask
 
 __all__ = ["HdfsWriter", "HdfsWriterColumn", "HdfsWriterParams"]

@@ -56,7 +56,7 @@ again on restore (idempotent with ``replace`` / ``update``).
 target table of its name) are applied by key in the transaction rows would go to: the XA
 transaction of the checkpoint (exactly-once) or the local one (at-least-once). Per batch, each
 key's last change is applied (a primary-key change is a delete of the old key and an upsert of
-the new; :func:`sync.cdc.net_effect`): deletes with ``DELETE ... WHERE (key) IN (...)``, upserts
+the new; :func:`libs.cdc.net_effect`): deletes with ``DELETE ... WHERE (key) IN (...)``, upserts
 with the row path's ``LOAD DATA ... REPLACE`` / multi-row ``REPLACE`` (which locks only the keys
 it writes: subtasks copying a snapshot into one table never wait on each other); batches apply
 in arrival order, so each key's changes keep theirs. Sessions applying changes run in READ
@@ -119,9 +119,8 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.sql.expression import Executable
 from typing_extensions import override
 
-from sync import cdc
-from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
-from sync.mysql import (
+from libs import cdc
+from libs.mysql import (
     Form,
     MysqlConfigError,
     MysqlEndpoint,
@@ -142,9 +141,10 @@ from sync.mysql import (
     with_retries,
     xa_recover,
 )
-from sync.plugin import DirtyRecord, Handle, JobContext, Semantic
-from sync.sql import ColumnInfo, TableInfo
-from sync.types import row_of
+from libs.sql import ColumnInfo, TableInfo
+from libs.types import row_of
+from sync.contract import DirtyRecord, Handle, JobContext, Semantic
+from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
 from writers.sql import (
     CdcTarget,
     SqlWriter,

@@ -28,7 +28,7 @@ all nullable and without constraints, plus ``_syncx_job``, ``_syncx_run``, ``_sy
   is not in them (work of an attempt that died before its checkpoint) and the markers of older
   runs; on a fresh run it then runs ``preSql``. ``postSql`` runs in ``finish()``.
 
-**Dirty rows.** Values that do not convert to the target's column types (:func:`sync.types.conform`)
+**Dirty rows.** Values that do not convert to the target's column types (:func:`libs.types.conform`)
 and NULLs in NOT NULL columns are dirty before anything is written. A row the database rejects
 (too long, bad value, and in direct writes duplicate keys, NOT NULL, CHECK) is found by writing
 each chunk of ``batchSize`` rows inside a SAVEPOINT and, when that fails, each row in its own:
@@ -51,7 +51,7 @@ PostgreSQL with psycopg (:meth:`SqlWriter.insert_rows`).
 transaction per subtask that commits at ``prepare`` (per batch on SQLite, where one writer holds
 the database lock); no staging, nothing to recover, rows after the last checkpoint may repeat.
 
-**Changes** (CDC batches, :mod:`sync.cdc`; ``table: "*"`` routes each source table to the target
+**Changes** (CDC batches, :mod:`libs.cdc`; ``table: "*"`` routes each source table to the target
 table of its name; the target needs a primary key or ``keyColumns``): exactly-once stages them,
 in order, in a change-staging table per target (``_syncx_cdc_<hash of target>_<hash of its
 layout>``: the target's columns, ``_syncx_op`` and the segment metadata); the commit, in one
@@ -96,10 +96,8 @@ from sqlalchemy.sql import sqltypes
 from sqlalchemy.sql.expression import Executable
 from typing_extensions import override
 
-from sync import cdc
-from sync.errors import ConfigIssue, JobFailedError, JobFileError
-from sync.plugin import DirtyKind, DirtyRecord, Handle, JobContext, Semantic, Writer, WriterTask
-from sync.sql import (
+from libs import cdc
+from libs.sql import (
     ColumnInfo,
     EngineHolder,
     SqlConnectionParams,
@@ -112,7 +110,9 @@ from sync.sql import (
     safe_url,
     scrub,
 )
-from sync.types import conform, row_of
+from libs.types import conform, row_of
+from sync.contract import DirtyKind, DirtyRecord, Handle, JobContext, Semantic, Writer, WriterTask
+from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from writers.stream import WriterColumn
 
 __all__ = [
@@ -223,7 +223,7 @@ class _Reflected:
     table: sa.Table
     """All its columns, identifiers always quoted."""
     fields: dict[str, pa.Field]
-    """Arrow field per column (its type and nullability), for :func:`sync.types.conform`."""
+    """Arrow field per column (its type and nullability), for :func:`libs.types.conform`."""
     key: list[str]
     staging_name: str
     staging: sa.Table

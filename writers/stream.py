@@ -16,8 +16,8 @@ import pyarrow.csv as pacsv
 from pydantic import Field
 from typing_extensions import override
 
+from sync.contract import DirtyRecord, Handle, Semantic, Writer, WriterTask
 from sync.model import Params
-from sync.plugin import DirtyRecord, Handle, Semantic, Writer, WriterTask
 
 __all__ = ["StreamWriter", "StreamWriterParams", "WriterColumn"]
 

@@ -11,7 +11,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sync.plugin import DirtyRecord
+from sync.contract import DirtyRecord
 
 __all__ = ["arrow_type", "conform", "java_date_format", "row_of", "time_text"]
 

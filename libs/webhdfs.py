@@ -55,8 +55,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from libs.fs import FileInfo, FileSystem, LocalFileSystem
 from sync.errors import JobFileError, RetriableError
-from sync.fs import FileInfo, FileSystem, LocalFileSystem
 from sync.model import Params
 from sync.registry import require
 
@@ -409,7 +409,7 @@ class TextParams(Params):
 
 
 class WebHdfsFileSystem(FileSystem):
-    """:class:`~sync.fs.FileSystem` over WebHDFS; thread-safe (one HTTP session, pooled)."""
+    """:class:`~libs.fs.FileSystem` over WebHDFS; thread-safe (one HTTP session, pooled)."""
 
     def __init__(
         self,

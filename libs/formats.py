@@ -47,8 +47,8 @@ import pyarrow.json as pajson
 import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 
+from libs.types import time_text
 from sync.errors import FatalError, JobFileError
-from sync.types import time_text
 
 __all__ = [
     "FORMATS",

@@ -1,6 +1,6 @@
 """Shared pieces of ``mysqlreader`` / ``mysqlwriter`` (MySQL 5.7+/8, MariaDB 10.5+).
 
-What the two plugins share, on top of :mod:`sync.sql`:
+What the two plugins share, on top of :mod:`libs.sql`:
 
 - **Where to connect.** ``jdbc:mysql://host:port/db?k=v`` (and ``jdbc:mariadb:``) map to
   SQLAlchemy's ``mysql+pymysql``; :class:`MysqlEndpoint` adds the plain ``host`` / ``port`` /
@@ -58,10 +58,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.sql import sqltypes
 from sqlalchemy.types import TypeEngine
 
-from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
-from sync.model import Params
-from sync.registry import require
-from sync.sql import (
+from libs.sql import (
     DEFAULT_CONNECT_TIMEOUT,
     DIALECT_SETUP,
     DRIVER_PACKAGES,
@@ -71,7 +68,10 @@ from sync.sql import (
     safe_url,
     scrub,
 )
-from sync.types import time_text
+from libs.types import time_text
+from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
+from sync.model import Params
+from sync.registry import require
 
 __all__ = [
     "DRIVERS",
@@ -1131,7 +1131,7 @@ def python_value(array: pa.Array, index: int) -> Any:
 
 
 def bad_values(errors: dict[int, str], names: Sequence[str]) -> list[BadValue]:
-    """Decoding errors as :class:`sync.sql.BadValue` s."""
+    """Decoding errors as :class:`libs.sql.BadValue` s."""
     out = []
     for row, error in sorted(errors.items()):
         field = error.split(":", 1)[0]
