@@ -176,9 +176,7 @@ def _reader_alone(server: MariaDB, source: str, start: str, end: dict[str, Any])
             "stopAt": end,
         }
     )
-    ctx = JobContext(
-        job_name="bench", run_id="bench", state_dir=Path(tempfile.gettempdir()), setting=Setting()
-    )
+    ctx = JobContext.of("bench", Path(tempfile.gettempdir()), Setting(), run_id="bench")
     reader = BinlogReader(params, ctx)
     (split,) = reader.plan(1)
     opened = reader.open(split, None)

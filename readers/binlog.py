@@ -63,6 +63,7 @@ The run then ends (exit 0) with its position saved.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -91,11 +92,19 @@ from libs.cdc import (
     parse_ddl,
     paving_schema,
 )
-from libs.mysql import connect, connection_settings, errno, mysql_url
+from libs.mysql.connect import connect, connection_settings, errno, mysql_url
 from libs.sql import scrub, strip_password
-from sync.contract import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
+from sync.contract import (
+    CompletedCheckpoint,
+    DirtyRecord,
+    JobContext,
+    Position,
+    Reader,
+    Split,
+    SplitReader,
+)
 from sync.errors import ConfigIssue, JobFailedError, JobFileError, RetriableError
-from sync.model import Params, RestoreSetting, Setting, regex
+from sync.model import Params, RestoreSetting, regex
 from sync.registry import require
 
 __all__ = ["BinlogReader", "BinlogReaderParams", "BinlogStart"]
@@ -1217,8 +1226,30 @@ class BinlogReader(Reader[BinlogReaderParams]):
         self._snapshot_readers: dict[str, Any] = {}
         self._stream_reader: _StreamSplitReader | None = None
         self._stream_start: dict[str, Any] | None = None
+        self._checkpointed = threading.Condition()
+        self._done_in_checkpoint: tuple[int, frozenset[str]] | None = None
 
     # -- framework ---------------------------------------------------------------------------
+
+    @override
+    def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
+        """The stream's handover waits for a stored checkpoint that has the snapshot done."""
+        with self._checkpointed:
+            self._done_in_checkpoint = (checkpoint.id, checkpoint.done)
+            self._checkpointed.notify_all()
+
+    def covered_by_checkpoint(self, splits: frozenset[str], timeout: float) -> int | None:
+        """The id of a stored checkpoint of this attempt in which ``splits`` are all done, or
+        ``None`` when there is none yet after waiting up to ``timeout`` seconds."""
+        with self._checkpointed:
+            self._checkpointed.wait_for(
+                lambda: (
+                    self._done_in_checkpoint is not None and splits <= self._done_in_checkpoint[1]
+                ),
+                timeout,
+            )
+            latest = self._done_in_checkpoint
+        return latest[0] if latest is not None and splits <= latest[1] else None
 
     @property
     @override
@@ -1394,18 +1425,18 @@ class BinlogReader(Reader[BinlogReaderParams]):
     # -- implementation ----------------------------------------------------------------------
 
     def _setting_problems(self) -> list[str]:
-        speed = self.ctx.setting.speed
+        readers, writers = self.ctx.readers, self.ctx.writers
         problems = []
-        if speed.writers > 1 and speed.readers != speed.writers:
+        if writers > 1 and readers != writers:
             problems.append(
-                f"setting.speed: {speed.readers} reader and {speed.writers} writer channels "
+                f"setting.speed: {readers} reader and {writers} writer channels "
                 "spread the changes of one table over several writers, which would apply them "
                 "out of order; use writerChannel 1 or as many writer as reader channels"
             )
-        restore = self.ctx.setting.restore
+        restore = self.ctx.restore
         if (
             self.params.snapshot != "never"
-            and speed.readers > 1
+            and readers > 1
             and not (restore.is_restore or restore.checkpoint_interval)
         ):
             problems.append(
@@ -1644,12 +1675,9 @@ def _make_snapshot_reader(owner: BinlogReader, db: str, table: str) -> Any:
         "column": names,
         "splitPk": key[0] if numeric_key else None,
     }
-    setting = Setting(restore=RestoreSetting(restore_column_name=key[0] if key else None))
-    ctx = JobContext(
-        job_name=owner.ctx.job_name,
-        run_id=owner.ctx.run_id,
-        state_dir=owner.ctx.state_dir,
-        setting=setting,
+    ctx = dataclasses.replace(
+        owner.ctx,
+        restore=RestoreSetting(restore_column_name=key[0] if key else None),
         batch_rows=owner.ctx.batch_rows,
         report_dirty=owner.ctx.report_dirty,
         stopping=owner.ctx.stopping,
@@ -1894,33 +1922,20 @@ class _StreamSplitReader(SplitReader):
     def _await_snapshot(self) -> Iterator[None]:
         """Emit nothing until every snapshot split is done and covered by a stored checkpoint
         (with one reader channel the snapshot splits were read before this one: no wait)."""
-        expected = set(self._split.data["snapshot"])
+        expected = frozenset(self._split.data["snapshot"])
         ctx = self._owner.ctx
-        if ctx.setting.speed.readers == 1:
+        if ctx.readers == 1:
             return
-        from sync.state import StateDir  # noqa: PLC0415 - reading, never writing
-
-        state = StateDir(ctx.state_dir)
-        first = state.next_id()
         log.info("binlogreader: the stream waits for the snapshot's %d split(s)", len(expected))
         while not ctx.stopping.is_set():
-            latest = state.latest()
-            if (
-                latest is not None
-                and latest.id >= first
-                and latest.run_id == ctx.run_id
-                and all(
-                    latest.positions.get(s) is not None and latest.positions[s].done
-                    for s in expected
-                )
-            ):
+            covered = self._owner.covered_by_checkpoint(expected, timeout=0.2)
+            if covered is not None:
                 log.info(
                     "binlogreader: snapshot complete (checkpoint %d); streaming from %s",
-                    latest.id,
+                    covered,
                     self._position.describe(),
                 )
                 return
-            ctx.stopping.wait(0.2)
             yield None
 
     # -- the stream --------------------------------------------------------------------------

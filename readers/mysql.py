@@ -75,26 +75,26 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 from typing_extensions import override
 
-from libs.mysql import (
+from libs.mysql.connect import (
     RETRY_DELAYS,
-    DriverCannotRead,
-    Fetcher,
     MysqlConfigError,
     MysqlEndpoint,
-    MysqlType,
-    bad_values,
     connect,
     errno,
     error_text,
     is_connection_lost,
+    pick_driver,
+    query_failure,
+)
+from libs.mysql.fetch import DriverCannotRead, Fetcher, limit_malloc_arenas
+from libs.mysql.types import (
+    MysqlType,
+    bad_values,
     is_exact_family,
-    limit_malloc_arenas,
     mysql_type,
     mysql_type_of_field,
     parse_text,
-    pick_driver,
     python_value,
-    query_failure,
 )
 from libs.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
 from libs.types import arrow_type, conform, java_date_format
@@ -372,7 +372,7 @@ class MysqlReader(SqlReader):
         except JobFileError as exc:
             raise _server_found(exc) from exc
         self._check_split_pk(source)
-        if self.params.polling and self.ctx.setting.speed.readers > 1:
+        if self.params.polling and self.ctx.readers > 1:
             log.warning("%s: polling reads with one channel", self.plugin_name)
 
     @override
@@ -385,7 +385,7 @@ class MysqlReader(SqlReader):
         """customSql without a column to paginate by is read with one cursor: a restore reads
         it again from its start (decided from the parameters: ``syncx validate`` asks too)."""
         params = self.params
-        restore = (self.ctx.setting.restore.restore_column_name or "").strip()
+        restore = (self.ctx.restore.restore_column_name or "").strip()
         keyed = params.split_pk or restore or params.order_by_column or params.polling
         if params.custom_sql is not None and not keyed:
             return "at-least-once"

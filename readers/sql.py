@@ -525,7 +525,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         return pa.schema(result)
 
     def _restore_column_name(self, names: list[str]) -> tuple[str | None, str]:
-        restore = self.ctx.setting.restore
+        restore = self.ctx.restore
         name = (restore.restore_column_name or "").strip() or None
         if name is not None:
             return name, "job.setting.restore.restoreColumnName"

@@ -221,12 +221,7 @@ def _bounded(job: LoadedJob) -> bool:
 
 
 def _offline_context(job: LoadedJob) -> JobContext:
-    return JobContext(
-        job_name=job.name,
-        run_id="validate",
-        state_dir=default_state_dir(job),
-        setting=job.file.job.setting,
-    )
+    return JobContext.of(job.name, default_state_dir(job), job.file.job.setting, run_id="validate")
 
 
 def _summary(report: RunReport) -> str:

@@ -12,23 +12,42 @@ stored) and :meth:`WriterTask.abort` act on such a handle and are idempotent. On
 :meth:`Writer.begin` commits the restored checkpoint's handles and aborts any later prepared work.
 A writer that cannot do two phases declares ``semantic = "at-least-once"``.
 
+Positions, handles and split data are typed: a connector declares them as :class:`State`
+subclasses (frozen dataclasses of JSON values with a version) in ``Reader.position_type``,
+``Reader.split_type`` and ``Writer.handle_type``; the engine stores them with
+:meth:`State.to_json` and hands them back rebuilt with :meth:`State.from_json`, so a plugin never
+parses its own checkpoint JSON. Older versions are upgraded step by step by :meth:`State.upgrade`.
+
+After a checkpoint is stored the engine calls :meth:`Reader.notify_checkpoint_complete` (on the
+coordinator) and :meth:`SplitReader.notify_checkpoint_complete` (on the split's own thread, between
+two batches, with the position that checkpoint stored for it): a Kafka reader commits its group
+offsets there, a CDC reader that waits for its snapshot learns it is covered. Notifications may be
+skipped (a later one subsumes them) and never arrive for a failed checkpoint.
+
+A plugin sees the job only through :class:`JobContext`: its identity, channel counts, whether
+checkpoints are on, and the few services it may call (dirty records, lag, the stop event).
+
 Batches are :class:`pyarrow.RecordBatch`: columnar writers and readers need no per-row work.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import pyarrow as pa
 
-from sync.model import Params, Setting
+from sync.errors import FatalError
+from sync.model import Params, RestoreSetting, Setting
 
 __all__ = [
+    "CompletedCheckpoint",
     "DirtyKind",
     "DirtyRecord",
     "Handle",
@@ -38,15 +57,21 @@ __all__ = [
     "Semantic",
     "Split",
     "SplitReader",
+    "State",
+    "StateVersionError",
     "Writer",
     "WriterTask",
+    "decode",
+    "encode",
+    "job_identity",
 ]
 
 Position = Any
-"""A split's resume position: any JSON-serializable value, ``None`` for the split's start."""
+"""A split's resume position: a :class:`State` (or a plain JSON value), ``None`` for its start."""
 
 Handle = Any
-"""What a writer's ``prepare`` returns: JSON-serializable, ``None`` when there is nothing to do."""
+"""What a writer's ``prepare`` returns: a :class:`State` (or a plain JSON value), ``None`` when
+there is nothing to do."""
 
 DirtyKind = Literal["conversion", "null", "duplicate", "other"]
 Semantic = Literal["exactly-once", "at-least-once"]
@@ -54,21 +79,91 @@ Semantic = Literal["exactly-once", "at-least-once"]
 P = TypeVar("P", bound=Params)
 
 
+class StateVersionError(FatalError):
+    """A checkpoint holds state of a newer version than this syncx knows (a downgrade)."""
+
+
+class State:
+    """Base of a connector's typed positions, handles and split data.
+
+    Subclass it as a frozen dataclass whose fields are JSON values (str, int, float, bool,
+    ``None``, lists and dicts of them). Stored form: the fields plus ``"v": VERSION``. When the
+    fields change, raise ``VERSION`` and teach :meth:`upgrade` the step from the version before,
+    so checkpoints written by an older syncx still restore.
+    """
+
+    VERSION: ClassVar[int] = 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form (a JSON object)."""
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        return {"v": self.VERSION, **{f.name: getattr(self, f.name) for f in fields}}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Self:
+        """Rebuild from the stored form, upgrading older versions step by step."""
+        data = dict(raw)
+        version = int(data.pop("v", 1))
+        if version > cls.VERSION:
+            msg = (
+                f"{cls.__name__} version {version} in the checkpoint is newer than this syncx "
+                f"knows ({cls.VERSION}): restore it with the syncx that wrote it"
+            )
+            raise StateVersionError(msg)
+        while version < cls.VERSION:
+            data = cls.upgrade(data, version)
+            version += 1
+        return cls(**data)
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """Turn the fields of ``version`` into those of ``version + 1``."""
+        msg = f"{cls.__name__} has no upgrade from version {version}"
+        raise StateVersionError(msg)
+
+
+def encode(value: Any) -> Any:
+    """The JSON form of a position, handle or split data (a :class:`State` or a plain value)."""
+    return value.to_json() if isinstance(value, State) else value
+
+
+def decode(kind: type[State] | None, raw: Any) -> Any:
+    """Rebuild a stored value as ``kind`` (``None`` and plain values stay as they are)."""
+    if kind is None or raw is None or isinstance(raw, State):
+        return raw
+    return kind.from_json(raw)
+
+
 @dataclass(frozen=True)
 class Split:
-    """A serializable, disjoint part of a reader's input (a key range, a file, a partition)."""
+    """A serializable, disjoint part of a reader's input (a key range, a file, a partition).
+
+    ``data`` is the reader's :class:`State` (its ``split_type``) or a plain JSON object.
+    """
 
     id: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Any = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The form stored in checkpoints."""
-        return {"id": self.id, "data": self.data}
+        return {"id": self.id, "data": encode(self.data)}
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Split:
-        """Rebuild a split stored by :meth:`to_json`."""
-        return cls(id=str(raw["id"]), data=dict(raw.get("data") or {}))
+    def from_json(cls, raw: Mapping[str, Any], kind: type[State] | None = None) -> Split:
+        """Rebuild a split stored by :meth:`to_json` (its data as ``kind``)."""
+        return cls(id=str(raw["id"]), data=decode(kind, raw.get("data") or {}))
+
+
+@dataclass(frozen=True)
+class CompletedCheckpoint:
+    """What a reader learns when a checkpoint is stored: its id and the split positions in it."""
+
+    id: int
+    positions: Mapping[str, Position]
+    """Split id → the position stored for it (splits not started yet are absent)."""
+    done: frozenset[str]
+    """Splits read to their end as of this checkpoint."""
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,12 +178,22 @@ class DirtyRecord:
 
 @dataclass
 class JobContext:
-    """What the runtime tells a plugin about the job it runs in."""
+    """What the engine tells a plugin about the job it runs in, and the services it may call."""
 
     job_name: str
+    job_id: str
+    """12 hex digits naming this job and where its state lives: stable across runs and
+    restores, distinct for two jobs of one name. Name transactions and staging with it."""
     run_id: str
-    state_dir: Path
-    setting: Setting
+    """Names one fresh run; a restore keeps it."""
+    readers: int = 1
+    """``setting.speed.readerChannel``: how many reader subtasks run."""
+    writers: int = 1
+    """``setting.speed.writerChannel``: how many writer subtasks run."""
+    checkpoints: bool = False
+    """Whether periodic checkpoints are taken (a bounded job always ends with a final one)."""
+    restore: RestoreSetting = field(default_factory=RestoreSetting)
+    """``setting.restore``: ChunJun's resume column (``restoreColumnName``/``Index``)."""
     job_state: dict[str, Any] = field(default_factory=dict)
     """The reader's incremental state saved by the last successful run (a watermark)."""
     batch_rows: int = 4096
@@ -99,6 +204,42 @@ class JobContext:
     """CDC readers report seconds between an event's time and its processing (``cdcLag``)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the job is stopping: long waits inside a plugin should end early."""
+
+    @classmethod
+    def of(
+        cls,
+        job_name: str,
+        state_dir: Path,
+        setting: Setting,
+        *,
+        run_id: str,
+        checkpoints: bool | None = None,
+        **services: Any,
+    ) -> JobContext:
+        """The context of job ``job_name`` whose state lives in ``state_dir``.
+
+        ``checkpoints`` defaults to what ``setting.restore`` asks for; ``services`` are the
+        remaining fields (``job_state``, ``batch_rows``, ``report_dirty``, ...).
+        """
+        restore = setting.restore
+        if checkpoints is None:
+            checkpoints = restore.is_restore or restore.checkpoint_interval is not None
+        return cls(
+            job_name=job_name,
+            job_id=job_identity(job_name, state_dir),
+            run_id=run_id,
+            readers=setting.speed.readers,
+            writers=setting.speed.writers,
+            checkpoints=checkpoints,
+            restore=restore,
+            **services,
+        )
+
+
+def job_identity(job_name: str, state_dir: Path) -> str:
+    """12 hex digits naming a job and its state folder (two jobs of one name never collide)."""
+    seed = f"{job_name}\0{state_dir.resolve()}".encode()
+    return hashlib.sha256(seed).hexdigest()[:12]
 
 
 class SplitReader(ABC):
@@ -120,6 +261,13 @@ class SplitReader(ABC):
         still advances past events it skipped (another table's transactions, heartbeats).
         """
 
+    def notify_checkpoint_complete(self, checkpoint_id: int, position: Position) -> None:  # noqa: B027 - optional hook
+        """Checkpoint ``checkpoint_id`` is stored with ``position`` for this split.
+
+        Called on the split's own thread between two items, so no locking is needed; a later
+        notification subsumes one that was skipped.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files."""
 
@@ -129,6 +277,10 @@ class Reader(ABC, Generic[P]):
 
     Parameters: ClassVar[type[Params]]
     """The typed model of this plugin's ``parameter`` block."""
+    position_type: ClassVar[type[State] | None] = None
+    """The :class:`State` its split readers' ``snapshot()`` returns (``None``: plain JSON)."""
+    split_type: ClassVar[type[State] | None] = None
+    """The :class:`State` in its splits' ``data`` (``None``: a plain JSON object)."""
 
     def __init__(self, params: P, ctx: JobContext) -> None:
         self.params = params
@@ -162,6 +314,9 @@ class Reader(ABC, Generic[P]):
     def effective_semantic(self) -> Semantic:
         """``at-least-once`` when some split cannot resume exactly (re-read from its start)."""
         return "exactly-once"
+
+    def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
+        """A checkpoint is stored (called on the coordinator thread, before writers commit it)."""
 
     def close(self) -> None:
         """Release pools and clients; called once at the end of every attempt."""
@@ -202,6 +357,8 @@ class Writer(ABC, Generic[P]):
     Parameters: ClassVar[type[Params]]
     semantic: ClassVar[Semantic] = "exactly-once"
     """What the writer guarantees across failures; ``at-least-once`` may duplicate on restore."""
+    handle_type: ClassVar[type[State] | None] = None
+    """The :class:`State` its tasks' ``prepare`` returns (``None``: plain JSON)."""
 
     def __init__(self, params: P, ctx: JobContext) -> None:
         self.params = params

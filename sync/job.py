@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
-from sync.contract import Handle, JobContext, Reader, Semantic, Writer
+from sync.contract import Handle, JobContext, Reader, Semantic, Writer, decode
 from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
@@ -292,11 +292,12 @@ class _Runner:
         job, setting = self.job, self.setting
         halt = threading.Event()
         job_state, handles = self._recovery(checkpoint)
-        ctx = JobContext(
-            job_name=job.name,
+        ctx = JobContext.of(
+            job.name,
+            self.state.root,
+            setting,
             run_id=self.run_id,
-            state_dir=self.state.root,
-            setting=setting,
+            checkpoints=self.interval is not None,
             job_state=job_state,
             batch_rows=self.limiter.batch_rows(4096),
             report_dirty=self.dirty.report,
@@ -324,10 +325,10 @@ class _Runner:
         reader.check()
         writer.check()
         if checkpoint is not None:
-            splits, positions = checkpoint.splits, checkpoint.positions
+            splits, positions = checkpoint.typed(reader.position_type, reader.split_type)
         else:
             splits, positions = reader.plan(setting.speed.readers), {}
-        writer.begin(handles, fresh=checkpoint is None)
+        writer.begin([decode(writer.handle_type, h) for h in handles], fresh=checkpoint is None)
         execution = Execution(
             reader=reader,
             writer=writer,

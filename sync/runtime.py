@@ -11,6 +11,10 @@ A writer holding barrier *n* from one input stops taking that input until *n* ha
 of them, then ``prepare(n)`` and acknowledges with its uncommitted handles. With every
 acknowledgement in, the coordinator stores the checkpoint atomically, then tells the writers to
 commit. A bounded job ends with a final checkpoint and succeeds only after its commit.
+
+Once a checkpoint is stored, the reader hears of it (``Reader.notify_checkpoint_complete``, on the
+coordinator) and so does every open split (``SplitReader.notify_checkpoint_complete``, on its own
+reader thread between two items, with the position stored for it).
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from sync.contract import Handle, Reader, Split, Writer, WriterTask
+from sync.contract import (
+    CompletedCheckpoint,
+    Handle,
+    Reader,
+    Split,
+    SplitReader,
+    Writer,
+    WriterTask,
+)
 from sync.dirty import DirtySink
 from sync.errors import FatalError, JobFailedError, JobInterruptedError, SyncxError
 from sync.faults import crash_point, fail_point
@@ -197,6 +209,7 @@ class Execution:
         self._pending_id = first_checkpoint_id - 1
         self._inflight: _Pending | None = None
         self._completed_id: int | None = None
+        self._completed: CompletedCheckpoint | None = None
         self._finished_readers = 0
         self._failure: BaseException | None = None
         self._halt = halt
@@ -306,10 +319,18 @@ class Execution:
         crash_point("checkpoint-stored")
         self.state.mark_committing(pending.checkpoint_id)
         self.metrics.add(Metric.CHECKPOINTS, 1)
+        completed = CompletedCheckpoint(
+            id=pending.checkpoint_id,
+            positions={k: v.position for k, v in positions.items()},
+            done=frozenset(k for k, v in positions.items() if v.done),
+            final=pending.final,
+        )
         with self._cond:
             self._completed_id = pending.checkpoint_id
+            self._completed = completed
             self._inflight = None
             self._job_state = job_state
+        self.reader.notify_checkpoint_complete(completed)
         for inbox in self._inboxes:
             inbox.put_control(_Commit(pending.checkpoint_id))
         log.info(
@@ -365,6 +386,7 @@ class Execution:
     def _reader_loop(self, index: int) -> None:
         touched: dict[str, SplitState] = {}
         last_barrier = self._pending_id
+        last_notified = self._completed_id or 0
         targets = self._targets[index]
 
         def barrier_if_pending() -> None:
@@ -381,6 +403,15 @@ class Execution:
             for target in targets:
                 self._inboxes[target].put(index, _Barrier(last_barrier))
             crash_point("barrier-sent")
+
+        def notify_if_completed(split: Split, opened: SplitReader) -> None:
+            nonlocal last_notified
+            completed = self._completed
+            if completed is None or completed.id <= last_notified:
+                return
+            last_notified = completed.id
+            if split.id in completed.positions:
+                opened.notify_checkpoint_complete(completed.id, completed.positions[split.id])
 
         while not self._halt.is_set():
             split = self._next_split()
@@ -404,6 +435,7 @@ class Execution:
                     # after a tick too: a stream may have moved past events it did not emit
                     state.position = opened.snapshot()
                     barrier_if_pending()
+                    notify_if_completed(split, opened)
             finally:
                 opened.close()
             state.done = True

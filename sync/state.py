@@ -24,11 +24,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sync.contract import Handle, Split
+from sync.contract import Handle, Split, State, decode, encode
 from sync.errors import JobFailedError, JobFileError
 
 __all__ = ["FORMAT", "Checkpoint", "SplitState", "StateDir", "StateLockedError"]
@@ -75,15 +75,24 @@ class Checkpoint:
             "final": self.final,
             "fingerprint": self.fingerprint,
             "splits": [split.to_json() for split in self.splits],
-            "positions": {key: asdict(state) for key, state in self.positions.items()},
-            "handles": {str(key): value for key, value in self.handles.items()},
+            "positions": {
+                key: {"position": encode(state.position), "done": state.done}
+                for key, state in self.positions.items()
+            },
+            "handles": {
+                str(key): [encode(h) for h in value] for key, value in self.handles.items()
+            },
             "metrics": self.metrics,
             "jobState": self.job_state,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Checkpoint:
-        """Load a stored checkpoint, migrating older formats."""
+        """Load a stored checkpoint, migrating older formats.
+
+        Positions, handles and split data stay in their JSON form here; the engine rebuilds
+        them with the plugins' declared types (:meth:`typed`).
+        """
         raw = _migrate(raw)
         return cls(
             id=int(raw["id"]),
@@ -97,6 +106,19 @@ class Checkpoint:
             metrics=dict(raw.get("metrics") or {}),
             job_state=raw.get("jobState"),
         )
+
+    def typed(
+        self,
+        position_type: type[State] | None,
+        split_type: type[State] | None,
+    ) -> tuple[list[Split], dict[str, SplitState]]:
+        """The splits and positions rebuilt as a reader's declared types."""
+        splits = [Split(s.id, decode(split_type, s.data)) for s in self.splits]
+        positions = {
+            k: SplitState(decode(position_type, v.position), v.done)
+            for k, v in self.positions.items()
+        }
+        return splits, positions
 
     def all_handles(self) -> list[Handle]:
         """Every writer subtask's handles, in subtask order."""

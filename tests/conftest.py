@@ -14,7 +14,27 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-COMPAT = REPO.parent / "shared" / "compat"
+COMPAT = Path(os.environ.get("SYNCX_COMPAT") or REPO.parent / "shared" / "compat")
+"""ChunJun's own example jobs and 1.10 docs, beside the repository (or at ``$SYNCX_COMPAT``).
+Tests over them are an extra tier: each skips, saying why, when the folder is absent."""
+
+COMPAT_MISSING = f"ChunJun compat corpus not found at {COMPAT} (set SYNCX_COMPAT to run this tier)"
+
+
+def compat_files(*patterns: str) -> list[Any]:
+    """Parameters for a test over the compat corpus: the files matching ``patterns`` (relative
+    to :data:`COMPAT`), or one skipped parameter saying why when the corpus is absent."""
+    if not COMPAT.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=COMPAT_MISSING), id="compat")]
+    return [p for pattern in patterns for p in sorted(COMPAT.glob(pattern))]
+
+
+def compat_file(relative: str) -> Path:
+    """One file of the compat corpus; skips the calling test, saying why, when it is absent."""
+    path = COMPAT / relative
+    if not COMPAT.is_dir():
+        pytest.skip(COMPAT_MISSING)
+    return path
 
 
 def syncx_command(*args: str) -> list[str]:

@@ -43,18 +43,18 @@ from libs.cdc import (
     net_effect,
     parse_ddl,
 )
-from libs.mysql import job_identity, xa_recover
+from libs.mysql.xa import xa_recover
 from readers.binlog import (
     BinlogReaderParams,
     _RowDecoder,
     privilege_problems,
     settings_problems,
 )
-from sync.contract import JobContext
+from sync.contract import JobContext, job_identity
 from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
 from sync.model import Setting
-from tests.conftest import COMPAT, REPO
+from tests.conftest import COMPAT, REPO, compat_file
 from tests.crash import syncx_command
 from tests.servers.mariadb import SCRIPT, MariaDB, ensure_server
 from writers.mysql import MysqlWriter, MysqlWriterParams
@@ -514,6 +514,7 @@ def assert_applied_in_xa(pair: Pair, job: Path, state: Path, *, deferred: bool =
 
 
 def test_chunjun_binlog_examples_validate_unchanged() -> None:
+    compat_file("chunjun")
     files = sorted((COMPAT / "chunjun").glob("binlog__*.json"))
     files += [
         COMPAT / "chunjun-1.10-docs" / "example__binlog_stream.json",
@@ -1141,7 +1142,7 @@ def in_process(
     pair: Pair, tmp_path: Path, plugin: type[Any], params: type[Any], sink: dict[str, Any]
 ) -> Any:
     """A writer plugin of job ``kv`` (one run) driven through the contract, checked."""
-    ctx = JobContext("kv", "20260101000000-abcdef", tmp_path, Setting())
+    ctx = JobContext.of("kv", tmp_path, Setting(), run_id="20260101000000-abcdef")
     writer = plugin(params.model_validate(sink["parameter"]), ctx)
     writer.check()
     return writer

@@ -94,9 +94,7 @@ def _stream_table(counts: list[int], batch_rows: int) -> pa.Table:
     params = StreamReaderParams.model_validate(
         {"column": STREAM_COLUMNS, "sliceRecordCount": counts}
     )
-    ctx = JobContext(
-        job_name="expected", run_id="r", state_dir=Path(), setting=Setting(), batch_rows=batch_rows
-    )
+    ctx = JobContext.of("expected", Path(), Setting(), run_id="r", batch_rows=batch_rows)
     reader = StreamReader(params, ctx)
     batches = [
         batch

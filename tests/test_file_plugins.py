@@ -20,13 +20,7 @@ FORMATS = ["parquet", "csv", "json"]
 
 
 def _ctx(tmp_path: Path, batch_rows: int = 1000) -> JobContext:
-    return JobContext(
-        job_name="job",
-        run_id="run1",
-        state_dir=tmp_path / "state",
-        setting=Setting(),
-        batch_rows=batch_rows,
-    )
+    return JobContext.of("job", tmp_path / "state", Setting(), run_id="run1", batch_rows=batch_rows)
 
 
 def _table(rows: int) -> pa.Table:

@@ -55,7 +55,7 @@ from sync.job import RunOptions, RunReport, run_job
 from sync.jobfile import load_job
 from sync.model import Setting
 from sync.ratelimit import RateLimiter
-from tests.conftest import COMPAT, REPO, RunCli
+from tests.conftest import REPO, RunCli, compat_file, compat_files
 from tests.crash import assert_exact, read_folder, run_with_kills, staging_leftovers
 from tests.servers.webhdfs import WebHdfsServer
 from writers.file import STAGING
@@ -180,11 +180,11 @@ class Dirt:
 def _ctx(
     tmp_path: Path, job: str = "job", run_id: str = "run1", dirt: Dirt | None = None
 ) -> JobContext:
-    return JobContext(
-        job_name=job,
+    return JobContext.of(
+        job,
+        tmp_path / "state",
+        Setting(),
         run_id=run_id,
-        state_dir=tmp_path / "state",
-        setting=Setting(),
         batch_rows=1000,
         report_dirty=dirt or Dirt(),
     )
@@ -262,9 +262,7 @@ def _stream_rows(
 ) -> pa.Table:
     """What streamreader generates (its values depend on batch boundaries: pass the job's)."""
     params = StreamReaderParams.model_validate({"column": columns, "sliceRecordCount": counts})
-    ctx = JobContext(
-        job_name="x", run_id="r", state_dir=Path(), setting=Setting(), batch_rows=batch_rows
-    )
+    ctx = JobContext.of("x", Path(), Setting(), run_id="r", batch_rows=batch_rows)
     reader = StreamReader(params, ctx)
     batches = [
         batch
@@ -391,9 +389,7 @@ def test_kerberos_needs_its_extra() -> None:
         )
 
 
-@pytest.mark.parametrize(
-    "path", sorted((COMPAT / "chunjun").glob("hdfs__*.json")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", compat_files("chunjun/hdfs__*.json"), ids=str)
 def test_chunjun_hdfs_examples_validate_unchanged(path: Path) -> None:
     job = load_job(path)
     names = {job.reader_cls.__name__, job.writer_cls.__name__}
@@ -402,13 +398,13 @@ def test_chunjun_hdfs_examples_validate_unchanged(path: Path) -> None:
 
 def test_chunjun_mysql_to_hdfs_example_validates() -> None:
     """ChunJun's MySQL -> HDFS example, unchanged (the runs are in tests/test_mysql_hdfs.py)."""
-    job = load_job(COMPAT / "chunjun" / "mysql__mysql_hdfs_polling.json")
+    job = load_job(compat_file("chunjun/mysql__mysql_hdfs_polling.json"))
     assert job.writer_cls is HdfsWriter
 
 
 def test_chunjun_110_doc_examples_validate(tmp_path: Path) -> None:
     """The JSON examples of the Flinkx 1.10 hdfswriter/hdfsreader pages."""
-    docs = COMPAT / "chunjun-1.10-docs"
+    docs = compat_file("chunjun-1.10-docs")
     count = 0
     for page in ("offline__writer__hdfswriter.md", "offline__reader__hdfsreader.md"):
         text = (docs / page).read_text(encoding="utf-8")

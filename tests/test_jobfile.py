@@ -9,13 +9,10 @@ import pytest
 
 from sync.errors import JobFileError
 from sync.jobfile import load_job, strip_json_comments
-from tests.conftest import COMPAT, stream_job
+from tests.conftest import compat_files, stream_job
 
-CHUNJUN_STREAM_JOBS = sorted(
-    [
-        *(COMPAT / "chunjun").glob("stream__*.json"),
-        COMPAT / "chunjun-1.10-docs" / "example__stream_stream.json",
-    ]
+CHUNJUN_STREAM_JOBS = compat_files(
+    "chunjun/stream__*.json", "chunjun-1.10-docs/example__stream_stream.json"
 )
 
 

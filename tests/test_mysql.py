@@ -32,12 +32,14 @@ import pyarrow.parquet as pq
 import pymysql
 import pytest
 
-from libs.mysql import DRIVERS, Fetcher, Xid, xa_recover
+from libs.mysql.connect import DRIVERS
+from libs.mysql.fetch import Fetcher
+from libs.mysql.xa import Xid, xa_recover
 from readers.mysql import MysqlReader, MysqlReaderParams, Watermark
-from sync.contract import DirtyRecord, JobContext
+from sync.contract import DirtyRecord, JobContext, job_identity
 from sync.errors import JobFailedError
 from sync.model import Setting
-from tests.conftest import COMPAT, REPO, RunCli, syncx_command
+from tests.conftest import REPO, RunCli, compat_file, compat_files, syncx_command
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.mariadb import MariaDB, ensure_server
 from writers.mysql import MysqlWriter, MysqlWriterParams
@@ -162,11 +164,11 @@ class Db:
         self, job: str = "job", run: str | None = None, state: dict | None = None, **setting: Any
     ) -> JobContext:
         dirty: list[DirtyRecord] = []
-        context = JobContext(
-            job_name=job,
+        context = JobContext.of(
+            job,
+            Path("/tmp/syncx-test-state") / self.name,
+            Setting.model_validate(setting),
             run_id=run or time.strftime("%Y%m%d%H%M%S-") + uuid.uuid4().hex[:6],
-            state_dir=Path("/tmp/syncx-test-state") / self.name,
-            setting=Setting.model_validate(setting),
             job_state=state or {},
             report_dirty=dirty.append,
         )
@@ -733,7 +735,7 @@ def test_xa_ids_separate_jobs_of_the_same_name(db: Db) -> None:
     db.execute("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(20), qty INT)")
     one = db.writer("t", ctx=db.ctx(job="same"), semantic="exactly-once")
     other_ctx = db.ctx(job="same")
-    other_ctx.state_dir = Path("/tmp/another-state-dir")
+    other_ctx.job_id = job_identity("same", Path("/tmp/another-state-dir"))
     other = db.writer("t", ctx=other_ctx, semantic="exactly-once")
     one.check()
     one.begin([], fresh=True)
@@ -1334,7 +1336,6 @@ def test_lost_connections_are_retried_then_the_job_restarts_from_its_checkpoint(
 
 # -- ChunJun's job files, and the jobs/ examples ------------------------------------------------
 
-CHUNJUN = COMPAT / "chunjun"
 BASEROW_DDL = """CREATE TABLE {name} (
   id INT PRIMARY KEY, name VARCHAR(50), money DECIMAL(10,2), aphone BIGINT, aqq VARCHAR(20),
   awechat VARCHAR(20), aincome DECIMAL(12,4), abirthday DATETIME, atoday DATE, atimecurrent TIME,
@@ -1353,16 +1354,15 @@ def _chunjun_copy(text: str, db: Db) -> str:
     return re.sub(r'"password"\s*:\s*"[^"]*"', '"password": ""', text)
 
 
-def _mysql_examples() -> list[Path]:
-    docs = COMPAT / "chunjun-1.10-docs"
-    return [
-        *sorted(CHUNJUN.glob("mysql__*.json")),
-        docs / "example__mysql_stream.json",
-        docs / "example__stream_mysql.json",
-    ]
-
-
-@pytest.mark.parametrize("path", _mysql_examples(), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    compat_files(
+        "chunjun/mysql__*.json",
+        "chunjun-1.10-docs/example__mysql_stream.json",
+        "chunjun-1.10-docs/example__stream_mysql.json",
+    ),
+    ids=str,
+)
 def test_chunjun_mysql_examples_validate_unchanged(path: Path, run_cli: RunCli) -> None:
     done = run_cli("validate", path)
     assert done.returncode == 0, done.stderr
@@ -1383,7 +1383,7 @@ def test_chunjun_mysql_batch_job_runs_unchanged(db: Db, tmp_path: Path, run_cli:
     )
     db.execute("INSERT INTO test (id) VALUES (0)")
     db.execute("CREATE TABLE test_sink LIKE test")
-    text = _chunjun_copy((CHUNJUN / "mysql__mysql_mysql_batch.json").read_text(), db)
+    text = _chunjun_copy(compat_file("chunjun/mysql__mysql_mysql_batch.json").read_text(), db)
     job = tmp_path / "mysql_mysql_batch.json"
     job.write_text(text)
     done = run_cli("run", job, "--state-dir", tmp_path / "st")
@@ -1403,7 +1403,9 @@ def test_chunjun_mysql_transform_job_runs_unchanged(
         "SEC_TO_TIME(seq * 37), NULL, NULL, NULL, NULL, NULL, NULL, '-01:02:03', seq % 2, seq / 9, "
         "seq / 13, 'c', UNHEX('00FF'), seq % 100, seq / 3, 'text' FROM seq_1_to_200"
     )
-    text = _chunjun_copy((CHUNJUN / "mysql__mysql_mysql_batch_transform.json").read_text(), db)
+    text = _chunjun_copy(
+        compat_file("chunjun/mysql__mysql_mysql_batch_transform.json").read_text(), db
+    )
     job = tmp_path / "mysql_mysql_batch_transform.json"
     job.write_text(text)
     done = run_cli("run", job, "--state-dir", tmp_path / "st")
@@ -1424,7 +1426,7 @@ def test_chunjun_mysql_realtime_job_polls_unchanged(db: Db, tmp_path: Path) -> N
         "CONCAT('n', seq), seq, '12:00:00', 1, UNHEX('AB') FROM seq_{}_to_{}"
     )
     db.execute(insert.format(1, 20))
-    text = _chunjun_copy((CHUNJUN / "mysql__mysql_mysql_realtime.json").read_text(), db)
+    text = _chunjun_copy(compat_file("chunjun/mysql__mysql_mysql_realtime.json").read_text(), db)
     job = tmp_path / "mysql_mysql_realtime.json"
     job.write_text(text)
     process = subprocess.Popen(

@@ -36,7 +36,7 @@ def _stream_rows(counts: list[int]) -> set[tuple[int, str]]:
             "sliceRecordCount": counts,
         }
     )
-    ctx = JobContext(job_name="x", run_id="r", state_dir=Path(), setting=Setting())
+    ctx = JobContext.of("x", Path(), Setting(), run_id="r")
     reader = StreamReader(params, ctx)
     rows: set[tuple[int, str]] = set()
     for split in reader.plan(len(counts)):

@@ -95,11 +95,11 @@ class Db:
 
     def ctx(self, job: str = "job", run: str | None = None, **setting: Any) -> JobContext:
         dirty: list[DirtyRecord] = []
-        context = JobContext(
-            job_name=job,
+        context = JobContext.of(
+            job,
+            Path(),
+            Setting.model_validate(setting),
             run_id=run or uuid.uuid4().hex[:8],
-            state_dir=Path(),
-            setting=Setting.model_validate(setting),
             report_dirty=dirty.append,
         )
         context.dirty = dirty  # type: ignore[attr-defined]

@@ -120,27 +120,21 @@ from sqlalchemy.sql.expression import Executable
 from typing_extensions import override
 
 from libs import cdc
-from libs.mysql import (
-    Form,
+from libs.mysql.connect import (
     MysqlConfigError,
     MysqlEndpoint,
-    Xid,
-    column_form,
     connect,
     dirty_kind,
     errno,
     error_text,
     is_connection_lost,
     is_row_error,
-    job_identity,
-    mysql_type,
     query_failure,
-    quote_ident,
-    sql_values,
-    tsv_text,
     with_retries,
-    xa_recover,
 )
+from libs.mysql.text import Form, column_form, quote_ident, sql_values, tsv_text
+from libs.mysql.types import mysql_type
+from libs.mysql.xa import Xid, xa_recover
 from libs.sql import ColumnInfo, TableInfo
 from libs.types import row_of
 from sync.contract import DirtyRecord, Handle, JobContext, Semantic
@@ -376,7 +370,7 @@ class MysqlWriter(SqlWriter):
 
     def xid_prefix(self) -> str:
         """``syncx-<job identity>-``: every xid of this job (any run) starts so."""
-        return f"syncx-{job_identity(self.ctx.job_name, self.ctx.state_dir)}-"
+        return f"syncx-{self.ctx.job_id}-"
 
     def new_xid(self, subtask: int, token: str, sequence: int) -> Xid:
         """The xid of a subtask's ``sequence``-th transaction in this attempt."""
@@ -652,7 +646,7 @@ class MysqlWriter(SqlWriter):
 
     def owner(self) -> str:
         """What marks this job's deferred records (its identity: name and state folder)."""
-        return job_identity(self.ctx.job_name, self.ctx.state_dir)
+        return self.ctx.job_id
 
     def deferred_table(self) -> sa.Table:
         """``_syncx_deferred`` beside the marker table."""

@@ -1,0 +1,378 @@
+"""Where and how to connect to MySQL/MariaDB: endpoints, jdbc URLs, sessions, errors and retries.
+
+Every connection uses ``utf8mb4`` and the session time zone ``+00:00``, so ``TIMESTAMP`` values
+travel as UTC. MySQL error codes are sorted into lost connections (retried, then
+:class:`~sync.errors.RetriableError`), rejected rows (dirty records) and the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from pydantic import Field, model_validator
+from sqlalchemy.engine import URL
+
+from libs.sql import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DIALECT_SETUP,
+    DRIVER_PACKAGES,
+    JDBC_DRIVERS,
+    parse_url,
+    safe_url,
+    scrub,
+)
+from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
+from sync.model import Params
+from sync.registry import require
+
+log = logging.getLogger(__name__)
+
+JDBC_DRIVERS.setdefault("mysql", "mysql+pymysql")
+JDBC_DRIVERS.setdefault("mariadb", "mysql+pymysql")
+DRIVER_PACKAGES.setdefault("connectorx", "connectorx")
+
+SESSION_TIME_ZONE = "+00:00"
+"""Every connection's time zone: TIMESTAMP values are read and written as UTC."""
+
+
+def _setup_mysql(url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
+    """Engine settings: utf8mb4, UTC session, connect timeout, ``queryTimeOut`` as read timeout."""
+    args = kwargs.setdefault("connect_args", {})
+    args.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+    args.setdefault("charset", "utf8mb4")
+    args.setdefault("init_command", f"SET time_zone = '{SESSION_TIME_ZONE}'")
+    if query_timeout:
+        args.setdefault("read_timeout", int(query_timeout))
+    return url
+
+
+DIALECT_SETUP.setdefault("mysql", _setup_mysql)
+DIALECT_SETUP.setdefault("mariadb", _setup_mysql)
+
+
+class MysqlConfigError(JobFileError, FatalError):
+    """A parameter the server shows to be wrong (unknown table or column, a ``splitPk`` that is
+    not indexed, a failing ``customSql``): named by its path like a job-file error, but found
+    only by connecting, so the exit code is 1 (``syncx validate`` cannot know it); a restart
+    cannot cure it, so it is never retried."""
+
+    exit_code = 1
+
+
+TRANSIENT = frozenset({1205, 1213})
+"""Lock wait timeout, deadlock: the statement (or transaction) may succeed when run again."""
+
+
+def query_failure(exc: BaseException, message: str) -> SyncxError:
+    """The error a failed statement becomes: retriable when the server says it may succeed
+    again (a lost connection, a deadlock, a lock wait timeout), else fatal."""
+    code = errno(exc)
+    if code in TRANSIENT or is_connection_lost(exc):
+        return RetriableError(message)
+    return FatalError(message)
+
+
+# -- where to connect ---------------------------------------------------------------------------
+
+
+_PORT_TEXT = r"^(\d{1,5}|\$\{[^}]+\})$"
+"""A port as text: digits, or a ``${placeholder}`` (what an editor sees before it is filled)."""
+
+
+class MysqlEndpoint(Params):
+    """The plain form of a MySQL address, beside ChunJun's ``connection[].jdbcUrl``."""
+
+    host: str | None = Field(
+        default=None, description="Server host (instead of `connection` / `url`)."
+    )
+    port: (
+        Annotated[int, Field(gt=0, lt=65536)] | Annotated[str, Field(pattern=_PORT_TEXT)] | None
+    ) = Field(default=None, description="Server port (default 3306); a number or a ${...}.")
+    database: str | None = Field(default=None, description="Database (with `host`).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_port_database_as_url(cls, data: Any) -> Any:
+        """``host``/``port``/``database`` become a ``url`` (the password stays a secret)."""
+        if not isinstance(data, dict) or not data.get("host"):
+            return data
+        if data.get("url") or data.get("connection"):
+            msg = "give either `host`/`port`/`database` or `connection` (jdbcUrl) / `url`"
+            raise ValueError(msg)
+        host = str(data["host"])
+        port = data.get("port")
+        if isinstance(port, str) and not port.strip().isdigit():
+            msg = f"`port` must be a number, not '{port}'"
+            raise ValueError(msg)
+        database = data.get("database")
+        netloc = f"[{host}]" if ":" in host else host
+        if port not in (None, ""):
+            netloc += f":{port}"
+        path = f"/{quote(str(database), safe='')}" if database else ""
+        return {**data, "url": f"mysql+pymysql://{netloc}{path}"}
+
+
+def mysql_url(text: str) -> URL:
+    """A MySQL/MariaDB address as a URL: ChunJun's ``jdbc:mysql://`` (or ``jdbc:mariadb://``)
+    or a SQLAlchemy ``mysql[+driver]://`` URL; ``ValueError`` for any other database."""
+    raw = text.strip()
+    scheme = (raw[5:] if raw.lower().startswith("jdbc:") else raw).partition("://")[0]
+    if scheme.lower().split("+")[0] not in ("mysql", "mariadb"):
+        msg = "expected jdbc:mysql://host:port/database"
+        raise ValueError(msg)
+    return parse_url(raw)
+
+
+# -- types --------------------------------------------------------------------------------------
+
+Driver = Literal["connectorx", "mysqlclient", "pymysql"]
+DRIVERS: tuple[Driver, ...] = ("connectorx", "mysqlclient", "pymysql")
+_MODULES: dict[Driver, str] = {
+    "connectorx": "connectorx",
+    "mysqlclient": "MySQLdb",
+    "pymysql": "pymysql",
+}
+
+
+def _installed(driver: Driver) -> bool:
+    try:
+        __import__(_MODULES[driver])
+    except ImportError:
+        return False
+    return True
+
+
+def pick_driver(wanted: str, plugin: str) -> Driver:
+    """``auto``: the fastest installed driver (connectorx, mysqlclient, pymysql); else the one
+    named, or an error saying how to install it."""
+    if wanted == "auto":
+        for driver in DRIVERS:
+            if _installed(driver):
+                return driver
+        require("pymysql", "mysql", plugin)
+    chosen: Driver = wanted  # type: ignore[assignment]
+    if not _installed(chosen):
+        package = {"connectorx": "connectorx", "mysqlclient": "mysqlclient"}.get(chosen, "PyMySQL")
+        msg = (
+            f"{plugin}: driver '{chosen}' needs the Python package '{package}', which is not "
+            f"installed: pip install '{package}'"
+            + (" (it builds against libmariadb-dev)" if chosen == "mysqlclient" else "")
+        )
+        raise JobFileError(msg)
+    return chosen
+
+
+def _raw_conversions() -> dict[Any, Any]:
+    """pymysql's encoders without its decoders: values arrive as the server's text."""
+    import pymysql.converters  # noqa: PLC0415 - optional driver
+
+    return {k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)}
+
+
+def connection_settings(url: URL, *, read_timeout: float | None = None) -> dict[str, Any]:
+    """The DB-API ``connect`` arguments for ``url``: utf8mb4, syncx's connect timeout and
+    ``read_timeout`` (pymysql's names, which mysqlclient takes too). Also what
+    pymysqlreplication's ``BinLogStreamReader`` takes as ``connection_settings``; the session
+    time zone is set by :func:`connect`."""
+    settings: dict[str, Any] = {
+        "host": url.host or "localhost",
+        "port": url.port or 3306,
+        "user": url.username or "",
+        "password": str(url.password) if url.password is not None else "",
+        "charset": "utf8mb4",
+        "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+    }
+    if url.database:
+        settings["database"] = url.database
+    if read_timeout:
+        settings["read_timeout"] = int(read_timeout)
+    return settings
+
+
+def connect(
+    url: URL,
+    *,
+    driver: Driver = "pymysql",
+    raw: bool = False,
+    autocommit: bool = True,
+    local_infile: bool = False,
+    read_timeout: float | None = None,
+    init: Sequence[str] = (),
+) -> Any:
+    """A DB-API connection to ``url`` with syncx's session settings (utf8mb4, UTC).
+
+    ``raw``: values come back as the server's text (``str``/``bytes``), not as Python objects.
+    Errors are the driver's (callers classify them with :func:`errno`).
+    """
+    commands = [f"SET time_zone = '{SESSION_TIME_ZONE}'", *init]
+    kwargs = connection_settings(url, read_timeout=read_timeout)
+    kwargs["autocommit"] = autocommit
+    if driver == "mysqlclient":
+        import MySQLdb  # noqa: PLC0415 - optional driver
+
+        if raw:
+            kwargs["conv"] = {}
+        if local_infile:
+            kwargs["local_infile"] = 1
+        conn = MySQLdb.connect(**kwargs)
+    else:
+        import pymysql  # noqa: PLC0415 - optional driver
+
+        if raw:
+            kwargs["conv"] = _raw_conversions()
+        kwargs["local_infile"] = local_infile
+        conn = pymysql.connect(**kwargs)
+    cursor = conn.cursor()
+    try:
+        for command in commands:
+            cursor.execute(command)
+    finally:
+        cursor.close()
+    return conn
+
+
+def connectorx_url(url: URL) -> str:
+    """The ``mysql://user:password@host:port/db`` connectorx wants."""
+    user = quote(url.username or "", safe="")
+    password = quote(str(url.password), safe="") if url.password else ""
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    port = f":{url.port}" if url.port else ":3306"
+    database = f"/{quote(url.database, safe='')}" if url.database else ""
+    return f"mysql://{auth}{url.host or 'localhost'}{port}{database}"
+
+
+CONNECTION_LOST = frozenset(
+    {1040, 1053, 1152, 1158, 1159, 1160, 1161, 1317, 1927, 2002, 2003, 2006, 2013, 2055}
+)
+"""Server gone, connection killed or refused, too many connections, server shutting down."""
+
+ROW_ERRORS = frozenset(
+    {
+        1048,  # column cannot be null
+        1062,  # duplicate entry
+        1263,  # NULL supplied to NOT NULL column
+        1264,  # out of range
+        1265,  # data truncated
+        1292,  # incorrect datetime/number value
+        1364,  # field has no default value
+        1366,  # incorrect string/integer value
+        1367,  # illegal value
+        1406,  # data too long
+        1411,  # incorrect value for function
+        1416,  # cannot get geometry object
+        1451,  # foreign key: parent row in use
+        1452,  # foreign key: no parent row
+        1586,  # duplicate entry for key
+        1690,  # value out of range
+        3819,  # check constraint violated (MySQL)
+        4025,  # CONSTRAINT failed (MariaDB)
+    }
+)
+"""Errors that reject one row: the row becomes dirty data, the rest of its batch is written."""
+
+
+def errno(exc: BaseException) -> int | None:
+    """The MySQL error number of a driver (or SQLAlchemy) exception, if it has one."""
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    args = getattr(source, "args", ())
+    if args and isinstance(args[0], int):
+        return int(args[0])
+    return None
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """A lost or refused connection (worth a retry), as opposed to an error of the statement."""
+    if isinstance(exc, ConnectionError | TimeoutError | BrokenPipeError):
+        return True
+    code = errno(exc)
+    if code in CONNECTION_LOST:
+        return True
+    text = str(exc).lower()
+    if type(exc).__name__ == "InterfaceError":  # pymysql: the connection is already closed
+        return True
+    return type(exc).__name__ == "RuntimeError" and (
+        "timed out waiting for connection" in text or ("connection" in text and "lost" in text)
+    )
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """An error caused by the row's data (dirty data), not by the connection or the SQL."""
+    return errno(exc) in ROW_ERRORS
+
+
+def dirty_kind(exc: BaseException) -> Literal["duplicate", "null", "other"]:
+    """The dirty-record kind of a rejected row."""
+    code = errno(exc)
+    if code in (1062, 1586):
+        return "duplicate"
+    if code in (1048, 1263, 1364):
+        return "null"
+    return "other"
+
+
+def error_text(exc: BaseException, secrets: Sequence[str | None] = ()) -> str:
+    """The server's message of ``exc`` on one line, without secrets."""
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    args: tuple[Any, ...] = tuple(getattr(source, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        text = f"({args[0]}) {args[1]}"
+    else:
+        text = str(source) or type(source).__name__
+    return scrub(" ".join(text.split()), secrets)
+
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+"""Seconds between attempts at a statement whose connection was lost."""
+
+
+def with_retries(
+    action: Callable[[], Any],
+    *,
+    what: str,
+    where: URL,
+    secrets: Sequence[str | None],
+    stopping: threading.Event | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> Any:
+    """Run ``action``; while the connection is lost, retry with backoff (``on_retry`` resets
+    the connection first); then give up with :class:`RetriableError` so that
+    ``setting.restart`` restarts the job from its last checkpoint."""
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            return action()
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            detail = error_text(exc, secrets)
+            if delay is None or (stopping is not None and stopping.is_set()):
+                msg = (
+                    f"lost the connection to {safe_url(where)} while {what} "
+                    f"({attempt + 1} attempts): {detail}"
+                )
+                raise RetriableError(msg) from exc
+            log.warning(
+                "connection to %s lost while %s (%s); retrying in %ss",
+                safe_url(where),
+                what,
+                detail,
+                delay,
+            )
+            if on_retry is not None:
+                with contextlib.suppress(Exception):
+                    on_retry()
+            if stopping is not None:
+                stopping.wait(delay)
+            else:
+                time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- writing: Arrow → LOAD DATA text / SQL literals ---------------------------------------------
