@@ -7,6 +7,8 @@ scripts/setup.sh dev,all
 scripts/mariadb-test-server.sh start
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# the layers: the engine never imports a connector or a connector library (pyproject.toml)
+.venv/bin/lint-imports --no-cache
 set +e
 # two workers, one module each at a time: most tests wait on servers and subprocesses
 .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
