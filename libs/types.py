@@ -11,6 +11,7 @@ import re
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sync.canonical import time_text
 from sync.contract import DirtyRecord
 
 __all__ = ["arrow_type", "conform", "java_date_format", "row_of", "time_text"]
@@ -134,33 +135,6 @@ def _find_bad_values(
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             error = f"{target.name}: cannot convert {column.type} to {target.type}: {exc}"
             bad[index] = DirtyRecord(row_of(batch, index), error, "conversion", target.name)
-
-
-def time_text(column: pa.Array) -> pa.Array:
-    """TIME values (``time32``/``time64``/``duration``) as MySQL writes them:
-    ``[-]HH:MM:SS[.ffffff]``, hours past 24 as they are (``838:59:59``), the fraction only when
-    there is one; NULL stays NULL."""
-    unit = pa.time64("us") if pa.types.is_time(column.type) else pa.duration("us")
-    micros = pc.cast(pc.cast(column, unit, safe=False), pa.int64())
-    size = pc.abs(micros)
-    seconds = pc.divide(size, 1_000_000)
-    fraction = pc.remainder(size, 1_000_000)
-
-    def padded(values: pa.Array, width: int = 2) -> pa.Array:
-        return pc.utf8_lpad(pc.cast(values, pa.string()), width, "0")
-
-    return pc.binary_join_element_wise(
-        pc.if_else(pc.less(micros, 0), "-", ""),
-        padded(pc.divide(seconds, 3600)),
-        ":",
-        padded(pc.remainder(pc.divide(seconds, 60), 60)),
-        ":",
-        padded(pc.remainder(seconds, 60)),
-        pc.if_else(
-            pc.equal(fraction, 0), "", pc.binary_join_element_wise(".", padded(fraction, 6), "")
-        ),
-        "",
-    )
 
 
 _JAVA_DATE = (

@@ -466,6 +466,16 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
 
     # -- shared state ------------------------------------------------------------------------
 
+    @override
+    def key_columns(self) -> list[str] | None:
+        """The table's primary key, else a unique keyset column (for ``syncx verify``)."""
+        source = self.source()
+        if source.table is not None and source.table.primary_key:
+            return list(source.table.primary_key)
+        if source.key is not None and source.key.unique:
+            return [source.key.name]
+        return None
+
     def source(self) -> Source:
         """The reflected source (connects and checks on first use)."""
         with self._lock:

@@ -315,6 +315,10 @@ class Reader(ABC, Generic[P]):
         """``at-least-once`` when some split cannot resume exactly (re-read from its start)."""
         return "exactly-once"
 
+    def key_columns(self) -> list[str] | None:
+        """The columns that identify a row (a table's primary key), for ``syncx verify``."""
+        return None
+
     def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
         """A checkpoint is stored (called on the coordinator thread, before writers commit it)."""
 
@@ -386,6 +390,12 @@ class Writer(ABC, Generic[P]):
 
     def finish(self) -> None:
         """Once, after the final checkpoint is committed (postSql)."""
+
+    def read_back(self) -> tuple[str, dict[str, Any]] | None:
+        """The reader that reads what this writer wrote, for ``syncx verify``: its name, and
+        parameters (by their job-file names) to add to the ones the two plugins' models share,
+        which are carried over (``None``: this writer's output cannot be read back)."""
+        return None
 
     def close(self) -> None:
         """Release pools and clients; called once at the end of every attempt."""

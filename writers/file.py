@@ -375,6 +375,11 @@ class FileWriter(StagedFileWriter[FileWriterParams]):
         self.max_file_size = params.max_file_size
 
     @override
+    def read_back(self) -> tuple[str, dict[str, Any]] | None:
+        """The folder's part files through ``filereader``."""
+        return "filereader", {}
+
+    @override
     def check(self) -> None:
         if self.fs.exists(self.params.path) and not self.fs.is_dir(self.params.path):
             msg = (

@@ -305,6 +305,11 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         return self.params.filesystem(where=WHERE, plugin="hdfswriter", stopping=self.ctx.stopping)
 
     @override
+    def read_back(self) -> tuple[str, dict[str, Any]] | None:
+        """The folder through ``hdfsreader`` (partition folders carry values it cannot pair)."""
+        return None if self.partition else ("hdfsreader", {})
+
+    @override
     def format_options(self) -> dict[str, object]:
         params = self.params
         compress = params.compression()

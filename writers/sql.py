@@ -271,6 +271,13 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         return self.params.semantic
 
     @override
+    def read_back(self) -> tuple[str, dict[str, Any]] | None:
+        """The table, through the matching reader (a CDC job's many tables cannot be)."""
+        if self.routes_by_source():
+            return None
+        return self.plugin_name.replace("writer", "reader"), {}
+
+    @override
     def check(self) -> None:
         if self.routes_by_source():
             self.engine()
