@@ -1,9 +1,10 @@
-"""One text form per value, whatever Arrow type carries it, so two copies of a table compare.
+"""One form per value, whatever Arrow type carries it, so two copies of a table compare.
 
 ``syncx verify`` reads a source and its copy through different readers (a MySQL table and a
 Parquet folder), whose Arrow types may differ for the same value: ``int32`` and ``int64``,
 ``float32`` and ``float64``, a UTC ``TIMESTAMP`` and a naive one, a ``TIME`` and the Hive string
-it was written as. :func:`canonical_text` maps each of them to the same string.
+it was written as. :func:`canonical_value` maps each of them to one Arrow type and value (cheap
+casts, to be hashed), :func:`canonical_text` to one string (to be shown).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["canonical_text", "time_text"]
+__all__ = ["canonical_text", "canonical_value", "time_text"]
 
 
 def time_text(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -68,3 +69,27 @@ def canonical_text(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedA
         return pc.cast(column, pa.string())
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         return pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+
+
+def canonical_value(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The value in one Arrow type per family (NULL stays NULL), so that equal values hash alike.
+
+    Integers and booleans as ``int64``, floats as ``float64``, timestamps as naive UTC
+    microseconds and dates as days (``int64``), strings and binary as they are; decimals,
+    ``BIGINT UNSIGNED`` and TIME values as :func:`canonical_text` (their copies are often text:
+    Hive has no unsigned or TIME type).
+    """
+    t = column.type
+    if (pa.types.is_integer(t) and t != pa.uint64()) or pa.types.is_boolean(t):
+        return pc.cast(column, pa.int64())
+    if pa.types.is_floating(t):
+        return pc.cast(column, pa.float64())
+    if pa.types.is_timestamp(t):
+        return pc.cast(pc.cast(column, pa.timestamp("us"), safe=False), pa.int64())
+    if pa.types.is_date(t):
+        return pc.cast(pc.cast(pc.cast(column, pa.date32()), pa.int32()), pa.int64())
+    if pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return pc.cast(column, pa.binary())
+    if pa.types.is_binary(t):
+        return column
+    return canonical_text(column)

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sync.canonical import canonical_text
+from sync.canonical import canonical_text, canonical_value
 from sync.contract import JobContext, Reader
 from sync.errors import JobFailedError, JobFileError
 from sync.jobfile import LoadedJob
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _SEPARATOR = "\x1f"
 _NULL = "\x00"
+_CHUNK_ROWS = 65_536
 
 
 @dataclass
@@ -112,10 +113,23 @@ class _Side:
         self.reader = reader
         self.parallelism = parallelism
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        """Every batch of every split; splits are read ``parallelism`` at a time."""
+    def chunks(self) -> Iterator[pa.Table]:
+        """Every row of every split, in tables of about :data:`_CHUNK_ROWS` rows (hashing has a
+        cost per call); splits are read ``parallelism`` at a time."""
         splits = self.reader.plan(self.parallelism)
-        yield from _parallel([lambda s=split: self._read(s) for split in splits], self.parallelism)
+        pending: list[pa.RecordBatch] = []
+        for batch in _parallel(
+            [lambda s=split: self._read(s) for split in splits], self.parallelism
+        ):
+            if pending and batch.schema != pending[0].schema:
+                yield pa.Table.from_batches(pending)
+                pending = []
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= _CHUNK_ROWS:
+                yield pa.Table.from_batches(pending)
+                pending = []
+        if pending:
+            yield pa.Table.from_batches(pending)
 
     def _read(self, split: Any) -> Iterator[pa.RecordBatch]:
         opened = self.reader.open(split, None)
@@ -166,57 +180,73 @@ def _parallel(
 
 
 class _Hasher:
-    """Canonical text and DuckDB hashes of a side's batches, renamed to the source's names."""
+    """Hashes of a side's rows (DuckDB, vectorized) in the source's column names and types."""
 
     def __init__(self, names: list[str], key: list[str], where: str | None, buckets: int) -> None:
+        missing = [k for k in key if k not in names]
+        if missing:
+            msg = f"--key {', '.join(missing)}: not a column read by the job ({', '.join(names)})"
+            raise JobFileError(msg)
         self.duckdb = require("duckdb", "transform", "syncx verify")
         self.connection = self.duckdb.connect()
         self.names = names
         self.key = key
         self.where = where
         self.buckets = buckets
+        columns = [f"c{i}" for i in range(len(names))]
+        keys = ", ".join(f"c{names.index(k)}" for k in key)
+        self._bucket = f"hash({keys}) % {buckets}"
+        self._row = f"hash({', '.join(columns)})"
 
-    def canonical(self, batch: pa.RecordBatch) -> pa.Table:
-        if batch.num_columns != len(self.names):
+    def table(self, chunk: pa.Table) -> pa.Table:
+        """The chunk with the source's column names, filtered by ``--where``."""
+        if chunk.num_columns != len(self.names):
             msg = (
-                f"the target has {batch.num_columns} columns and the source {len(self.names)}: "
+                f"the target has {chunk.num_columns} columns and the source {len(self.names)}: "
                 "verify pairs columns by position, as the job does"
             )
             raise JobFailedError(msg)
-        table = pa.Table.from_batches([batch]).rename_columns(self.names)
+        table = chunk.rename_columns(self.names)
         if self.where:
-            table = self._query(table, f"SELECT * FROM t WHERE {self.where}").to_arrow_table()
-        columns = [pc.fill_null(canonical_text(table[n]), _NULL) for n in self.names]
-        key = [columns[self.names.index(k)] for k in self.key]
-        row = pc.binary_join_element_wise(*columns, _SEPARATOR)
-        key_text = key[0] if len(key) == 1 else pc.binary_join_element_wise(*key, _SEPARATOR)
-        return pa.table({"k": key_text, "r": row})
+            table = self._query(table, f"SELECT * FROM t WHERE {self.where}", "--where")
+            table = table.to_arrow_table()
+        return table
 
-    def digest(self, batch: pa.RecordBatch) -> list[tuple[int, int, int, int]]:
-        """(bucket, rows, XOR of hashes, sum of hashes mod 2^64) of one batch."""
+    def digest(self, chunk: pa.Table) -> list[tuple[int, int, int, int]]:
+        """(bucket, rows, XOR of hashes, sum of hashes mod 2^64) of one chunk."""
         sql = (
-            f"SELECT hash(k) % {self.buckets} AS b, count(*) AS n, bit_xor(hash(r)) AS x, "
-            "sum(hash(r)::HUGEINT) % 18446744073709551616 AS s FROM t GROUP BY b"
+            f"SELECT b, count(*), bit_xor(h), sum(h::HUGEINT) % 18446744073709551616 FROM "
+            f"(SELECT {self._bucket} AS b, {self._row} AS h FROM t) GROUP BY b"
         )
-        rows = self._query(self.canonical(batch), sql).fetchall()
+        rows = self._query(self._values(self.table(chunk)), sql).fetchall()
         return [(int(b), int(n), int(x), int(s)) for b, n, x, s in rows]
 
-    def rows_in(self, batch: pa.RecordBatch, buckets: set[int]) -> list[tuple[str, int, str]]:
-        """(key, row hash, canonical row) of the rows of ``batch`` that fall in ``buckets``."""
+    def rows_in(self, chunk: pa.Table, buckets: set[int]) -> list[tuple[str, int, str]]:
+        """(key, row hash, row as canonical text) of the rows of ``chunk`` in ``buckets``."""
+        table = self.table(chunk)
+        values = self._values(table).append_column("i", pa.array(range(table.num_rows)))
         listed = ",".join(str(b) for b in sorted(buckets))
-        sql = f"SELECT k, hash(r), r FROM t WHERE hash(k) % {self.buckets} IN ({listed})"
+        sql = f"SELECT i, {self._row} FROM t WHERE {self._bucket} IN ({listed}) ORDER BY i"
+        found = self._query(values, sql).fetchall()
+        if not found:
+            return []
+        taken = table.take([int(i) for i, _ in found])
+        texts = [pc.fill_null(canonical_text(taken[n]), _NULL) for n in self.names]
+        rows = pc.binary_join_element_wise(*texts, _SEPARATOR).to_pylist()
+        keys = [texts[self.names.index(k)].to_pylist() for k in self.key]
         return [
-            (str(k), int(h), str(r))
-            for k, h, r in self._query(self.canonical(batch), sql).fetchall()
+            (_SEPARATOR.join(str(part[j]) for part in keys), int(h), str(rows[j]))
+            for j, (_, h) in enumerate(found)
         ]
 
-    def _query(self, table: pa.Table, sql: str) -> Any:
-        connection = self.connection
-        connection.register("t", table)
+    def _values(self, table: pa.Table) -> pa.Table:
+        return pa.table({f"c{i}": canonical_value(table[n]) for i, n in enumerate(self.names)})
+
+    def _query(self, table: pa.Table, sql: str, what: str = "verify") -> Any:
+        self.connection.register("t", table)
         try:
-            return connection.execute(sql)
+            return self.connection.execute(sql)
         except self.duckdb.Error as exc:
-            what = "--where" if self.where and "WHERE" in sql and "hash(k)" not in sql else "verify"
             msg = f"{what}: {exc}"
             raise JobFileError(msg) from exc
 
@@ -305,13 +335,12 @@ def _digest_both(
         hasher: _Hasher | None = None
         rows = 0
         try:
-            for batch in side.batches():
+            for chunk in side.chunks():
                 if hasher is None:
-                    hasher = _Hasher(names or list(batch.schema.names), key, where, buckets)
-                _check_key(hasher, key)
-                for b, n, x, s in hasher.digest(batch):
+                    hasher = _Hasher(names or chunk.column_names, key, where, buckets)
+                for b, n, x, s in hasher.digest(chunk):
                     results[index].setdefault(b, _Bucket()).add(n, x, s)
-                rows += batch.num_rows
+                rows += chunk.num_rows
                 if progress is not None:
                     progress(side.name, rows)
         except BaseException as exc:
@@ -329,15 +358,6 @@ def _digest_both(
     return [{k: (v.count, v.xor, v.total) for k, v in r.items()} for r in results]
 
 
-def _check_key(hasher: _Hasher, key: list[str]) -> None:
-    missing = [k for k in key if k not in hasher.names]
-    if missing:
-        msg = (
-            f"--key {', '.join(missing)}: not a column read by the job ({', '.join(hasher.names)})"
-        )
-        raise JobFileError(msg)
-
-
 def _explain(
     sides: list[_Side],
     names: list[str] | None,
@@ -352,9 +372,9 @@ def _explain(
     rows: list[dict[str, tuple[int, str]]] = [{}, {}]
     for index, side in enumerate(sides):
         hasher: _Hasher | None = None
-        for batch in side.batches():
-            hasher = hasher or _Hasher(names or list(batch.schema.names), key, where, buckets)
-            for k, h, r in hasher.rows_in(batch, differing):
+        for chunk in side.chunks():
+            hasher = hasher or _Hasher(names or chunk.column_names, key, where, buckets)
+            for k, h, r in hasher.rows_in(chunk, differing):
                 if k in rows[index]:
                     report.duplicate += 1
                     _example(
