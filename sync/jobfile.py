@@ -61,12 +61,18 @@ def load_job(path: str | Path, params: Mapping[str, str] | None = None) -> Loade
         if job_path.is_file() and job_path.stat().st_size > MAX_FILE_BYTES:
             msg = f"job file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB: {source}"
             raise JobFileError(msg)
-        text = job_path.read_text(encoding="utf-8")
+        text = job_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise JobFileError(f"job file not found: {source}") from exc
     except IsADirectoryError as exc:
         raise JobFileError(f"job file is a directory: {source}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"job file {source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+        raise JobFileError(msg) from exc
+    except OSError as exc:
         raise JobFileError(f"cannot read job file {source}: {exc}") from exc
     raw = _parse_text(text, job_path)
     problems = _check_tree(raw)
@@ -161,6 +167,9 @@ def _parse_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
+        context = getattr(exc, "context", None)
+        if context:
+            problem = f"{context}, {problem}"
         if isinstance(exc, yaml.reader.ReaderError):
             line = text.count("\n", 0, exc.position) + 1
             where = f" at line {line}"

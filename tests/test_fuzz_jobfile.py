@@ -23,10 +23,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic.alias_generators import to_camel
 from typer.testing import CliRunner
 
+from sync import registry
 from sync.cli import app
 from sync.jobfile import strip_json_comments
+from sync.model import Setting
 from tests.conftest import REPO, stream_job
 
 EXAMPLES = int(os.environ.get("SYNCX_FUZZ_EXAMPLES", "25"))
@@ -144,7 +147,7 @@ def _replace(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
         return value
     head, rest = path[0], path[1:]
     if isinstance(tree, dict):
-        return {**tree, head: _replace(tree[head], rest, value)}
+        return {**tree, head: _replace(tree.get(head, {}), rest, value)}
     copy = list(tree)
     copy[head] = _replace(tree[head], rest, value)
     return copy
@@ -347,3 +350,69 @@ def test_yaml_aliases(
 def test_noise(tmp_path_factory: pytest.TempPathFactory, text: str, suffix: str) -> None:
     tmp = tmp_path_factory.mktemp("fuzz")
     _validate(_write(tmp, f"job{suffix}", text))
+
+
+WRONG_VALUES: list[Any] = [
+    None,
+    True,
+    -1,
+    0,
+    10**30,
+    1.5,
+    "",
+    "x",
+    "/",
+    [],
+    [None],
+    ["x"],
+    [{}],
+    [{"name": 1, "type": []}],
+    {},
+    {"a": {"b": 1}},
+]
+
+
+def _plugin_bases() -> list[Any]:
+    """(job, kind, parameter keys): one base job per plugin, with its parameter keys."""
+    seen: set[str] = set()
+    bases = []
+    for job in EXAMPLE_JOBS:
+        content = job["job"]["content"][0]
+        for kind in ("reader", "writer"):
+            name = content[kind]["name"]
+            if name in seen:
+                continue
+            seen.add(name)
+            model = registry.load(kind, name).Parameters
+            fields = [info.alias or key for key, info in model.model_fields.items()]
+            bases.append(pytest.param(job, kind, fields, id=name))
+    return bases
+
+
+@pytest.mark.parametrize(("job", "kind", "fields"), _plugin_bases())
+def test_every_parameter_of_every_plugin_with_wrong_types(
+    tmp_path: Path, job: Any, kind: str, fields: list[str]
+) -> None:
+    """Each parameter of the plugin, and each ``setting`` key, given values of other types:
+    three per key in CI (rotating through :data:`WRONG_VALUES`), all with SYNCX_FUZZ_EXAMPLES
+    of 1000 or more."""
+    places = [("job", "content", 0, kind, "parameter", field) for field in fields]
+    places += [("job", "setting", group) for group in Setting.model_fields]
+    places += [("job", "setting", "speed", key) for key in ("channel", "bytes", "record")]
+    per_place = len(WRONG_VALUES) if EXAMPLES >= 1000 else 3
+    for number, place in enumerate(places):
+        for offset in range(per_place):
+            value = WRONG_VALUES[(number + offset) % len(WRONG_VALUES)]
+            parent = _get_or_empty(job, place[:-1])
+            mutated = _replace(job, place[:-1], {**parent, _alias(place[-1]): value})
+            _validate(_write(tmp_path, "job.json", _dump(mutated, False)))
+
+
+def _get_or_empty(tree: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        tree = tree.get(part, {}) if isinstance(tree, dict) else tree[part]
+    return tree
+
+
+def _alias(name: str) -> str:
+    return to_camel(name) if "_" in name else name
