@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -27,6 +28,7 @@ __all__ = [
     "Setting",
     "Speed",
     "TransformerSpec",
+    "default_fs_without_path",
     "regex",
 ]
 
@@ -231,6 +233,26 @@ class JobFile(Params):
     def content(self) -> Content:
         """The single content entry (ChunJun runs one reader→writer pair per job)."""
         return self.job.content[0]
+
+
+def default_fs_without_path(value: str | None) -> str | None:
+    """A validator's check that ``defaultFS`` names a filesystem only (``hdfs://ns``,
+    ``file:///``): Hadoop takes the scheme and authority of ``fs.defaultFS`` and ignores its
+    path, so ``file:///data/out`` with ``path: /orders`` writes to ``/orders``, not under
+    ``/data/out`` -- with ``writeMode: overwrite``, a different folder is emptied."""
+    if value is None:
+        return value
+    parts = urlsplit(value.strip())
+    if parts.path not in ("", "/"):
+        authority = parts.netloc.rpartition("@")[2]
+        msg = (
+            f"carries a path ({parts.path}), which Hadoop ignores: only the scheme and host of "
+            f"defaultFS name the filesystem, and path alone says where files are; write "
+            f"defaultFS: {parts.scheme}://{authority}/ and put the folder into path "
+            f"(path: {parts.path.rstrip('/')}/...)"
+        )
+        raise ValueError(msg)
+    return value
 
 
 def regex(value: str | None) -> str | None:
