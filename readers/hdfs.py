@@ -39,7 +39,7 @@ from libs.webhdfs import HdfsConnectionParams, TextParams
 from readers.file import BaseFileReader, FileColumn
 from sync.contract import DirtyRecord, JobContext, Split
 from sync.errors import JobFileError
-from sync.model import regex
+from sync.model import default_fs_without_path, regex
 
 __all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams"]
 
@@ -90,6 +90,11 @@ class HdfsReaderParams(HdfsConnectionParams, TextParams):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("default_fs")
+    @classmethod
+    def _default_fs(cls, value: str | None) -> str | None:
+        return default_fs_without_path(value)
 
     @field_validator("filter_regex")
     @classmethod

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ from sync.errors import ConfigIssue, JobFileError
 from sync.model import JobFile, Params
 
 __all__ = ["LoadedJob", "load_job", "parse_params", "strip_json_comments"]
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_DEPTH = 64
+"""Levels of nesting a job file may have (a ChunJun job has about ten)."""
+MAX_VALUES = 100_000
+"""Values (scalars, lists, mappings) a job file may hold once YAML aliases are expanded."""
+MAX_DIGITS = 40
+MAX_INT_BITS = 133
+"""Integers beyond 40 decimal digits (hexadecimal and base-60 YAML literals too) are refused."""
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)(?::-([^}]*))?\}")
 
@@ -48,14 +58,26 @@ def load_job(path: str | Path, params: Mapping[str, str] | None = None) -> Loade
     job_path = Path(path)
     source = str(job_path)
     try:
-        text = job_path.read_text(encoding="utf-8")
+        if job_path.is_file() and job_path.stat().st_size > MAX_FILE_BYTES:
+            msg = f"job file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB: {source}"
+            raise JobFileError(msg)
+        text = job_path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise JobFileError(f"job file not found: {source}") from exc
     except IsADirectoryError as exc:
         raise JobFileError(f"job file is a directory: {source}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        msg = (
+            f"job file {source} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+        raise JobFileError(msg) from exc
+    except OSError as exc:
         raise JobFileError(f"cannot read job file {source}: {exc}") from exc
     raw = _parse_text(text, job_path)
+    problems = _check_tree(raw)
+    if problems:
+        raise JobFileError(problems, source)
     if not isinstance(raw, dict):
         raise JobFileError("the job file must hold a mapping with a 'job' key", source)
     values = dict(os.environ)
@@ -111,21 +133,176 @@ def strip_json_comments(text: str) -> str:
 
 
 def _parse_text(text: str, path: Path) -> Any:
-    """JSON for ``.json`` files (or text that starts with ``{``), YAML otherwise."""
+    """JSON for ``.json`` files (or text that starts with ``{``), YAML otherwise.
+
+    Both parsers keep what they would silently lose or choke on for the tree check
+    (:func:`_check_tree`): a key given twice, an integer too long to convert. A file nested
+    deeper than Python's recursion limit is refused here."""
     source = str(path)
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-        try:
-            return json.loads(strip_json_comments(text))
-        except json.JSONDecodeError as exc:
-            msg = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            raise JobFileError(msg, source) from exc
     try:
-        return yaml.safe_load(text)
+        if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+            return _parse_json(text, source)
+        return _parse_yaml(text, source)
+    except RecursionError as exc:
+        msg = f"nested more than {MAX_DEPTH} levels deep"
+        raise JobFileError(msg, source) from exc
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(
+            strip_json_comments(text), object_pairs_hook=_Mapping.of, parse_int=_integer
+        )
+    except json.JSONDecodeError as exc:
+        msg = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise JobFileError(msg, source) from exc
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    loader: _YamlLoader | None = None
+    try:
+        loader = _YamlLoader(text)
+        return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
+        context = getattr(exc, "context", None)
+        if context:
+            problem = f"{context}, {problem}"
+        if isinstance(exc, yaml.reader.ReaderError):
+            line = text.count("\n", 0, exc.position) + 1
+            where = f" at line {line}"
+            problem = f"character #x{exc.character:04x} is not allowed in YAML"
         raise JobFileError(f"invalid YAML{where}: {problem}", source) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+class _Mapping(dict[Any, Any]):
+    """A parsed mapping that remembers the keys given more than once (the last one wins in a
+    plain ``dict``, which would silently drop the user's first value)."""
+
+    duplicates: tuple[Any, ...] = ()
+
+    @classmethod
+    def of(cls, pairs: list[tuple[Any, Any]]) -> _Mapping:
+        """The mapping of ``pairs`` (JSON's ``object_pairs_hook``)."""
+        mapping = cls(pairs)
+        if len(mapping) < len(pairs):
+            seen: set[Any] = set()
+            mapping.duplicates = tuple(
+                key
+                for key, _ in pairs
+                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
+            )
+        return mapping
+
+
+def _shorten(path: str) -> str:
+    """A path cut to its first 80 characters (a path 64 levels deep is no help in full)."""
+    return path if len(path) <= 80 else f"{path[:80]}..."
+
+
+def _repeated(keys: list[Any]) -> tuple[Any, ...]:
+    """The keys that occur more than once, each once, in order."""
+    seen: set[Any] = set()
+    repeated: dict[Any, None] = {}
+    for key in keys:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    return tuple(repeated)
+
+
+@dataclass(frozen=True)
+class _LongInteger:
+    """An integer literal with more digits than any setting takes (kept for the message)."""
+
+    digits: int
+
+
+def _integer(text: str) -> int | _LongInteger:
+    """An integer literal; past :data:`MAX_DIGITS` digits a marker (Python refuses to convert
+    more than 4,300 digits, and no setting needs a number that large)."""
+    digits = len(text.lstrip("+-").replace("_", ""))
+    return _LongInteger(digits) if digits > MAX_DIGITS else int(text)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the JSON parser's keeps: repeated keys, long integers."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:
+        own = [key for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
+        mapping = _Mapping(super().construct_mapping(node, deep=deep))
+        keys = [self.construct_object(key, deep=deep) for key in own]
+        if len(set(keys)) < len(keys):
+            seen: set[Any] = set()
+            mapping.duplicates = tuple(
+                key
+                for key in keys
+                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
+            )
+        return mapping
+
+    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
+        data = _Mapping()
+        yield data
+        mapping = self.construct_mapping(node)
+        data.update(mapping)
+        data.duplicates = mapping.duplicates
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _LongInteger:
+        text = str(node.value)
+        digits = len(text.lstrip("+-").replace("_", "").replace(":", ""))
+        if digits > MAX_DIGITS:
+            return _LongInteger(digits)
+        value: int = super().construct_yaml_int(node)
+        return value
+
+
+_YamlLoader.add_constructor("tag:yaml.org,2002:map", _YamlLoader.construct_yaml_map)
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)
+
+
+def _check_tree(value: Any) -> list[ConfigIssue]:
+    """What the parsers let through that no job file means: a key given twice, numbers too
+    large or not finite, nesting past :data:`MAX_DEPTH`, and more than :data:`MAX_VALUES`
+    values once YAML aliases are expanded (the "billion laughs" shape, and aliases that refer
+    to themselves). Iterative and bounded, so no file can make it recurse or run long."""
+    issues: list[ConfigIssue] = []
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    count = 0
+    while stack:
+        item, path, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            msg = (
+                f"the file holds more than {MAX_VALUES:,} values once YAML aliases (*name) are "
+                "expanded; no job file needs that many"
+            )
+            return [ConfigIssue("", msg)]
+        if depth > MAX_DEPTH:
+            msg = f"nested more than {MAX_DEPTH} levels deep (or a YAML alias inside itself)"
+            issues.append(ConfigIssue(_shorten(path), msg))
+            continue
+        if isinstance(item, dict):
+            issues.extend(
+                ConfigIssue(path, f"key '{key}' is given more than once; keep one")
+                for key in getattr(item, "duplicates", ())
+            )
+            stack.extend((v, _join(path, k), depth + 1) for k, v in reversed(item.items()))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, _LongInteger) or (
+            isinstance(item, int) and item.bit_length() > MAX_INT_BITS
+        ):
+            msg = f"a number too large for any setting (at most {MAX_DIGITS} digits; quote data)"
+            issues.append(ConfigIssue(path, msg))
+        elif isinstance(item, float) and not math.isfinite(item):
+            issues.append(ConfigIssue(path, "must be a finite number"))
+    return issues
 
 
 def _fill_placeholders(

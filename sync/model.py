@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Setting",
     "Speed",
     "TransformerSpec",
+    "default_fs_without_path",
     "regex",
 ]
 
@@ -46,29 +48,42 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class Speed(Params):
-    """``setting.speed``: parallelism and the job-wide rate limit (0 means unlimited)."""
+    """``setting.speed``: parallelism and the job-wide rate limit.
+
+    As in ChunJun (``SpeedConf``): ``bytes`` and ``record`` at 0 or below mean no limit (its own
+    examples write ``-1048576``), and ``readerChannel``/``writerChannel`` at 0 or below (its
+    default ``-1``) mean ``channel``."""
 
     channel: PositiveInt = 1
-    reader_channel: PositiveInt | None = Field(
-        default=None, description="Reader subtasks; defaults to `channel`."
+    reader_channel: int | None = Field(
+        default=None, description="Reader subtasks; 0, below or unset: `channel`."
     )
-    writer_channel: PositiveInt | None = Field(
-        default=None, description="Writer subtasks; defaults to `channel`."
+    writer_channel: int | None = Field(
+        default=None, description="Writer subtasks; 0, below or unset: `channel`."
     )
-    bytes: Annotated[int, Field(ge=0)] = Field(default=0, description="Bytes per second, 0 = off.")
-    record: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="Records per second, 0 = off."
+    bytes: int = Field(default=0, description="Bytes per second; 0 or below: no limit.")
+    record: int = Field(default=0, description="Records per second; 0 or below: no limit.")
+    rebalance: bool = Field(
+        default=False,
+        description=(
+            "Accepted for ChunJun compatibility: syncx chains reader and writer subtasks one to "
+            "one when their counts are equal and deals batches round robin otherwise."
+        ),
     )
 
     @property
     def readers(self) -> int:
         """Reader subtasks in effect."""
-        return self.reader_channel or self.channel
+        return _or_channel(self.reader_channel, self.channel)
 
     @property
     def writers(self) -> int:
         """Writer subtasks in effect."""
-        return self.writer_channel or self.channel
+        return _or_channel(self.writer_channel, self.channel)
+
+
+def _or_channel(value: int | None, channel: int) -> int:
+    return value if value is not None and value > 0 else channel
 
 
 class ErrorLimit(Params):
@@ -129,9 +144,16 @@ class LogSetting(Params):
     """``setting.log``: ChunJun's logging switches."""
 
     is_logger: bool = False
-    level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
+    level: Literal["trace", "debug", "info", "warn", "warning", "error"] = Field(
+        default="info", description="Any case, as log4j takes it (INFO, Debug)."
+    )
     path: str | None = None
     pattern: str | None = None
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 class RestartSetting(Params):
@@ -211,6 +233,26 @@ class JobFile(Params):
     def content(self) -> Content:
         """The single content entry (ChunJun runs one reader→writer pair per job)."""
         return self.job.content[0]
+
+
+def default_fs_without_path(value: str | None) -> str | None:
+    """A validator's check that ``defaultFS`` names a filesystem only (``hdfs://ns``,
+    ``file:///``): Hadoop takes the scheme and authority of ``fs.defaultFS`` and ignores its
+    path, so ``file:///data/out`` with ``path: /orders`` writes to ``/orders``, not under
+    ``/data/out`` -- with ``writeMode: overwrite``, a different folder is emptied."""
+    if value is None:
+        return value
+    parts = urlsplit(value.strip())
+    if parts.path not in ("", "/"):
+        authority = parts.netloc.rpartition("@")[2]
+        msg = (
+            f"carries a path ({parts.path}), which Hadoop ignores: only the scheme and host of "
+            f"defaultFS name the filesystem, and path alone says where files are; write "
+            f"defaultFS: {parts.scheme}://{authority}/ and put the folder into path "
+            f"(path: {parts.path.rstrip('/')}/...)"
+        )
+        raise ValueError(msg)
+    return value
 
 
 def regex(value: str | None) -> str | None:

@@ -8,8 +8,11 @@ Two-phase commit by staging and rename. Each writer subtask writes into
 *n*); its handle lists them. ``commit`` renames a group's single segment into ``path`` (or merges
 several into one file first, see below). A restore commits the restored handles again (a group
 whose target file exists is done) and deletes every other staged file of the job. Nothing
-partial is ever visible in the target folder. ``writeMode: overwrite`` empties the folder's
-visible files once, at the start of a fresh run (never on a restore).
+partial is ever visible in the target folder. ``writeMode: overwrite`` empties the folder once,
+at the start of a fresh run (never on a restore), deleting only what looks like data of the
+declared format and partition folders: anything else found refuses the run, named, unless
+``overwriteAll: true`` (:meth:`StagedFiles.clear_for_overwrite`); a root or top-level folder is
+refused at validation (:func:`overwrite_refusal`).
 
 A *group* is one target file. For ``filewriter`` every checkpoint closes each subtask's group
 (one file per subtask and checkpoint; checkpoints far apart give few, large files); a file also
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import posixpath
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,17 +38,21 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import override
 
 from libs.formats import FileFormat, FormatWriter, Opener, format_named
-from libs.fs import FileSystem, LocalFileSystem, is_hidden
+from libs.fs import FileInfo, FileSystem, LocalFileSystem, is_hidden
 from libs.types import arrow_type, conform
 from sync.contract import DirtyRecord, Handle, JobContext, Writer, WriterTask
+from sync.errors import FatalError
 from sync.model import Params
 from writers.stream import WriterColumn
 
 __all__ = [
+    "OVERWRITE_ALL_DESCRIPTION",
+    "OVERWRITE_DESCRIPTION",
     "STAGING",
     "FileWriter",
     "FileWriterParams",
@@ -52,16 +61,68 @@ __all__ = [
     "StagedFiles",
     "StagedWriterTask",
     "hive_partition_dirs",
+    "overwrite_refusal",
 ]
 
 log = logging.getLogger(__name__)
 
 STAGING = ".syncx-staging"
+WHERE = "job.content[0].writer.parameter"
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 P = TypeVar("P", bound=Params)
 Shaper = Callable[[pa.RecordBatch], tuple[pa.RecordBatch, list[DirtyRecord]]]
 """Turns an input batch into the file's columns and types; rows that do not convert are dirty."""
+
+
+# -- what overwrite may delete -----------------------------------------------------------------
+
+OVERWRITE_DESCRIPTION = (
+    "overwrite empties the target folder at the start of a fresh run: its data files of "
+    "fileType and its partition folders (key=value/). Anything else there (other files, "
+    "other folders) makes the run refuse to start, naming it, unless overwriteAll is true. "
+    "Refused on a filesystem root and on a folder less than two levels deep (/, /tmp, /home)."
+)
+OVERWRITE_ALL_DESCRIPTION = (
+    "With writeMode overwrite: delete everything visible in the target folder, not only data "
+    "files of fileType and partition folders."
+)
+_DATA_EXTENSIONS = {
+    "parquet": {"parquet", "parq"},
+    "orc": {"orc"},
+    "txt": {"txt", "text", "csv", "tsv", "dat"},
+    "csv": {"csv", "txt"},
+    "jsonl": {"jsonl", "json", "ndjson"},
+}
+"""Name extensions of data files, by the format's own extension (``FileFormat.extension``)."""
+_COMPRESSED = {"gz", "bz2", "deflate", "snappy", "zst", "zstd", "lz4", "lzo", "br"}
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")
+
+
+def overwrite_refusal(folder: str) -> str | None:
+    """Why ``writeMode: overwrite`` must not empty ``folder`` (a path inside its filesystem; a
+    relative one is taken from the working directory): the root, or a folder one level deep
+    such as ``/tmp`` or ``/home``, is far more likely a mistake than a table's folder."""
+    absolute = posixpath.normpath(folder if folder.startswith("/") else os.path.abspath(folder))  # noqa: PTH100
+    levels = [part for part in absolute.split("/") if part]
+    if len(levels) >= 2:
+        return None
+    what = f"{absolute}, a folder one level deep" if levels else "the filesystem root"
+    example = f"{absolute}/<table>" if levels else "/data/<table>"
+    return (
+        f"writeMode overwrite empties the target folder, and it is {what}; write into a folder "
+        f"at least two levels deep (such as {example})"
+    )
+
+
+def _extension(name: str) -> str:
+    """A file name's data extension: ``part-0.snappy.parquet`` -> parquet, ``x.csv.gz`` -> csv,
+    ``000000_0`` and ``0.job.0`` -> "" (no extension)."""
+    suffixes = name.split(".")[1:]
+    while suffixes and suffixes[-1].lower() in _COMPRESSED:
+        suffixes.pop()
+    last = suffixes[-1].lower() if suffixes else ""
+    return last if last.isalpha() else ""
 
 
 class FileWriterParams(Params):
@@ -73,8 +134,11 @@ class FileWriterParams(Params):
     )
     file_name: str = Field(default="part", description="Prefix of the part files.")
     write_mode: Literal["append", "overwrite"] = Field(
-        default="append", validation_alias=AliasChoices("writeMode", "mode", "write_mode")
+        default="append",
+        validation_alias=AliasChoices("writeMode", "mode", "write_mode"),
+        description=OVERWRITE_DESCRIPTION,
     )
+    overwrite_all: bool = Field(default=False, description=OVERWRITE_ALL_DESCRIPTION)
     column: list[WriterColumn | str] = Field(
         default_factory=list, description="Names (and types) of the columns, in reader order."
     )
@@ -88,6 +152,15 @@ class FileWriterParams(Params):
     )
     row_group_size: Annotated[int, Field(gt=0)] = Field(default=128 * 1024)
     enable_dictionary: bool = True
+
+    @model_validator(mode="after")
+    def _overwrite_where_safe(self) -> FileWriterParams:
+        why = overwrite_refusal(self.path) if self.write_mode == "overwrite" else None
+        if why:
+            error = PydanticCustomError("filewriter", "{reason}", {"reason": why})
+            detail = InitErrorDetails(type=error, loc=("path",), input=self.path)
+            raise ValidationError.from_exception_data(type(self).__name__, [detail])
+        return self
 
 
 # -- staging and commit rules ------------------------------------------------------------------
@@ -215,11 +288,78 @@ class StagedFiles:
             if entry.path.rsplit("/", 1)[-1] not in keep:
                 self.fs.delete(entry.path, recursive=entry.is_dir)
 
-    def clear_visible(self) -> None:
-        """``overwrite``: remove the folder's visible files and folders (hidden ones stay)."""
-        for entry in self.fs.listdir(self.folder):
-            if not is_hidden(entry.path.rsplit("/", 1)[-1]):
-                self.fs.delete(entry.path, recursive=entry.is_dir)
+    def remove_if_empty(self) -> None:
+        """Remove the job's staging folder, then ``.syncx-staging`` itself, where empty: after a
+        successful job nothing is left there, and empty hidden folders puzzle people listing
+        the target (Hive and Spark skip them). Another job's files keep them; a job creating
+        its own meanwhile makes the delete fail, which is fine."""
+        for folder in (self.staging, self.fs.join(self.folder, STAGING)):
+            try:
+                if self.fs.listdir(folder):
+                    return
+                self.fs.delete(folder)
+            except OSError as exc:
+                log.debug("staging folder %s stays: %s", folder, exc)
+                return
+
+    def clear_for_overwrite(self, *, everything: bool, where: str) -> None:
+        """``overwrite``: delete the folder's data files and partition folders (hidden names such
+        as the staging folder and ``_SUCCESS`` stay). Anything else found, the run is refused
+        before anything is deleted, naming it; ``everything`` (``overwriteAll``) deletes all."""
+        entries = [e for e in self.fs.listdir(self.folder) if not is_hidden(_name(e.path))]
+        foreign: list[str] = []
+        if not everything:
+            for entry in entries:
+                self._collect_foreign(entry, foreign)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (
+                f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            )
+            extension = self.format.extension if self.format else ""
+            kind = {"txt": "text", "jsonl": "JSON lines"}.get(extension, extension)
+            msg = (
+                f"{where}.writeMode: overwrite deletes only {kind} data files and partition "
+                f"folders of {self.folder}, and it also holds {shown}; move them away, or set "
+                "overwriteAll: true to delete everything in the folder"
+            )
+            raise FatalError(msg)
+        for entry in entries:
+            self.fs.delete(entry.path, recursive=entry.is_dir)
+
+    def _collect_foreign(self, entry: FileInfo, foreign: list[str]) -> None:
+        """Add to ``foreign`` what under ``entry`` is neither a data file of the format nor a
+        partition folder (``key=value``) holding only such (hidden names are not looked at)."""
+        name = _name(entry.path)
+        if entry.is_dir:
+            if name.find("=") <= 0:
+                foreign.append(f"the folder {entry.path}")
+                return
+            for child in self.fs.listdir(entry.path):
+                if not is_hidden(_name(child.path)):
+                    self._collect_foreign(child, foreign)
+        elif not self._is_data_file(entry, name):
+            foreign.append(entry.path)
+
+    def _is_data_file(self, entry: FileInfo, name: str) -> bool:
+        """A file named with one of the format's extensions, or with none (Hive's ``000000_0``)
+        and starting as the format does (text: no NUL byte, or compressed)."""
+        if self.format is None:
+            return True
+        extension = _extension(name)
+        if extension:
+            return extension in _DATA_EXTENSIONS.get(self.format.extension, set())
+        if entry.size == 0:
+            return True
+        with self.fs.open_read(entry.path) as stream:
+            head = stream.read(512)
+        if not self.format.matches(head):
+            return False
+        binary = self.format.extension in ("parquet", "orc")
+        return binary or b"\0" not in head or head.startswith(_COMPRESSED_MAGIC)
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
 
 
 # -- Hive partition folders --------------------------------------------------------------------
@@ -324,7 +464,9 @@ class StagedFileWriter(Writer[P]):
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
         self.staged.recover(handles, strict=not fresh)
         if fresh and getattr(self.params, "write_mode", "append") == "overwrite":
-            self.staged.clear_visible()
+            self.staged.clear_for_overwrite(
+                everything=getattr(self.params, "overwrite_all", False), where=WHERE
+            )
 
     @override
     def open(self, subtask: int, subtasks: int, schema: pa.Schema | None) -> WriterTask:
@@ -357,9 +499,14 @@ class StagedFileWriter(Writer[P]):
             for future in [pool.submit(publish, group) for group in chosen]:
                 future.result()
 
+    def release(self) -> None:
+        """Let go of what the run holds in the staging folder (``hdfswriter``'s folder lock)."""
+
     @override
     def finish(self) -> None:
         self.publish_open_groups()
+        self.release()
+        self.staged.remove_if_empty()
 
 
 class FileWriter(StagedFileWriter[FileWriterParams]):

@@ -13,7 +13,8 @@ and (once prepared) checkpoint id; ``prepare`` closes them (the upload completes
 file, local files are fsynced); ``commit`` renames into the target folder, never copies. Restore
 completes the renames of the restored checkpoint and deletes staged files of later ones.
 ``writeMode: overwrite`` empties the target folder once at the start of a fresh run, never on a
-restore. Everything unfinished is under a hidden name (``.``/``_``), which Hive and Spark skip.
+restore, and only of data files of ``fileType`` and partition folders unless
+``overwriteAll: true`` (see :mod:`writers.file`). Everything unfinished is under a hidden name (``.``/``_``), which Hive and Spark skip.
 A lock file ``.syncx-staging/writer.lock`` refuses a second job writing the same folder.
 
 No small files -- the decision. A Parquet or ORC file cannot stay open across a checkpoint: its
@@ -77,8 +78,16 @@ from libs.types import arrow_type, conform
 from libs.webhdfs import HdfsConnectionParams, TextParams
 from sync.contract import DirtyRecord, Handle, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
-from sync.model import Params
-from writers.file import STAGING, Shaper, StagedFileWriter, StagedWriterTask
+from sync.model import Params, default_fs_without_path
+from writers.file import (
+    OVERWRITE_ALL_DESCRIPTION,
+    OVERWRITE_DESCRIPTION,
+    STAGING,
+    Shaper,
+    StagedFileWriter,
+    StagedWriterTask,
+    overwrite_refusal,
+)
 
 __all__ = ["HdfsWriter", "HdfsWriterColumn", "HdfsWriterParams"]
 
@@ -129,8 +138,9 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
     write_mode: Literal["append", "overwrite"] = Field(
         default="append",
         validation_alias=AliasChoices("writeMode", "mode", "write_mode"),
-        description="overwrite empties the target folder at the start of a fresh run.",
+        description=OVERWRITE_DESCRIPTION,
     )
+    overwrite_all: bool = Field(default=False, description=OVERWRITE_ALL_DESCRIPTION)
     column: list[HdfsWriterColumn | str] = Field(
         default_factory=list, description="The file's columns, in reader order (default: all)."
     )
@@ -194,6 +204,11 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
     def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("default_fs")
+    @classmethod
+    def _default_fs(cls, value: str | None) -> str | None:
+        return default_fs_without_path(value)
+
     @field_validator("partition", mode="before")
     @classmethod
     def _partition_list(cls, value: Any) -> Any:
@@ -254,6 +269,10 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
         for index, name in enumerate(self.partition):
             if names and name not in names:
                 issue(("partition", index), f"'{name}' is not one of the columns", name)
+        if self.write_mode == "overwrite":
+            why = overwrite_refusal(self.folder(self.path, self.file_name))
+            if why:
+                issue(("path",), why, self.path)
         if names and set(names) <= set(self.partition):
             issue(("partition",), "every column is a partition column: nothing to write", None)
         if issues:
@@ -459,8 +478,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
                 return
 
     @override
-    def finish(self) -> None:
-        super().finish()
+    def release(self) -> None:
         self._release_lock()
 
     @override
