@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,7 +56,12 @@ from sync.errors import JobFileError
 from sync.model import Schedule
 from sync.schedule.timing import Timing, local_text
 
-__all__ = ["FINAL_STATES", "Fire", "Store", "StoreError", "naive", "utc"]
+__all__ = ["FINAL_STATES", "MAX_BACKLOG", "Fire", "Store", "StoreError", "naive", "utc"]
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 1000
+"""Fires of one downtime that are recorded (missed or caught up); older ones are dropped."""
 
 FINAL_STATES = ("succeeded", "failed", "skipped", "missed", "cancelled", "abandoned")
 
@@ -283,6 +289,15 @@ class Store:
             cursor = utc(job.cursor)
             if cursor is None:
                 cursor = now  # a new job: its first fire is the next one, nothing to catch up
+            horizon = now - dt.timedelta(seconds=MAX_BACKLOG * timing.period_at(timing.before(now)))
+            if cursor < horizon:
+                log.warning(
+                    "job %s: down since %s; only the last %d fires are recorded",
+                    name,
+                    cursor,
+                    MAX_BACKLOG,
+                )
+                cursor = horizon
             fires = timing.between(cursor, now)
             if fires or job.cursor is None:
                 conn.execute(
