@@ -471,7 +471,7 @@ def test_serve_keeps_others_running_when_a_file_stops_validating_and_shows_it_al
         assert 'syncx_numWrite{job="good"} 100' in metrics
         assert 'syncx_schedule_runs_total{job="failing",outcome="failed"}' in metrics
         assert 'syncx_schedule_last_success_timestamp_seconds{job="good"}' in metrics
-        history = run_cli("schedule", "history", "good", "--db", db, "-n", "3")
+        history = run_cli("schedule", "history", "good", "--db", db, "-n", "30")
         assert history.returncode == 0 and "succeeded  read 100 wrote 100" in history.stdout
         assert served.stop() == 0
     finally:
@@ -525,7 +525,7 @@ def _check_page_in_chromium(served: Served, tmp_path: Path) -> None:
                     rect["y"] + rect["height"],
                 )
             ]
-            return list(image.crop(box).getdata())
+            return list(image.crop(box).get_flattened_data())
 
         def near(pixel: tuple[int, int, int], want: tuple[int, int, int]) -> bool:
             return all(abs(a - b) <= 24 for a, b in zip(pixel, want, strict=True))

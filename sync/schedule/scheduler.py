@@ -133,7 +133,7 @@ class Scheduler:
         self.params = params or {}
         self.lease = lease
         self.tick = tick
-        self.logs = logs
+        self.logs = logs.absolute()
         self.entries: dict[Path, JobEntry] = {}
         self.children: dict[int, _Child] = {}
         self.stop = threading.Event()

@@ -24,6 +24,9 @@ __all__ = ["StatusServer", "metrics_text", "status_html"]
 _RECENT = 30
 """Runs per job the page and the metrics look at."""
 
+_RAN = ("succeeded", "failed", "cancelled", "abandoned")
+"""States of runs that ran (not skipped or missed): the last of them is the job's last outcome."""
+
 
 class StatusServer:
     """Serves the page and ``/metrics`` on a thread until closed."""
@@ -114,13 +117,16 @@ def status_html(store: Store, instance: str) -> str:
     for job in store.jobs():
         runs = store.history(job.name, _RECENT)
         local, utc_next, timing = _next_fire(job, now)
+        if job.paused:
+            local, utc_next = "paused", ""
         finished = [r for r in reversed(runs) if r.state not in ("queued", "running")]
         dots = "".join(
             f'<span class="dot s-{esc(r.state)}" title="{esc(str(r.scheduled_local))} '
             f'attempt {r.attempt}: {esc(r.state)}"></span>'
             for r in finished[-12:]
         )
-        last = finished[-1] if finished else None
+        ran = [r for r in finished if r.state in _RAN]
+        last = ran[-1] if ran else None
         durations = [d for d in (_duration(r) for r in finished if r.state == "succeeded") if d]
         if job.paused:
             status = f'<span class="paused">paused</span> {esc(job.pause_reason or "")}'
