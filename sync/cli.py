@@ -22,7 +22,7 @@ import typer
 
 from sync import __version__, registry
 from sync.contract import JobContext
-from sync.errors import JobInterruptedError, SyncxError
+from sync.errors import JobFileError, JobInterruptedError, SyncxError
 from sync.job import (
     RunOptions,
     RunReport,
@@ -32,7 +32,7 @@ from sync.job import (
     secret_values,
 )
 from sync.jobfile import LoadedJob, load_job
-from sync.metrics import Metric, Metrics, ProgressLine
+from sync.metrics import Metric, Metrics, MetricsServer, ProgressLine
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
 from sync.verify import VerifyReport
@@ -158,6 +158,12 @@ def run(
     retain_checkpoints: Annotated[
         int, typer.Option("--retain-checkpoints", min=1, help="Completed checkpoints to keep.")
     ] = 3,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
@@ -173,10 +179,17 @@ def run(
         checkpoint_interval=checkpoint_interval,
         retain_checkpoints=retain_checkpoints,
     )
-    progress: list[ProgressLine] = []
+    progress: list[ProgressLine | MetricsServer] = []
 
     def on_start(metrics: Metrics) -> None:
         progress.append(ProgressLine(metrics).__enter__())
+        if metrics_port is not None:
+            try:
+                progress.append(MetricsServer(loaded.name, metrics, "127.0.0.1", metrics_port))
+            except OSError as exc:
+                msg = f"--metrics-port {metrics_port}: cannot listen ({exc.strerror or exc})"
+                raise JobFileError(msg) from exc
+            progress[-1].__enter__()
 
     options.on_start = on_start
     report: RunReport | None = None
@@ -414,6 +427,158 @@ def checkpoints_show(
             _fail(f"no checkpoints in {state.checkpoints}", 1)
         assert chk is not None
         typer.echo(redact(json.dumps(chk.to_json(), indent=2, default=str), _REDACTOR.secrets))
+
+
+# -- syncx schedule ------------------------------------------------------------------------------
+
+schedule_app = typer.Typer(
+    help="Scheduled syncs: serve job files with a 'schedule' block; inspect and steer them.",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Run history: sqlite:///PATH or postgresql://USER@HOST/DB (default SQLite "
+        "in .syncx/schedule.db).",
+    ),
+]
+ScheduledJobArg = Annotated[str, typer.Argument(help="Job name in the history, or a job file.")]
+
+
+def _schedule_call(debug: bool, action: Callable[[Any], list[str] | str], db: str | None) -> None:
+    """Open the history, run one ``syncx schedule`` command, print its lines."""
+    from sync.schedule.commands import open_store  # noqa: PLC0415 - the optional extra
+
+    with _errors(debug):
+        store = open_store(db)
+        try:
+            out = action(store)
+        finally:
+            store.close()
+    typer.echo(out if isinstance(out, str) else "\n".join(out))
+
+
+@schedule_app.command("serve")
+def schedule_serve(
+    paths: Annotated[list[Path], typer.Argument(help="Job files or folders of job files.")],
+    db: DbOpt = None,
+    http: Annotated[
+        str | None, typer.Option("--http", help="HOST:PORT for the status page and /metrics.")
+    ] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="This scheduler's name (default host:pid).")
+    ] = None,
+    lease: Annotated[
+        float,
+        typer.Option("--lease", min=1, help="Seconds a run's lease lasts between heartbeats."),
+    ] = 30.0,
+    param: ParamOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Run the scheduler in the foreground (for systemd or a container); SIGTERM stops it after
+    the running jobs take a final checkpoint."""
+    from sync.schedule import commands  # noqa: PLC0415 - the optional extra
+
+    _setup_logging("info", debug)
+    values = _params(param)
+
+    def ready(scheduler: Any) -> None:
+        handle = commands.stop_on_signals(scheduler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: handle(signum))
+
+    with _errors(debug):
+        store = commands.open_store(db)
+        try:
+            commands.serve(
+                paths,
+                store,
+                http=http,
+                instance=instance,
+                params=values,
+                lease=lease,
+                on_ready=ready,
+            )
+        finally:
+            store.close()
+
+
+@schedule_app.command("list")
+def schedule_list(db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Jobs in the run history: schedule, next fire, paused or not, last outcome."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, commands.job_list, db)
+
+
+@schedule_app.command("history")
+def schedule_history(
+    job: ScheduledJobArg,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Runs to show.")] = 50,
+    db: DbOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """A job's runs, newest first: fire time, attempt, outcome, rows, duration, error."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.history(store, job, limit), db)
+
+
+@schedule_app.command("next")
+def schedule_next(
+    job: ScheduledJobArg,
+    count: Annotated[int, typer.Option("-n", min=1, help="How many fires.")] = 5,
+    db: DbOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """The next fires, local and UTC, with daylight-saving shifts marked."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.next_fires(store, job, count), db)
+
+
+@schedule_app.command("trigger")
+def schedule_trigger(job: ScheduledJobArg, db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Queue a run now (the serving scheduler starts it)."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.trigger(store, job), db)
+
+
+@schedule_app.command("pause")
+def schedule_pause(job: ScheduledJobArg, db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Stop firing a job until resumed (a running run finishes)."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.set_paused(store, job, True), db)
+
+
+@schedule_app.command("resume")
+def schedule_resume(job: ScheduledJobArg, db: DbOpt = None, debug: DebugOpt = False) -> None:
+    """Fire a paused job again (fires during the pause are not caught up)."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.set_paused(store, job, False), db)
+
+
+@schedule_app.command("backfill")
+def schedule_backfill(
+    job: ScheduledJobArg,
+    start: Annotated[str, typer.Option("--from", help="First fire time (ISO; job's zone).")],
+    end: Annotated[str, typer.Option("--to", help="Last fire time (ISO; job's zone).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the fires only.")] = False,
+    db: DbOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Queue a run for every fire in [--from, --to], each with its own ${window_*}."""
+    from sync.schedule import commands  # noqa: PLC0415
+
+    _schedule_call(debug, lambda store: commands.backfill(store, job, start, end, dry_run), db)
+
+
+# -- end of syncx schedule -----------------------------------------------------------------------
 
 
 def _version(value: bool) -> None:

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
 
-__all__ = ["Metric", "Metrics", "ProgressLine"]
+__all__ = [
+    "Metric",
+    "Metrics",
+    "MetricsServer",
+    "ProgressLine",
+    "Sample",
+    "job_samples",
+    "prometheus_text",
+]
 
 
 class Metric(StrEnum):
@@ -133,3 +144,107 @@ class ProgressLine:
             )
             self.stream.write(line + "\033[K")
             self.stream.flush()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One Prometheus sample: ``name{labels} value``, with its family's type and help."""
+
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "gauge"
+    help: str = ""
+
+
+_GAUGES = {Metric.CDC_LAG}
+_HELP = {
+    Metric.NUM_READ: "Records read",
+    Metric.NUM_WRITE: "Records written",
+    Metric.BYTE_READ: "Bytes read",
+    Metric.BYTE_WRITE: "Bytes written",
+    Metric.N_ERRORS: "Dirty records",
+    Metric.CDC_LAG: "Seconds between a change and its reading (CDC)",
+}
+
+
+def job_samples(job: str, snapshot: Mapping[str, float | int]) -> list[Sample]:
+    """A run's counters as samples named as ChunJun names them: ``syncx_numRead{job="..."}``."""
+    return [
+        Sample(
+            f"syncx_{metric.value}",
+            float(snapshot.get(metric.value, 0)),
+            {"job": job},
+            "gauge" if metric in _GAUGES else "counter",
+            _HELP.get(metric, f"ChunJun's {metric.value}"),
+        )
+        for metric in Metric
+    ]
+
+
+def prometheus_text(samples: Iterable[Sample]) -> str:
+    """Samples in Prometheus' text exposition format (one HELP/TYPE per family)."""
+    families: dict[str, list[Sample]] = {}
+    for sample in samples:
+        families.setdefault(sample.name, []).append(sample)
+    lines: list[str] = []
+    for name, members in families.items():
+        base = members[0]
+        if base.help:
+            lines.append(f"# HELP {name} {base.help}")
+        lines.append(f"# TYPE {name} {base.kind}")
+        for sample in members:
+            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+            value = _number(sample.value)
+            lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Integers without a fraction, other values exactly (``repr``); timestamps keep seconds."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class MetricsServer:
+    """``/metrics`` (Prometheus text) and ``/metrics.json`` of one run (``--metrics-port``)."""
+
+    def __init__(self, job: str, metrics: Metrics, host: str, port: int) -> None:
+        self.job = job
+        self.metrics = metrics
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                snapshot = server.metrics.snapshot()
+                if self.path.split("?")[0] == "/metrics":
+                    body = prometheus_text(job_samples(server.job, snapshot)).encode()
+                    kind = "text/plain; version=0.0.4"
+                elif self.path.split("?")[0] == "/metrics.json":
+                    body, kind = json.dumps(snapshot).encode(), "application/json"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                del format, args
+
+        self.http = ThreadingHTTPServer((host, port), Handler)
+        self.http.daemon_threads = True
+        self._thread = threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True)
+
+    def __enter__(self) -> MetricsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.shutdown()
+        self.http.server_close()

@@ -10,8 +10,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -25,10 +35,14 @@ __all__ = [
     "PluginSpec",
     "RestartSetting",
     "RestoreSetting",
+    "Retries",
+    "Schedule",
+    "ScheduleNotify",
     "Setting",
     "Speed",
     "TransformerSpec",
     "default_fs_without_path",
+    "parse_duration",
     "regex",
 ]
 
@@ -174,6 +188,113 @@ class RestartSetting(Params):
     )
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90``, ``"30s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` → seconds (a float); others pass on."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        return value
+    text = value.strip().replace(" ", "")
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    if not text or _DURATION.sub("", text):
+        msg = "not a duration: write seconds or e.g. 30s, 15m, 1h30m, 2d"
+        raise ValueError(msg)
+    return sum(float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _DURATION.findall(text))
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+"""Seconds, or a string such as ``30s``, ``15m``, ``1h30m``, ``2d``."""
+
+
+class Retries(Params):
+    """``schedule.retries``: how a failed or timed-out run is tried again (from its checkpoint)."""
+
+    attempts: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Tries of one fire in all, the first included."
+    )
+    delay: Annotated[Duration, Field(ge=0)] = Field(default=60, description="Wait before try 2.")
+    backoff: Annotated[float, Field(ge=1)] = Field(
+        default=2, description="Each further wait is the one before times this."
+    )
+    max_delay: Annotated[Duration, Field(ge=0)] = Field(
+        default=1800, description="Longest wait between tries."
+    )
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt`` (2, 3, ...)."""
+        return min(self.delay * self.backoff ** max(attempt - 2, 0), self.max_delay)
+
+
+NotifyEvent = Literal["failure", "timeout", "missed", "abandoned", "success"]
+
+
+class ScheduleNotify(Params):
+    """``schedule.notify``: a webhook (JSON POST) and/or a command run on chosen outcomes."""
+
+    on: list[NotifyEvent] = Field(default_factory=lambda: ["failure", "timeout", "missed"])
+    webhook: str | None = Field(default=None, description="URL that receives a JSON POST.")
+    command: str | None = Field(
+        default=None, description="Shell command; SYNCX_EVENT, SYNCX_JOB, ... in its environment."
+    )
+
+
+class Schedule(Params):
+    """The ``schedule`` block: when ``syncx schedule serve`` runs the job, and how."""
+
+    cron: str | None = Field(default=None, description="Five-field cron expression.")
+    every: Annotated[Duration, Field(gt=0)] | None = Field(
+        default=None, description="A fixed period instead of cron (15m, 30s, ...)."
+    )
+    timezone: str = Field(default="UTC", description="IANA time zone of the cron expression.")
+    catchup: Literal["none", "latest", "all"] = Field(
+        default="latest", description="Fires missed while the scheduler was down: run which."
+    )
+    overlap: Literal["skip", "queue", "cancel"] = Field(
+        default="skip", description="A fire while the previous run still runs."
+    )
+    jitter: Annotated[Duration, Field(ge=0)] = Field(
+        default=0, description="Start up to this long after the fire time (spreads load)."
+    )
+    retries: Retries = Field(default_factory=Retries)
+    timeout: Annotated[Duration, Field(gt=0)] | None = Field(
+        default=None, description="Stop a run (final checkpoint first) after this long."
+    )
+    notify: ScheduleNotify | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from sync.schedule.timing import check_cron  # noqa: PLC0415 - the optional extra
+
+            check_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = "unknown time zone: use an IANA name such as UTC, Europe/Berlin, Asia/Shanghai"
+            raise ValueError(msg) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> Schedule:
+        if (self.cron is None) == (self.every is None):
+            msg = "give exactly one of 'cron' and 'every'"
+            raise ValueError(msg)
+        return self
+
+
 class Setting(Params):
     """``job.setting``."""
 
@@ -183,6 +304,9 @@ class Setting(Params):
     dirty: DirtySetting = Field(default_factory=DirtySetting)
     log: LogSetting = Field(default_factory=LogSetting)
     restart: RestartSetting = Field(default_factory=RestartSetting)
+    schedule: Schedule | None = Field(
+        default=None, description="The top-level `schedule` block, ChunJun-JSON style."
+    )
 
 
 class TableRef(Params):
@@ -228,6 +352,21 @@ class JobFile(Params):
     name: str | None = Field(
         default=None, description="Job name for the state folder; default the file's stem."
     )
+    schedule: Schedule | None = Field(
+        default=None, description="When `syncx schedule serve` runs this job."
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> JobFile:
+        if self.schedule is not None and self.job.setting.schedule is not None:
+            msg = "give either 'schedule' or 'job.setting.schedule', not both"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def schedule_spec(self) -> Schedule | None:
+        """The schedule block, wherever the file put it."""
+        return self.schedule or self.job.setting.schedule
 
     @property
     def content(self) -> Content:
