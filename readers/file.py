@@ -13,7 +13,7 @@ The filesystem (:meth:`FileReader.make_filesystem`), the split plan and the colu
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import pyarrow as pa
@@ -23,7 +23,7 @@ from typing_extensions import override
 from libs.formats import FileFormat, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from libs.types import arrow_type, conform
-from sync.contract import JobContext, Reader, Split, SplitReader
+from sync.contract import Estimate, JobContext, Reader, Split, SplitReader
 from sync.errors import JobFileError
 from sync.model import Params
 
@@ -104,6 +104,14 @@ class BaseFileReader(Reader[P]):
         return [Split(f"file-{i}", {"path": info.path}) for i, info in enumerate(self.files())]
 
     @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate:
+        """The sizes of the splits' files (each file once, however many splits share it);
+        the splits report how far into their file they have read."""
+        sizes = {info.path: info.size for info in self.files()}
+        paths = {str(split.data["path"]) for split in splits}
+        return Estimate(bytes=sum(sizes.get(path, 0) for path in paths))
+
+    @override
     def open(self, split: Split, position: int | None) -> SplitReader:
         return _FileSplit(self, split, int(position or 0))
 
@@ -180,6 +188,18 @@ class _FileSplit(SplitReader):
         self._path = str(split.data["path"])
         self._rows = start
         self._file = reader.fs.open_read(self._path)
+        self._window = self._byte_window()
+
+    def _byte_window(self) -> tuple[int, int | None]:
+        """Where this split's bytes start in its file and how many there are (``None``: to the
+        end): a split of some row groups / stripes of a large file covers only those."""
+        units = self._split.data.get("units")
+        if not units:
+            return 0, None
+        sizes = self._reader.format.units(self._file) or []
+        self._file.seek(0)
+        first, last = int(units[0]), int(units[1])
+        return sum(sizes[:first]), sum(sizes[first:last])
 
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
@@ -193,6 +213,13 @@ class _FileSplit(SplitReader):
     @override
     def snapshot(self) -> int:
         return self._rows
+
+    @override
+    def progress(self) -> int:
+        """How far into the file (its window) reading has come."""
+        start, size = self._window
+        consumed = max(0, self._file.tell() - start)
+        return consumed if size is None else min(consumed, size)
 
     @override
     def close(self) -> None:

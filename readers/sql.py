@@ -83,7 +83,15 @@ from libs.sql import (
     value_converter,
 )
 from libs.types import arrow_type, conform
-from sync.contract import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
+from sync.contract import (
+    DirtyRecord,
+    Estimate,
+    JobContext,
+    Position,
+    Reader,
+    Split,
+    SplitReader,
+)
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from sync.model import Params
 
@@ -312,6 +320,30 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 )
                 raise JobFailedError(msg)
         return self.split_reader_class(self, split, position)
+
+    @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate | None:
+        """Rows of the splits: PostgreSQL's planner estimate (``EXPLAIN``, no scan); SQLite
+        counts them (it keeps no statistics); other databases give none."""
+        dialect = self.engine().dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return None
+        source = self.source()
+        total = 0
+        with self.engine().connect() as conn:
+            for split in splits:
+                rows = sa.select(sa.literal(1)).select_from(source.from_)
+                rows = rows.where(*self.conditions(split))
+                if dialect == "sqlite":
+                    count = sa.select(sa.func.count()).select_from(rows.subquery())
+                    total += int(conn.execute(count).scalar_one())
+                    continue
+                compiled = rows.compile(dialect=conn.dialect)
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params
+                ).scalar_one()
+                total += int(plan[0]["Plan"]["Plan Rows"])
+        return Estimate(rows=total)
 
     # -- hooks -------------------------------------------------------------------------------
 

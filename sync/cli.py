@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -35,13 +36,13 @@ from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, ProgressLine
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
+from sync.template import render as render_template
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="syncx",
     help="Declarative data synchronization: ChunJun/Flinkx job files, checkpoints, exactly-once.",
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -82,8 +83,21 @@ def redact(text: str, secrets: set[str]) -> str:
     return text
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time: while the live progress line shows,
+    it is rich's proxy, which prints log lines above the line instead of through it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value
+
+
 def _setup_logging(level: str, debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_REDACTOR)
     root = logging.getLogger()
@@ -156,6 +170,14 @@ def run(
     retain_checkpoints: Annotated[
         int, typer.Option("--retain-checkpoints", min=1, help="Completed checkpoints to keep.")
     ] = 3,
+    progress_interval: Annotated[
+        float,
+        typer.Option(
+            "--progress-interval",
+            min=0,
+            help="When stderr is not a terminal: seconds between progress log lines (0: none).",
+        ),
+    ] = 30.0,
     debug: DebugOpt = False,
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
@@ -174,7 +196,7 @@ def run(
     progress: list[ProgressLine] = []
 
     def on_start(metrics: Metrics) -> None:
-        progress.append(ProgressLine(metrics).__enter__())
+        progress.append(ProgressLine(metrics, log_interval=progress_interval).__enter__())
 
     options.on_start = on_start
     report: RunReport | None = None
@@ -298,6 +320,19 @@ def schema(
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command()
+def template(
+    reader: Annotated[str, typer.Argument(help="Reader plugin, e.g. mysqlreader.")],
+    writer: Annotated[str, typer.Argument(help="Writer plugin, e.g. hdfswriter.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="ChunJun's JSON shape (with // comments).")
+    ] = False,
+) -> None:
+    """Print a job file for READER -> WRITER with every parameter of both (fill the ${...})."""
+    with _errors(False):
+        typer.echo(render_template(reader, writer, json_shape=as_json).text, nl=False)
+
+
 @checkpoints_app.command("list")
 def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = None) -> None:
     """List the stored checkpoints of a job."""
@@ -341,16 +376,32 @@ def checkpoints_show(
         typer.echo(redact(json.dumps(chk.to_json(), indent=2, default=str), _REDACTOR.secrets))
 
 
+DRIVERS = ("connectorx", "mysqlclient", "pymysql", "pyarrow", "confluent-kafka")
+"""Distributions whose versions ``--version`` lists (the drivers a job may use)."""
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"syncx {__version__}")
+        for name in DRIVERS:
+            try:
+                found = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                found = "not installed"
+            typer.echo(f"  {name:<16} {found}")
         raise typer.Exit
 
 
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and those of the installed drivers.",
+        ),
     ] = False,
 ) -> None:
     """syncx."""
