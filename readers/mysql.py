@@ -106,6 +106,7 @@ from readers.sql import (
     SqlReader,
     SqlReaderParams,
     SqlSplitReader,
+    explain,
 )
 from sync.contract import (
     DirtyRecord,
@@ -447,12 +448,13 @@ class MysqlReader(SqlReader):
             for split in splits:
                 whole = Split(split.id, {k: v for k, v in split.data.items() if k != "mod"})
                 query = sa.select(sa.literal(1)).select_from(source.from_)
-                compiled = query.where(*self.conditions(whole)).compile(dialect=conn.dialect)
+                query = query.where(*self.conditions(whole))
+                compiled = query.compile(dialect=conn.dialect)
                 key = f"{compiled} {sorted(compiled.params.items(), key=str)}"
                 if key in seen:
                     continue
                 seen.add(key)
-                result = conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)
+                result = explain(conn, "EXPLAIN", query)
                 names = [str(k).lower() for k in result.keys()]  # noqa: SIM118 - a Result
                 row = result.first()
                 if row is not None and "rows" in names:

@@ -60,7 +60,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, CursorResult, Engine, Row
 from sqlalchemy.sql import ColumnElement, FromClause, Select, sqltypes
 from typing_extensions import override
 
@@ -227,6 +227,15 @@ _START = object()
 """No key value yet: the split's first page."""
 
 
+def explain(conn: Connection, prefix: str, query: Select[Any]) -> CursorResult[Any]:
+    """Run ``<prefix> <query>`` (an ``EXPLAIN``) with the query's values bound as parameters."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional and compiled.positiontup is not None:
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+    return conn.exec_driver_sql(f"{prefix} {compiled}", params)
+
+
 class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
@@ -338,10 +347,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                     count = sa.select(sa.func.count()).select_from(rows.subquery())
                     total += int(conn.execute(count).scalar_one())
                     continue
-                compiled = rows.compile(dialect=conn.dialect)
-                plan = conn.exec_driver_sql(
-                    "EXPLAIN (FORMAT JSON) " + str(compiled), compiled.params
-                ).scalar_one()
+                plan = explain(conn, "EXPLAIN (FORMAT JSON)", rows).scalar_one()
                 total += int(plan[0]["Plan"]["Plan Rows"])
         return Estimate(rows=total)
 
