@@ -22,6 +22,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, TextColumn
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 
 from sync.contract import Estimate
 
@@ -243,8 +244,11 @@ class ProgressLine:
     def __enter__(self) -> ProgressLine:
         if self.stream.isatty():
             self._live = RichProgress(
-                BarColumn(bar_width=24),
-                TextColumn("{task.fields[status]}"),
+                BarColumn(bar_width=20, table_column=Column(width=20, no_wrap=True)),
+                TextColumn(
+                    "{task.fields[status]}",
+                    table_column=Column(no_wrap=True, overflow="ellipsis"),
+                ),
                 console=Console(file=self.stream, highlight=False),
                 auto_refresh=False,
                 transient=True,
