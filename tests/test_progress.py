@@ -131,7 +131,7 @@ def test_eta_on_a_small_job(tmp_path: Path) -> None:
         assert abs(total - duration) < 0.25 * duration, (elapsed, total, duration)
     shares = [share for _, share, _ in samples if share is not None]
     assert shares == sorted(shares)
-    assert 0.5 < shares[len(shares) // 2] < 0.99
+    assert shares[0] < 0.5 < 0.9 < shares[-1] <= 0.99
 
 
 def test_progress_log_lines_off_a_terminal(tmp_path: Path, run_cli: RunCli) -> None:
