@@ -320,3 +320,43 @@ def test_binlog_bytes_across_files() -> None:
     assert binlog_bytes(sizes, ("bin.000001", 400), ("bin.000003", 100)) == 600 + 500 + 100
     assert binlog_bytes(sizes, ("bin.000002", 100), ("bin.000004", 50)) == 400 + 800 + 50
     assert binlog_bytes(sizes, ("bin.000002", 100), ("bin.000001", 50)) == 0
+
+
+@pytest.mark.mysql
+def test_binlog_stop_at_estimate_is_the_binlog_bytes(
+    tmp_path: Path, server: MariaDB, orders: str
+) -> None:
+    conn = server.connect(orders)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            file, pos = cur.fetchone()[:2]
+            cur.execute("UPDATE orders SET amount = amount + 1 WHERE id <= 2000")
+    finally:
+        conn.close()
+    params = {
+        "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{orders}",
+        "username": server.user,
+        "table": ["orders"],
+        "start": {"journalName": file, "position": pos},
+        "stopAt": "now",
+    }
+    reader = _reader(tmp_path, _job({"name": "binlogreader", "parameter": params}))
+    try:
+        splits = reader.plan(1)
+        estimate = reader.estimate(splits)
+        assert estimate is not None and estimate.rows is None
+        assert estimate.bytes is not None and estimate.bytes > 2000 * 20  # two row images each
+        opened = reader.open(splits[0], None)
+        changes = 0
+        last = 0
+        for batch in opened.batches():
+            changes += batch.num_rows if batch is not None else 0
+            consumed = opened.progress()
+            assert consumed is not None and consumed >= last
+            last = consumed
+        opened.close()
+    finally:
+        reader.close()
+    assert changes >= 2000
+    assert 0.9 * estimate.bytes <= last  # other tests may write to the binlog meanwhile
