@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, TextColumn
+from rich.progress import BarColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Column
 
@@ -236,7 +236,7 @@ class ProgressLine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._live: RichProgress | None = None
-        self._task = 0
+        self._task = TaskID(0)
         self._samples: deque[tuple[float, float, float]] = deque()
         self._checkpoints = metrics.get(Metric.CHECKPOINTS)
         self._checkpointed: float | None = None

@@ -149,7 +149,9 @@ class _Builder:
         comment = _hint(info, annotation)
         model = _model_of(annotation)
         if model is not None and (live or forced is not None):
-            inner = {k: set() for k in forced} if forced is not None else None
+            inner: dict[str, set[str]] | None = None
+            if forced is not None:
+                inner = {k: set() for k in forced}
             mapping = self.model(model, path, parents, inner)
             return _Entry(key, True, comment, mapping=mapping)
         if model is not None:
@@ -276,8 +278,7 @@ def _hint(info: FieldInfo, annotation: Any) -> str:
 
 
 def _default(info: FieldInfo) -> Any:
-    if info.is_required():
-        return None
+    """An optional parameter's default, as JSON."""
     return _plain(info.get_default(call_default_factory=True))
 
 
