@@ -381,7 +381,8 @@ def _estimate(reader: Reader, splits: list[Split]) -> Estimate | None:
     try:
         return reader.estimate(splits)
     except Exception as exc:  # an estimate is a nicety: the job goes on without one
-        log.warning("no progress estimate (%s: %s)", type(exc).__name__, exc)
+        first = (str(exc).splitlines() or [""])[0]
+        log.warning("no progress estimate (%s: %s)", type(exc).__name__, first)
         return None
 
 
