@@ -23,6 +23,7 @@ from sync.jobfile import load_job
 from sync.metrics import Metric, Metrics, ProgressLine, format_duration
 from tests.conftest import RunCli, stream_job
 from tests.servers.mariadb import MariaDB, ensure_server
+from tests.servers.webhdfs import WebHdfsServer
 
 
 def _load(tmp_path: Path, job: dict[str, Any]) -> Any:
@@ -360,3 +361,53 @@ def test_binlog_stop_at_estimate_is_the_binlog_bytes(
         reader.close()
     assert changes >= 2000
     assert 0.9 * estimate.bytes <= last  # other tests may write to the binlog meanwhile
+
+
+@pytest.mark.hdfs
+def test_hdfs_estimates_over_webhdfs(tmp_path: Path) -> None:
+    """hdfsreader over WebHDFS: Parquet counts the footers' rows; Hive text its bytes, read
+    front to back through the WebHDFS stream."""
+    root = tmp_path / "hdfs"
+    root.mkdir()
+    _files(root / "pq", "parquet", 2, 30000)
+    text = root / "txt"
+    text.mkdir()
+    for index in range(2):
+        rows = range(index * 300000, (index + 1) * 300000)  # ~10 MB: read in 4 MiB chunks
+        lines = "".join(f"{i}\x01name {i} {'x' * 20}\n" for i in rows)
+        (text / f"00000{index}_0").write_text(lines, encoding="utf-8")
+    sizes = sum(p.stat().st_size for p in text.iterdir())
+    with WebHdfsServer(root) as server:
+        connection = {
+            "defaultFS": f"webhdfs://127.0.0.1:{server.namenode_port}",
+            "hadoopConfig": {"hadoop.user.name": "syncx"},
+        }
+        parquet = _reader(
+            tmp_path,
+            _job(
+                {
+                    "name": "hdfsreader",
+                    "parameter": {**connection, "path": "/pq", "fileType": "parquet"},
+                }
+            ),
+        )
+        assert parquet.estimate(parquet.plan(1)) == Estimate(rows=60000)
+        hive = _reader(
+            tmp_path,
+            _job(
+                {
+                    "name": "hdfsreader",
+                    "parameter": {**connection, "path": "/txt", "fileType": "text"},
+                }
+            ),
+        )
+        splits = hive.plan(1)
+        assert hive.estimate(splits) == Estimate(bytes=sizes)
+        consumed = 0
+        for split in splits:
+            opened = hive.open(split, None)
+            seen = [opened.progress() for _batch in opened.batches()]
+            opened.close()
+            assert seen == sorted(seen) and len(set(seen)) > 1
+            consumed += seen[-1]
+        assert consumed == sizes
