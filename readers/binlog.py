@@ -97,6 +97,7 @@ from libs.sql import scrub, strip_password
 from sync.contract import (
     CompletedCheckpoint,
     DirtyRecord,
+    Estimate,
     JobContext,
     Position,
     Reader,
@@ -450,6 +451,22 @@ def _file_index(name: str | None) -> int:
         return -1
     match = re.search(r"(\d+)$", name)
     return int(match.group(1)) if match else -1
+
+
+def binlog_bytes(sizes: dict[str, int], start: tuple[str, int], end: tuple[str, int]) -> int:
+    """Binlog bytes from ``start`` to ``end`` (file, position), over the files in ``sizes``
+    (file → size); a file missing from ``sizes`` counts up to ``end`` only."""
+    if start[0] == end[0]:
+        return max(0, end[1] - start[1])
+    first, last = _file_index(start[0]), _file_index(end[0])
+    total = 0
+    for name in {*sizes, end[0]}:
+        index = _file_index(name)
+        if first <= index <= last:
+            low = start[1] if index == first else 0
+            high = end[1] if index == last else sizes.get(name, 0)
+            total += max(0, high - low)
+    return total
 
 
 @dataclass
@@ -1228,6 +1245,8 @@ class BinlogReader(Reader[BinlogReaderParams]):
         self._stream_start: dict[str, Any] | None = None
         self._checkpointed = threading.Condition()
         self._done_in_checkpoint: tuple[int, frozenset[str]] | None = None
+        self.log_sizes: dict[str, int] = {}
+        """Binlog file → size, as :meth:`estimate` found them (for the stream's progress)."""
 
     # -- framework ---------------------------------------------------------------------------
 
@@ -1348,6 +1367,35 @@ class BinlogReader(Reader[BinlogReaderParams]):
             {"kind": "stream", "start": handover.to_json(), "snapshot": [s.id for s in splits]},
         )
         return [*splits, stream]
+
+    @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate | None:
+        """A bounded (``stopAt``) run: with a snapshot, the rows of its tables (their readers'
+        estimates); else the binlog bytes from the stream's start to its end (the end now for
+        ``now`` and timestamps)."""
+        snapshots = [s for s in splits if s.data.get("kind") == "snapshot"]
+        if snapshots:
+            rows = 0
+            for split in snapshots:
+                reader = self._snapshot_reader(split.data["db"], split.data["table"])
+                found = reader.estimate([Split.from_json(split.data["inner"])])
+                rows += (found.rows or 0) if found is not None else 0
+            return Estimate(rows=rows)
+        stream = next((s for s in splits if s.data.get("kind") == "stream"), None)
+        start = BinlogPosition.from_json(stream.data["start"]) if stream is not None else None
+        if start is None or start.file is None or start.pos is None:
+            return None
+        conn = self.connect()
+        try:
+            self.log_sizes = {str(r[0]): int(r[1]) for r in _query(conn, "SHOW BINARY LOGS")}
+            status = _query(conn, "SHOW MASTER STATUS")
+        finally:
+            conn.close()
+        stop = self.params.stop_at
+        end = (str(status[0][0]), int(status[0][1]))
+        if isinstance(stop, BinlogStart) and stop.journal_name is not None:
+            end = (stop.journal_name, stop.position or 4)
+        return Estimate(bytes=binlog_bytes(self.log_sizes, (start.file, start.pos), end))
 
     @override
     def open(self, split: Split, position: Position | None) -> SplitReader:
@@ -1837,6 +1885,7 @@ class _StreamSplitReader(SplitReader):
         self._started_fresh = position is None
         raw = position if position is not None else split.data["start"]
         self._position = BinlogPosition.from_json(raw)
+        self._opened_at = self._position
         owner.stream_opened(self, raw)
         """The last emitted position (what :meth:`snapshot` returns)."""
         self._stream: Any = None
@@ -1858,6 +1907,14 @@ class _StreamSplitReader(SplitReader):
     @override
     def snapshot(self) -> Position:
         return self._position.to_json()
+
+    @override
+    def progress(self) -> int | None:
+        """Binlog bytes from where the split was opened to the last emitted position."""
+        opened, now = self._opened_at, self._position
+        if opened.file is None or opened.pos is None or now.file is None or now.pos is None:
+            return None
+        return binlog_bytes(self._owner.log_sizes, (opened.file, opened.pos), (now.file, now.pos))
 
     @property
     def finished(self) -> bool:

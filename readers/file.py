@@ -12,24 +12,32 @@ The filesystem (:meth:`FileReader.make_filesystem`), the split plan and the colu
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, BinaryIO, Literal, TypeVar
 
 import pyarrow as pa
+import pyarrow.orc as paorc
+import pyarrow.parquet as pq
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
 from libs.formats import FileFormat, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from libs.types import arrow_type, conform
-from sync.contract import JobContext, Reader, Split, SplitReader
+from sync.contract import Estimate, JobContext, Reader, Split, SplitReader
 from sync.errors import JobFileError
 from sync.model import Params
 
 __all__ = ["BaseFileReader", "FileColumn", "FileReader", "FileReaderParams"]
 
 WHERE = "job.content[0].reader.parameter"
+SAMPLE_FILES = 64
+"""Files an estimate looks into at most (on HDFS each is a request)."""
+_SEQUENTIAL = ("txt", "jsonl")
+"""Formats syncx reads front to back itself: the file position says how far a split is."""
+_CSV_SAMPLE = 1 << 20
 P = TypeVar("P", bound=Params)
 
 
@@ -104,6 +112,30 @@ class BaseFileReader(Reader[P]):
         return [Split(f"file-{i}", {"path": info.path}) for i, info in enumerate(self.files())]
 
     @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate:
+        """Hive text and JSON lines are read front to back: the files' sizes, and the splits
+        report how far into their file they are. Parquet and ORC (whole row groups at a time)
+        and CSV (read ahead in the background) count rows instead: from the footers, or for CSV
+        from the lines in the first MiB; exact up to :data:`SAMPLE_FILES` files, beyond that the
+        rows per byte of that many of them times the size of all."""
+        sizes = {info.path: info.size for info in self.files()}
+        paths = sorted({str(split.data["path"]) for split in splits})
+        total = sum(sizes.get(path, 0) for path in paths)
+        kind = self.format.extension
+        if kind in _SEQUENTIAL:
+            return Estimate(bytes=total)
+        sample = paths[:: max(1, math.ceil(len(paths) / SAMPLE_FILES))]
+        rows = sampled = 0
+        header = bool(self.read_options(Split("estimate", {})).get("header", False))
+        for path in sample:
+            with self.fs.open_read(path) as stream:
+                rows += _rows_of(kind, stream, sizes.get(path, 0), header)
+            sampled += sizes.get(path, 0)
+        if len(sample) < len(paths) and sampled:
+            rows = round(rows * total / sampled)
+        return Estimate(rows=rows)
+
+    @override
     def open(self, split: Split, position: int | None) -> SplitReader:
         return _FileSplit(self, split, int(position or 0))
 
@@ -173,6 +205,20 @@ class FileReader(BaseFileReader[FileReaderParams]):
         return options
 
 
+def _rows_of(kind: str, stream: BinaryIO, size: int, header: bool) -> int:
+    """The rows of a file: a Parquet or ORC footer's count; a CSV file's lines in its first
+    MiB, scaled to its size."""
+    if kind == "parquet":
+        return int(pq.ParquetFile(stream).metadata.num_rows)
+    if kind == "orc":
+        return int(paorc.ORCFile(stream).nrows)
+    head = stream.read(_CSV_SAMPLE)
+    lines = head.count(b"\n") + (1 if head and not head.endswith(b"\n") else 0)
+    if head and size > len(head):
+        lines = round(lines * size / len(head))
+    return max(0, lines - int(header))
+
+
 class _FileSplit(SplitReader):
     def __init__(self, reader: BaseFileReader[Any], split: Split, start: int) -> None:
         self._reader = reader
@@ -180,6 +226,7 @@ class _FileSplit(SplitReader):
         self._path = str(split.data["path"])
         self._rows = start
         self._file = reader.fs.open_read(self._path)
+        self._sequential = reader.format.extension in _SEQUENTIAL
 
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
@@ -193,6 +240,12 @@ class _FileSplit(SplitReader):
     @override
     def snapshot(self) -> int:
         return self._rows
+
+    @override
+    def progress(self) -> int | None:
+        """How far into a Hive text or JSON lines file reading has come (other formats count
+        rows instead)."""
+        return self._file.tell() if self._sequential else None
 
     @override
     def close(self) -> None:

@@ -60,7 +60,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, CursorResult, Engine, Row
 from sqlalchemy.sql import ColumnElement, FromClause, Select, sqltypes
 from typing_extensions import override
 
@@ -83,7 +83,15 @@ from libs.sql import (
     value_converter,
 )
 from libs.types import arrow_type, conform
-from sync.contract import DirtyRecord, JobContext, Position, Reader, Split, SplitReader
+from sync.contract import (
+    DirtyRecord,
+    Estimate,
+    JobContext,
+    Position,
+    Reader,
+    Split,
+    SplitReader,
+)
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from sync.model import Params
 
@@ -219,6 +227,15 @@ _START = object()
 """No key value yet: the split's first page."""
 
 
+def explain(conn: Connection, prefix: str, query: Select[Any]) -> CursorResult[Any]:
+    """Run ``<prefix> <query>`` (an ``EXPLAIN``) with the query's values bound as parameters."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.params
+    if compiled.positional and compiled.positiontup is not None:
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+    return conn.exec_driver_sql(f"{prefix} {compiled}", params)
+
+
 class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
@@ -312,6 +329,27 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 )
                 raise JobFailedError(msg)
         return self.split_reader_class(self, split, position)
+
+    @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate | None:
+        """Rows of the splits: PostgreSQL's planner estimate (``EXPLAIN``, no scan); SQLite
+        counts them (it keeps no statistics); other databases give none."""
+        dialect = self.engine().dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            return None
+        source = self.source()
+        total = 0
+        with self.engine().connect() as conn:
+            for split in splits:
+                rows = sa.select(sa.literal(1)).select_from(source.from_)
+                rows = rows.where(*self.conditions(split))
+                if dialect == "sqlite":
+                    count = sa.select(sa.func.count()).select_from(rows.subquery())
+                    total += int(conn.execute(count).scalar_one())
+                    continue
+                plan = explain(conn, "EXPLAIN (FORMAT JSON)", rows).scalar_one()
+                total += int(plan[0]["Plan"]["Plan Rows"])
+        return Estimate(rows=total)
 
     # -- hooks -------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from pydantic import Field, WithJsonSchema
 from typing_extensions import override
 
 from libs.types import arrow_type
-from sync.contract import JobContext, Reader, Split, SplitReader
+from sync.contract import Estimate, JobContext, Reader, Split, SplitReader
 from sync.errors import JobFileError
 from sync.model import Params
 
@@ -125,6 +125,11 @@ class StreamReader(Reader[StreamReaderParams]):
         return [
             Split(f"channel-{i}", {"channel": i, "rows": counts[i]}) for i in range(parallelism)
         ]
+
+    @override
+    def estimate(self, splits: Sequence[Split]) -> Estimate:
+        """Exact: the rows each channel generates."""
+        return Estimate(rows=sum(int(split.data["rows"]) for split in splits))
 
     @override
     def open(self, split: Split, position: int | None) -> SplitReader:

@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, MetricsServer, ProgressLine
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
+from sync.template import render as render_template
 from sync.verify import VerifyReport
 from sync.verify import verify as verify_job
 
@@ -43,7 +45,6 @@ __all__ = ["app", "main"]
 app = typer.Typer(
     name="syncx",
     help="Declarative data synchronization: ChunJun/Flinkx job files, checkpoints, exactly-once.",
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -84,8 +85,21 @@ def redact(text: str, secrets: set[str]) -> str:
     return text
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time: while the live progress line shows,
+    it is rich's proxy, which prints log lines above the line instead of through it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value
+
+
 def _setup_logging(level: str, debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_REDACTOR)
     root = logging.getLogger()
@@ -164,6 +178,14 @@ def run(
             "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on 127.0.0.1:PORT."
         ),
     ] = None,
+    progress_interval: Annotated[
+        float,
+        typer.Option(
+            "--progress-interval",
+            min=0,
+            help="When stderr is not a terminal: seconds between progress log lines (0: none).",
+        ),
+    ] = 30.0,
     debug: DebugOpt = False,
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
@@ -182,7 +204,7 @@ def run(
     progress: list[ProgressLine | MetricsServer] = []
 
     def on_start(metrics: Metrics) -> None:
-        progress.append(ProgressLine(metrics).__enter__())
+        progress.append(ProgressLine(metrics, log_interval=progress_interval).__enter__())
         if metrics_port is not None:
             try:
                 progress.append(MetricsServer(loaded.name, metrics, "127.0.0.1", metrics_port))
@@ -386,6 +408,19 @@ def schema(
     typer.echo(json.dumps(result, indent=2))
 
 
+@app.command()
+def template(
+    reader: Annotated[str, typer.Argument(help="Reader plugin, e.g. mysqlreader.")],
+    writer: Annotated[str, typer.Argument(help="Writer plugin, e.g. hdfswriter.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="ChunJun's JSON shape (with // comments).")
+    ] = False,
+) -> None:
+    """Print a job file for READER -> WRITER with every parameter of both (fill the ${...})."""
+    with _errors(False):
+        typer.echo(render_template(reader, writer, json_shape=as_json).text, nl=False)
+
+
 @checkpoints_app.command("list")
 def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = None) -> None:
     """List the stored checkpoints of a job."""
@@ -579,18 +614,32 @@ def schedule_backfill(
 
 
 # -- end of syncx schedule -----------------------------------------------------------------------
+DRIVERS = ("connectorx", "mysqlclient", "pymysql", "pyarrow", "confluent-kafka")
+"""Distributions whose versions ``--version`` lists (the drivers a job may use)."""
 
 
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"syncx {__version__}")
+        for name in DRIVERS:
+            try:
+                found = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                found = "not installed"
+            typer.echo(f"  {name:<16} {found}")
         raise typer.Exit
 
 
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and those of the installed drivers.",
+        ),
     ] = False,
 ) -> None:
     """syncx."""

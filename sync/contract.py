@@ -27,6 +27,11 @@ skipped (a later one subsumes them) and never arrive for a failed checkpoint.
 A plugin sees the job only through :class:`JobContext`: its identity, channel counts, whether
 checkpoints are on, and the few services it may call (dirty records, lag, the stop event).
 
+Progress (optional): a bounded reader may say how much it expects to read with
+:meth:`Reader.estimate` (an :class:`Estimate`: rows and/or source bytes, computed once before
+reading), and its split readers how many source bytes they consumed with
+:meth:`SplitReader.progress`; the engine's progress line turns them into a share done and an ETA.
+
 Batches are :class:`pyarrow.RecordBatch`: columnar writers and readers need no per-row work.
 """
 
@@ -36,7 +41,7 @@ import dataclasses
 import hashlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
@@ -50,6 +55,7 @@ __all__ = [
     "CompletedCheckpoint",
     "DirtyKind",
     "DirtyRecord",
+    "Estimate",
     "Handle",
     "JobContext",
     "Position",
@@ -167,6 +173,22 @@ class CompletedCheckpoint:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """How much a bounded reader expects to read: what the progress line's share done and ETA
+    are measured against.
+
+    ``bytes`` (when given) is compared with the source bytes the split readers report from
+    :meth:`SplitReader.progress`; otherwise ``rows`` with the rows read (``numRead``). Estimates
+    may be rough (a table's statistics): the progress line never shows 100% before the end.
+    """
+
+    rows: int | None = None
+    """Rows the splits hold (a table's row estimate, the generated rows)."""
+    bytes: int | None = None
+    """Source bytes the splits hold (file sizes, the binlog between start and end)."""
+
+
+@dataclass(frozen=True)
 class DirtyRecord:
     """A record a conversion or a writer rejected, with the reason; it goes to the dirty sink."""
 
@@ -261,6 +283,12 @@ class SplitReader(ABC):
         still advances past events it skipped (another table's transactions, heartbeats).
         """
 
+    def progress(self) -> int | None:
+        """Source bytes consumed since the split was opened (the unit of ``Estimate.bytes``), or
+        ``None`` when this reader does not count them. Called on the split's thread after
+        every item, like :meth:`snapshot`; it must be cheap."""
+        return None
+
     def notify_checkpoint_complete(self, checkpoint_id: int, position: Position) -> None:  # noqa: B027 - optional hook
         """Checkpoint ``checkpoint_id`` is stored with ``position`` for this split.
 
@@ -305,6 +333,13 @@ class Reader(ABC, Generic[P]):
     @abstractmethod
     def open(self, split: Split, position: Position | None) -> SplitReader:
         """Open a split at ``position`` (``None``: from its start)."""
+
+    def estimate(self, splits: Sequence[Split]) -> Estimate | None:
+        """How much ``splits`` hold (the splits this attempt still reads), for the progress
+        line; called once before reading, for bounded readers only. ``None`` (the default) when
+        unknown or too costly to learn; a failure here is logged and never fails the job."""
+        del splits
+        return None
 
     def next_job_state(self, positions: dict[str, Position]) -> dict[str, Any] | None:
         """State for the next scheduled run (an incremental watermark), from final positions."""

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
-from sync.contract import Handle, JobContext, Reader, Semantic, Writer, decode
+from sync.contract import Estimate, Handle, JobContext, Reader, Semantic, Split, Writer, decode
 from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
@@ -26,7 +26,7 @@ from sync.metrics import Metric, Metrics
 from sync.ratelimit import RateLimiter
 from sync.registry import canonical_name
 from sync.runtime import Execution, is_retriable, new_run_id
-from sync.state import Checkpoint, StateDir
+from sync.state import Checkpoint, SplitState, StateDir
 from sync.transform import build_transform
 
 __all__ = [
@@ -329,6 +329,9 @@ class _Runner:
         else:
             splits, positions = reader.plan(setting.speed.readers), {}
         writer.begin([decode(writer.handle_type, h) for h in handles], fresh=checkpoint is None)
+        if reader.bounded:
+            pending = [s for s in splits if not positions.get(s.id, SplitState()).done]
+            self.metrics.progress.begin(_estimate(reader, pending))
         execution = Execution(
             reader=reader,
             writer=writer,
@@ -371,6 +374,16 @@ class _Runner:
         if latest is not None and latest.final:
             return latest.job_state or self.state.read_job_state(), latest.all_handles()
         return self.state.read_job_state(), []
+
+
+def _estimate(reader: Reader, splits: list[Split]) -> Estimate | None:
+    """The reader's estimate of ``splits``; only for the progress line, so never fatal."""
+    try:
+        return reader.estimate(splits)
+    except Exception as exc:  # an estimate is a nicety: the job goes on without one
+        first = (str(exc).splitlines() or [""])[0]
+        log.warning("no progress estimate (%s: %s)", type(exc).__name__, first)
+        return None
 
 
 def _as_job_failure(exc: BaseException, restarts: int) -> BaseException:

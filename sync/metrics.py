@@ -1,11 +1,19 @@
-"""Job metrics under ChunJun's names, a live progress line, and the final JSON summary."""
+"""Job metrics under ChunJun's names, a job's progress (share done, ETA), the live progress line.
+
+A bounded job's reader says how much it expects to read (:class:`sync.contract.Estimate`);
+:class:`Progress` measures the rows read (or the source bytes its splits report) against it and
+extrapolates the time left from the average speed since reading began. :class:`ProgressLine`
+shows it on a terminal (a rich live line) or logs it every few seconds elsewhere.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,15 +21,30 @@ from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TextIO
 
+from rich.console import Console
+from rich.progress import BarColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Column
+
+from sync.contract import Estimate
+
 __all__ = [
     "Metric",
     "Metrics",
     "MetricsServer",
+    "Progress",
     "ProgressLine",
     "Sample",
+    "Status",
+    "format_duration",
     "job_samples",
     "prometheus_text",
 ]
+
+log = logging.getLogger(__name__)
+
+MAX_SHARE_RUNNING = 0.99
+"""The share done shown while the job runs: an estimate may be short of what is there."""
 
 
 class Metric(StrEnum):
@@ -57,6 +80,8 @@ class Metrics:
         self._lock = threading.Lock()
         self._values: dict[str, float] = dict.fromkeys(Metric, 0)
         self.started = time.monotonic()
+        self.progress = Progress(self)
+        """How far the job is (set up by the engine once its reader gave an estimate)."""
 
     def add(self, metric: Metric, amount: float) -> None:
         """Add to a counter."""
@@ -104,20 +129,149 @@ class Metrics:
                 self._values[key] = 0.0 if key == Metric.CDC_LAG else float(values.get(key, 0))
 
 
+class Progress:
+    """A bounded job's share done and time left, from its reader's estimate.
+
+    :meth:`begin` is called once per attempt, before reading, with the estimate of what that
+    attempt reads; from then on the share done is the source bytes the split readers reported
+    (:meth:`consumed`) over ``Estimate.bytes``, or else the rows read since over
+    ``Estimate.rows``; the time left is the time since :meth:`begin` times the share still to do
+    over the share done (the average speed so far, which a steady copy keeps).
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self.estimate: Estimate | None = None
+        self._rows_base = 0.0
+        self._bytes: dict[str, int] = {}
+        self._began = time.monotonic()
+
+    def begin(self, estimate: Estimate | None, now: float | None = None) -> None:
+        """Measure from here against ``estimate`` (``None``: no share, no ETA)."""
+        with self._lock:
+            self.estimate = estimate
+            self._rows_base = self._metrics.get(Metric.NUM_READ)
+            self._bytes = {}
+            self._began = time.monotonic() if now is None else now
+
+    def consumed(self, split_id: str, nbytes: int) -> None:
+        """Split ``split_id`` has consumed ``nbytes`` source bytes since it was opened."""
+        with self._lock:
+            self._bytes[split_id] = nbytes
+
+    def share(self) -> float | None:
+        """The share done, 0 to :data:`MAX_SHARE_RUNNING`; ``None`` without an estimate."""
+        with self._lock:
+            estimate = self.estimate
+            consumed = sum(self._bytes.values())
+            rows_base = self._rows_base
+        if estimate is None:
+            return None
+        if estimate.bytes:
+            done = consumed / estimate.bytes
+        elif estimate.rows:
+            done = (self._metrics.get(Metric.NUM_READ) - rows_base) / estimate.rows
+        else:
+            return None
+        return max(0.0, min(done, MAX_SHARE_RUNNING))
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the average speed since :meth:`begin`; ``None`` before any progress."""
+        share = self.share()
+        if not share:
+            return None
+        elapsed = (time.monotonic() if now is None else now) - self._began
+        return elapsed * (1 - share) / share
+
+
+def format_duration(seconds: float) -> str:
+    """``75`` → ``1m15s``; ``3725`` → ``1h02m``: short enough for one line."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+@dataclass(frozen=True)
+class Status:
+    """One reading of a running job, as the progress line shows it."""
+
+    share: float | None
+    eta: float | None
+    rows_read: int
+    rows_written: int
+    rows_per_second: float
+    bytes_per_second: float
+    dirty: int
+    checkpoint_age: float | None
+    """Seconds since the last checkpoint of this run (``None``: none yet)."""
+
+    def text(self) -> str:
+        """``42% ETA 1m15s | read 840,000 rows 95,000 rows/s 32.1 MB/s | ...``."""
+        parts = []
+        if self.share is not None:
+            eta = format_duration(self.eta) if self.eta is not None else "?"
+            parts.append(f"{self.share:.0%} ETA {eta}")
+        parts.append(
+            f"read {self.rows_read:,} rows {self.rows_per_second:,.0f} rows/s "
+            f"{self.bytes_per_second / 1e6:,.1f} MB/s"
+        )
+        parts.append(f"written {self.rows_written:,}")
+        parts.append(f"dirty {self.dirty:,}")
+        if self.checkpoint_age is not None:
+            parts.append(f"checkpoint {format_duration(self.checkpoint_age)} ago")
+        return " | ".join(parts)
+
+
 class ProgressLine:
-    """Rewrites one stderr line with rows, rows/s and bytes while a job runs (terminals only)."""
+    """A running job's progress on stderr: on a terminal a live rich line (a bar when the share
+    is known) refreshed every ``interval`` seconds; elsewhere a log line every ``log_interval``
+    seconds (0: none). Rates are over the last few seconds."""
+
+    RATE_WINDOW = 5.0
 
     def __init__(
-        self, metrics: Metrics, stream: TextIO | None = None, interval: float = 0.5
+        self,
+        metrics: Metrics,
+        stream: TextIO | None = None,
+        interval: float = 0.5,
+        log_interval: float = 30.0,
     ) -> None:
         self.metrics = metrics
         self.stream = stream or sys.stderr
         self.interval = interval
+        self.log_interval = log_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._live: RichProgress | None = None
+        self._task = TaskID(0)
+        self._samples: deque[tuple[float, float, float]] = deque()
+        self._checkpoints = metrics.get(Metric.CHECKPOINTS)
+        self._checkpointed: float | None = None
 
     def __enter__(self) -> ProgressLine:
         if self.stream.isatty():
+            self._live = RichProgress(
+                BarColumn(bar_width=20, table_column=Column(width=20, no_wrap=True)),
+                TextColumn(
+                    "{task.fields[status]}",
+                    table_column=Column(no_wrap=True, overflow="ellipsis"),
+                ),
+                console=Console(file=self.stream, highlight=False),
+                auto_refresh=False,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=True,
+            )
+            self._task = self._live.add_task("job", total=None, status="starting")
+            self._live.start()
+            self._thread.start()
+        elif self.log_interval > 0:
             self._thread.start()
         return self
 
@@ -125,25 +279,49 @@ class ProgressLine:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self._live is not None:
+            self._live.stop()
+
+    def status(self, now: float | None = None) -> Status:
+        """The job's status now (and a rate sample for the next one)."""
+        now = time.monotonic() if now is None else now
+        metrics, progress = self.metrics, self.metrics.progress
+        rows = metrics.get(Metric.NUM_READ)
+        nbytes = metrics.get(Metric.BYTE_READ)
+        samples = self._samples
+        samples.append((now, rows, nbytes))
+        while len(samples) > 2 and now - samples[1][0] >= self.RATE_WINDOW:
+            samples.popleft()
+        first = samples[0]
+        span = now - first[0]
+        checkpoints = metrics.get(Metric.CHECKPOINTS)
+        if checkpoints != self._checkpoints:
+            self._checkpoints, self._checkpointed = checkpoints, now
+        return Status(
+            share=progress.share(),
+            eta=progress.eta(now),
+            rows_read=int(rows),
+            rows_written=int(metrics.get(Metric.NUM_WRITE)),
+            rows_per_second=(rows - first[1]) / span if span > 0 else 0.0,
+            bytes_per_second=(nbytes - first[2]) / span if span > 0 else 0.0,
+            dirty=int(metrics.get(Metric.N_ERRORS)),
+            checkpoint_age=None if self._checkpointed is None else now - self._checkpointed,
+        )
 
     def _loop(self) -> None:
-        last_rows, last_time = 0.0, time.monotonic()
+        live = self._live
+        next_log = time.monotonic() + self.log_interval
         while not self._stop.wait(self.interval):
-            rows = self.metrics.get(Metric.NUM_WRITE)
-            now = time.monotonic()
-            rate = (rows - last_rows) / max(now - last_time, 1e-9)
-            last_rows, last_time = rows, now
-            read = self.metrics.get(Metric.NUM_READ)
-            nbytes = self.metrics.get(Metric.BYTE_READ)
-            errors = self.metrics.get(Metric.N_ERRORS)
-            line = (
-                f"\rread {int(read):,} rows  written {int(rows):,}  {rate:,.0f} rows/s  "
-                f"{nbytes / 1e6:,.1f} MB  errors {int(errors)}"
-            )
-            self.stream.write(line + "\033[K")
-            self.stream.flush()
+            status = self.status()
+            if live is not None:
+                total = None if status.share is None else 1.0
+                live.update(
+                    self._task, total=total, completed=status.share or 0, status=status.text()
+                )
+                live.refresh()
+            elif time.monotonic() >= next_log:
+                next_log += self.log_interval
+                log.info("progress: %s", status.text())
 
 
 @dataclass(frozen=True)

@@ -434,6 +434,9 @@ class Execution:
                         self._emit(index, targets, batch)
                     # after a tick too: a stream may have moved past events it did not emit
                     state.position = opened.snapshot()
+                    consumed = opened.progress()
+                    if consumed is not None:
+                        self.metrics.progress.consumed(split.id, consumed)
                     barrier_if_pending()
                     notify_if_completed(split, opened)
             finally:

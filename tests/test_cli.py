@@ -8,6 +8,7 @@ import pty
 import subprocess
 from pathlib import Path
 
+import pyarrow
 import pytest
 
 from sync import __version__
@@ -25,7 +26,11 @@ def _job(tmp_path: Path, job: dict, name: str = "job.json") -> Path:
 def test_version_and_plugins(run_cli: RunCli) -> None:
     done = run_cli("--version")
     assert done.returncode == 0
-    assert done.stdout.strip() == f"syncx {__version__}"
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"syncx {__version__}"
+    drivers = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines[1:]}
+    assert set(drivers) == {"connectorx", "mysqlclient", "pymysql", "pyarrow", "confluent-kafka"}
+    assert drivers["pyarrow"] == pyarrow.__version__
     listed = run_cli("plugins").stdout
     for name in ("streamreader", "streamwriter", "filereader", "filewriter"):
         assert name in listed
