@@ -162,6 +162,7 @@ class TestStreamWriter(WriterConformance):
         return WriterCase("streamwriter", parameters, rows, ["id"], read_back)
 
 
+@pytest.mark.slow
 class TestStreamToStreamCrash(CrashConformance):
     """streamwriter is at-least-once: rows printed after the last checkpoint print again."""
 
@@ -238,7 +239,7 @@ class TestFileWriter(WriterConformance):
             _rows(),
             ["id"],
             read_back=lambda: read_folder(out, file_type, SCHEMA),  # type: ignore[arg-type]
-            leftovers=lambda: _staged(LocalFileSystem(), str(out)),
+            leftovers=lambda _job: _staged(LocalFileSystem(), str(out)),
         )
 
 
@@ -251,6 +252,7 @@ def _file_job(reader: dict[str, Any], writer: dict[str, Any], channels: int = 2)
     }
 
 
+@pytest.mark.slow
 class TestStreamToFileCrash(CrashConformance):
     """streamreader → filewriter (Parquet), two channels."""
 
@@ -268,10 +270,11 @@ class TestStreamToFileCrash(CrashConformance):
             expected,
             ["id", "s"],
             read_back=lambda: read_folder(out, "parquet", STREAM_SCHEMA),
-            leftovers=lambda: _staged(LocalFileSystem(), str(out)),
+            leftovers=lambda _job: _staged(LocalFileSystem(), str(out)),
         )
 
 
+@pytest.mark.slow
 class TestFileToFileCrash(CrashConformance):
     """filereader → filewriter, CSV to JSON lines and JSON lines to CSV."""
 
@@ -301,7 +304,7 @@ class TestFileToFileCrash(CrashConformance):
             table,
             ["id"],
             read_back=lambda: read_folder(out, target, SCHEMA),
-            leftovers=lambda: _staged(LocalFileSystem(), str(out)),
+            leftovers=lambda _job: _staged(LocalFileSystem(), str(out)),
         )
 
 
@@ -400,10 +403,11 @@ class TestHdfsWriter(WriterConformance):
             _rows(),
             ["id"],
             read_back=lambda: _read_visible(place.fs, out, hdfs_type),
-            leftovers=lambda: _staged(place.fs, out),
+            leftovers=lambda _job: _staged(place.fs, out),
         )
 
 
+@pytest.mark.slow
 class TestHdfsCrash(CrashConformance):
     """hdfsreader → hdfswriter, files merged across checkpoints (the default)."""
 
@@ -433,5 +437,5 @@ class TestHdfsCrash(CrashConformance):
                 table,
                 ["id"],
                 read_back=lambda: _read_visible(place.fs, out, target),
-                leftovers=lambda: _staged(place.fs, out),
+                leftovers=lambda _job: _staged(place.fs, out),
             )

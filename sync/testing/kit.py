@@ -65,6 +65,7 @@ from sync.contract import (
     Writer,
     decode,
     encode,
+    job_identity,
 )
 from sync.errors import JobFileError
 from sync.jobfile import parse_params
@@ -93,12 +94,15 @@ __all__ = [
 
 _JOB = "conformance"
 _RUN = "conformance-run"
+_CRASH_STATE = "crash-state"
+"""The crash round's state folder under ``tmp_path``; its run logs are in ``crash-state-logs``."""
 
 ReadBack = Callable[[], pa.Table]
 """Returns the rows visible in a writer's target now (with the expected rows' columns)."""
-Leftovers = Callable[[], list[str]]
-"""Returns what this job left in the target besides visible rows (staged files, prepared
-transactions, stage tables), by name: empty when nothing is left."""
+Leftovers = Callable[[str], list[str]]
+"""Given the job's identity (:attr:`JobContext.job_id`, which names its transactions), returns
+what the job left in the target besides visible rows (staged files, prepared transactions,
+stage-table rows), by name: empty when nothing is left."""
 
 
 @dataclass
@@ -110,7 +114,8 @@ class ReaderCase:
     parameters: dict[str, Any]
     """Its ``parameter`` block, as a job file holds it (aliases and all)."""
     expected: pa.Table
-    """Every row the reader delivers, over all splits, in any order."""
+    """Every row the reader delivers, over all splits, in any order (its columns: those of the
+    reader's batches that are compared; others are ignored)."""
     key: list[str]
     """Columns that identify a row of ``expected``."""
     channels: int = 1
@@ -130,7 +135,7 @@ class WriterCase:
     key: list[str]
     read_back: ReadBack | None
     """The visible rows; ``None`` when the target cannot be looked at (a stream discarded)."""
-    leftovers: Leftovers = field(default=list)
+    leftovers: Leftovers = field(default=lambda _job_id: [])
 
 
 @dataclass
@@ -144,7 +149,7 @@ class JobCase:
     expected: pa.Table
     key: list[str]
     read_back: ReadBack
-    leftovers: Leftovers = field(default=list)
+    leftovers: Leftovers = field(default=lambda _job_id: [])
     seconds: float = 3.0
 
 
@@ -245,7 +250,7 @@ def _drain(opened: SplitReader, kind: type[State] | None, until: int | None) -> 
 
 
 def _rows(items: list[_Item], schema: pa.Schema) -> pa.Table:
-    tables = [item.rows.cast(schema) for item in items if item.rows is not None]
+    tables = [item.rows.select(schema.names).cast(schema) for item in items if item.rows]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
@@ -403,7 +408,8 @@ class WriterConformance:
         finally:
             writer.close()
         if exactly_once:
-            assert case.leftovers() == [], "aborted work left behind"
+            left = case.leftovers(job_identity(_JOB, tmp_path / "state"))
+            assert left == [], f"aborted work left behind: {left}"
 
     def test_begin_after_a_killed_run(self, writer_case: WriterCase, tmp_path: Path) -> None:
         """A process that prepared checkpoints 1 and 2 and was writing more is SIGKILLed;
@@ -425,7 +431,8 @@ class WriterConformance:
             # An at-least-once writer promises nothing here: the readers replay what it lost.
             if exactly_once:
                 self._visible(case, first, exactly_once, f"after the {attempt} of checkpoint 1")
-                assert case.leftovers() == [], f"left behind after the {attempt}"
+                left = case.leftovers(job_identity(_JOB, state))
+                assert left == [], f"left behind after the {attempt}: {left}"
 
 
 def _killed_writer(
@@ -509,7 +516,7 @@ def crash_round(case: JobCase, tmp_path: Path, name: str) -> CrashReport:
     rng.shuffle(plan)
     plan.append(Kill(crash_at="final-committed@1"))
     job_path = write_job(tmp_path / f"{name}.json", job)
-    state = tmp_path / "crash-state"
+    state = tmp_path / _CRASH_STATE
     report = run_until_done(
         job_path, state, plan, seed=seed, extra_args=["--checkpoint-interval", "0.3"]
     )
@@ -532,7 +539,8 @@ class CrashConformance:
         context = report.summary()
         if self.exactly_once:
             assert_exact(job_case.expected, actual, job_case.key, context)
-            assert job_case.leftovers() == [], f"left behind:\n{context}"
+            left = job_case.leftovers(job_identity(name, tmp_path / _CRASH_STATE))
+            assert left == [], f"left behind: {left}\n{context}"
             return
         missing = _keys(job_case.expected, job_case.key) - _keys(actual, job_case.key)
         assert not missing, f"{len(missing)} rows lost, e.g. {sorted(missing)[:3]}\n{context}"
