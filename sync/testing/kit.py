@@ -494,10 +494,11 @@ def _killed_writer(
 
 
 def crash_round(case: JobCase, tmp_path: Path, name: str) -> CrashReport:
-    """Run ``case.job`` with ``syncx run`` until a run succeeds: SIGKILLed once at a random
-    moment after its first checkpoint, once at a random moment of start-up or work, and at an
-    exact step of a checkpoint (writer prepared, checkpoint stored, after the final commit),
-    restored after each kill. The plan's seed is ``SYNCX_CRASH_SEED`` or one per ``name``."""
+    """Run ``case.job`` with ``syncx run`` until a run succeeds, restored after each kill:
+    SIGKILLed at two exact steps of a checkpoint (a writer prepared, the checkpoint stored),
+    then once at a random moment after its first checkpoint and once at a random moment of
+    start-up or work (a kill that comes after the run ended is none), then after the final
+    commit. The seed is ``SYNCX_CRASH_SEED`` or one per ``name``."""
     seed = int(os.environ.get("SYNCX_CRASH_SEED") or zlib.crc32(name.encode()))
     rng = random.Random(seed)
     job = json.loads(json.dumps(case.job))
@@ -507,14 +508,15 @@ def crash_round(case: JobCase, tmp_path: Path, name: str) -> CrashReport:
         speed["record"] = max(1, round(case.expected.num_rows / case.seconds))
     setting.setdefault("restore", {})["isRestore"] = True
     window = (0.6, max(0.7, case.seconds * 0.6))
-    plan = [
+    # the exact steps first (they always land: at least two kills), then random moments
+    steps = [Kill(crash_at="writer-prepared@1"), Kill(crash_at="checkpoint-stored@1")]
+    moments = [
         Kill(after=round(rng.uniform(0.0, 0.5), 3), after_output=" stored"),
         Kill(after=round(rng.uniform(*window), 3)),
-        Kill(crash_at=f"writer-prepared@{rng.randint(1, 2)}"),
-        Kill(crash_at="checkpoint-stored@1"),
     ]
-    rng.shuffle(plan)
-    plan.append(Kill(crash_at="final-committed@1"))
+    rng.shuffle(steps)
+    rng.shuffle(moments)
+    plan = [*steps, *moments, Kill(crash_at="final-committed@1")]
     job_path = write_job(tmp_path / f"{name}.json", job)
     state = tmp_path / _CRASH_STATE
     report = run_until_done(
