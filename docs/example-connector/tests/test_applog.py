@@ -81,6 +81,17 @@ class TestAppLogReader(ReaderConformance):
         return ReaderCase("applogreader", parameters, rows(35), ["id"], batch_rows=4)
 
 
+class TestAppLogReaderFollowing(ReaderConformance):
+    """``follow: true``: an endless stream with idle ticks (the kit reads it until it has the
+    expected rows and ticks idle)."""
+
+    @pytest.fixture
+    def reader_case(self, tmp_path: Path) -> ReaderCase:
+        log = write_log(tmp_path / "app.log", rows(18))
+        parameters = {"path": str(log), "column": COLUMNS, "follow": True}
+        return ReaderCase("applogreader", parameters, rows(18), ["id"], batch_rows=5)
+
+
 class TestAppLogWriter(WriterConformance):
     @pytest.fixture
     def writer_case(self, tmp_path: Path) -> WriterCase:
