@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, BinaryIO, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, BinaryIO, ClassVar, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.orc as paorc
@@ -26,11 +27,12 @@ from typing_extensions import override
 from libs.formats import FileFormat, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from libs.types import arrow_type, conform
-from sync.contract import Estimate, JobContext, Reader, Split, SplitReader
+from readers.stream import RowsRead
+from sync.contract import Estimate, JobContext, Reader, Split, SplitReader, State
 from sync.errors import JobFileError
 from sync.model import Params
 
-__all__ = ["BaseFileReader", "FileColumn", "FileReader", "FileReaderParams"]
+__all__ = ["BaseFileReader", "FileColumn", "FileReader", "FileReaderParams", "FileSplitData"]
 
 WHERE = "job.content[0].reader.parameter"
 SAMPLE_FILES = 64
@@ -62,9 +64,18 @@ class FileReaderParams(Params):
     filter_regex: str | None = Field(default=None, description="Only files whose name matches.")
 
 
+@dataclass(frozen=True)
+class FileSplitData(State):
+    """One file to read (a path on the reader's filesystem)."""
+
+    path: str
+
+
 class BaseFileReader(Reader[P]):
     """Files as splits, one per file, on any :class:`~libs.fs.FileSystem` (hooks below)."""
 
+    position_type = RowsRead
+    split_type: ClassVar[type[State] | None] = FileSplitData
     format: FileFormat
     columns: list[FileColumn]
 
@@ -109,7 +120,9 @@ class BaseFileReader(Reader[P]):
 
     @override
     def plan(self, parallelism: int) -> list[Split]:
-        return [Split(f"file-{i}", {"path": info.path}) for i, info in enumerate(self.files())]
+        return [
+            Split(f"file-{i}", FileSplitData(path=info.path)) for i, info in enumerate(self.files())
+        ]
 
     @override
     def estimate(self, splits: Sequence[Split]) -> Estimate:
@@ -119,7 +132,7 @@ class BaseFileReader(Reader[P]):
         from the lines in the first MiB; exact up to :data:`SAMPLE_FILES` files, beyond that the
         rows per byte of that many of them times the size of all."""
         sizes = {info.path: info.size for info in self.files()}
-        paths = sorted({str(split.data["path"]) for split in splits})
+        paths = sorted({split.data.path for split in splits})
         total = sum(sizes.get(path, 0) for path in paths)
         kind = self.format.extension
         if kind in _SEQUENTIAL:
@@ -136,8 +149,8 @@ class BaseFileReader(Reader[P]):
         return Estimate(rows=rows)
 
     @override
-    def open(self, split: Split, position: int | None) -> SplitReader:
-        return _FileSplit(self, split, int(position or 0))
+    def open(self, split: Split, position: RowsRead | None) -> SplitReader:
+        return _FileSplit(self, split, position.rows if position else 0)
 
     def read_options(self, split: Split) -> dict[str, object]:
         """Options for the format's reader of one split."""
@@ -223,7 +236,7 @@ class _FileSplit(SplitReader):
     def __init__(self, reader: BaseFileReader[Any], split: Split, start: int) -> None:
         self._reader = reader
         self._split = split
-        self._path = str(split.data["path"])
+        self._path = split.data.path
         self._rows = start
         self._file = reader.fs.open_read(self._path)
         self._sequential = reader.format.extension in _SEQUENTIAL
@@ -238,8 +251,8 @@ class _FileSplit(SplitReader):
             yield selected
 
     @override
-    def snapshot(self) -> int:
-        return self._rows
+    def snapshot(self) -> RowsRead:
+        return RowsRead(rows=self._rows)
 
     @override
     def progress(self) -> int | None:

@@ -8,8 +8,8 @@ are skipped, as Hive does), a glob, or a list of these; ``fileName`` is appended
 
 Splits: one per file; a Parquet or ORC file larger than ``splitSize`` (default 128 MiB, one HDFS
 block) is split into ranges of row groups / stripes of about that size, so several readers share
-one large file. A split's position is the number of rows consumed from it: a restore continues
-with the next row.
+one large file (:class:`HdfsSplitData`). A split's position is the number of rows consumed from it
+(:class:`~readers.stream.RowsRead`): a restore continues with the next row.
 
 Columns (``column``): ``name`` and/or ``index`` (0-based; text files have no names, so an entry
 without ``index`` takes the next field), ``type`` (values are converted, a value that does not
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -36,12 +37,12 @@ from libs.formats import format_named
 from libs.fs import FileSystem
 from libs.types import arrow_type, java_date_format, row_of
 from libs.webhdfs import HdfsConnectionParams, TextParams
-from readers.file import BaseFileReader, FileColumn
+from readers.file import BaseFileReader, FileColumn, FileSplitData
 from sync.contract import DirtyRecord, JobContext, Split
 from sync.errors import JobFileError
 from sync.model import default_fs_without_path, regex
 
-__all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams"]
+__all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams", "HdfsSplitData"]
 
 WHERE = "job.content[0].reader.parameter"
 MIB = 1024 * 1024
@@ -111,10 +112,18 @@ def _partition_values(path: str) -> dict[str, str]:
     return values
 
 
+@dataclass(frozen=True)
+class HdfsSplitData(FileSplitData):
+    """A file, or the range ``[first, last)`` of its row groups / stripes (``units``)."""
+
+    units: list[int] | None = None
+
+
 class HdfsReader(BaseFileReader[HdfsReaderParams]):
     """Reads Hive text, ORC or Parquet files as splits."""
 
     Parameters = HdfsReaderParams
+    split_type = HdfsSplitData
 
     def __init__(self, params: HdfsReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
@@ -160,7 +169,7 @@ class HdfsReader(BaseFileReader[HdfsReaderParams]):
         limit = self.params.split_size
         for i, info in enumerate(self.files()):
             if self._text or info.size <= limit:
-                splits.append(Split(f"file-{i}", {"path": info.path}))
+                splits.append(Split(f"file-{i}", HdfsSplitData(path=info.path)))
                 continue
             with self.fs.open_read(info.path) as stream:
                 units = self.format.units(stream) or []
@@ -173,7 +182,8 @@ class HdfsReader(BaseFileReader[HdfsReaderParams]):
             if start < len(units) or not ranges:
                 ranges.append((start, len(units)))
             for j, (first, last) in enumerate(ranges):
-                splits.append(Split(f"file-{i}-{j}", {"path": info.path, "units": [first, last]}))
+                data = HdfsSplitData(path=info.path, units=[first, last])
+                splits.append(Split(f"file-{i}-{j}", data))
         return splits
 
     @override
@@ -185,8 +195,8 @@ class HdfsReader(BaseFileReader[HdfsReaderParams]):
         wanted = [i for i in self._fields if i is not None]
         if self._text and self.columns and wanted:
             options["fields"] = max(wanted) + 1
-        if "units" in split.data:
-            options["units"] = split.data["units"]
+        if split.data.units is not None:
+            options["units"] = split.data.units
         return options
 
     @override

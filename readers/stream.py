@@ -9,6 +9,10 @@ Types: ``id`` (0, 1, 2, ... per channel, as in ChunJun), byte, short, int/intege
 float, double, bigdecimal/decimal, biginteger, boolean, char, string (also every unknown name, as
 ChunJun does), date, timestamp/datetime (increasing, one second a row), time, binary. A ``value``
 makes the column that constant.
+
+State: a split's data is :class:`StreamSplitData` (channel, row count), its position
+:class:`RowsRead` (rows emitted). Checkpoints of the version before typed state stored the
+position as a bare number and the split data as a plain object; both still restore.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -27,11 +32,17 @@ from pydantic import Field, WithJsonSchema
 from typing_extensions import override
 
 from libs.types import arrow_type
-from sync.contract import Estimate, JobContext, Reader, Split, SplitReader
+from sync.contract import Estimate, JobContext, Reader, Split, SplitReader, State
 from sync.errors import JobFileError
 from sync.model import Params
 
-__all__ = ["StreamColumn", "StreamReader", "StreamReaderParams"]
+__all__ = [
+    "RowsRead",
+    "StreamColumn",
+    "StreamReader",
+    "StreamReaderParams",
+    "StreamSplitData",
+]
 
 _EPOCH = dt.datetime(2024, 1, 1)
 _UNBOUNDED = 0
@@ -73,10 +84,33 @@ class StreamReaderParams(Params):
     )
 
 
+@dataclass(frozen=True)
+class StreamSplitData(State):
+    """One channel's split: which channel, and how many rows it generates (0: forever)."""
+
+    channel: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class RowsRead(State):
+    """A position counting rows: those of the split read (emitted) so far, so a resumed split
+    continues with row ``rows``. ``filereader`` and ``hdfsreader`` use it too."""
+
+    rows: int
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any] | int) -> Self:
+        """Also the bare number stored before positions were typed."""
+        return cls(rows=raw) if isinstance(raw, int) else super().from_json(raw)
+
+
 class StreamReader(Reader[StreamReaderParams]):
     """Generates rows from a column list."""
 
     Parameters = StreamReaderParams
+    position_type = RowsRead
+    split_type = StreamSplitData
 
     def __init__(self, params: StreamReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
@@ -123,24 +157,25 @@ class StreamReader(Reader[StreamReaderParams]):
             )
             raise JobFileError(msg)
         return [
-            Split(f"channel-{i}", {"channel": i, "rows": counts[i]}) for i in range(parallelism)
+            Split(f"channel-{i}", StreamSplitData(channel=i, rows=counts[i]))
+            for i in range(parallelism)
         ]
 
     @override
     def estimate(self, splits: Sequence[Split]) -> Estimate:
         """Exact: the rows each channel generates."""
-        return Estimate(rows=sum(int(split.data["rows"]) for split in splits))
+        return Estimate(rows=sum(split.data.rows for split in splits))
 
     @override
-    def open(self, split: Split, position: int | None) -> SplitReader:
-        return _StreamSplit(self, split, int(position or 0))
+    def open(self, split: Split, position: RowsRead | None) -> SplitReader:
+        return _StreamSplit(self, split.data, position.rows if position else 0)
 
 
 class _StreamSplit(SplitReader):
-    def __init__(self, reader: StreamReader, split: Split, start: int) -> None:
+    def __init__(self, reader: StreamReader, split: StreamSplitData, start: int) -> None:
         self._reader = reader
-        self._channel = int(split.data["channel"])
-        self._total = int(split.data["rows"])
+        self._channel = split.channel
+        self._total = split.rows
         self._next = start
         self._stopping: threading.Event = reader.ctx.stopping
         self._cached: tuple[int, pa.RecordBatch] | None = None
@@ -174,8 +209,8 @@ class _StreamSplit(SplitReader):
             yield batch
 
     @override
-    def snapshot(self) -> int:
-        return self._next
+    def snapshot(self) -> RowsRead:
+        return RowsRead(rows=self._next)
 
     def _generate(self, start: int, count: int) -> pa.RecordBatch:
         """Rows ``start`` .. ``start + count``, cut from blocks that depend only on the row."""

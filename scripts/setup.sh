@@ -19,6 +19,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
 fi
+# The worked example connector (docs/writing-a-connector.md): a third-party package whose kit tests run in the suite.
+if [[ ",$extras," == *",dev,"* ]] && ! .venv/bin/python -c 'import syncx_applog' >/dev/null 2>&1; then .venv/bin/python -m pip install -q --no-deps -e docs/example-connector; fi
 # mysqlclient (the MySQL plugins' C driver; the tests compare it with the others) compiles
 # against libmariadb: install the build dependencies with apt when they are missing.
 # Best effort: without it the MySQL plugins use connectorx or pymysql.

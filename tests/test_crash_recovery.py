@@ -609,7 +609,7 @@ def test_checkpoints_list_and_show(tmp_path: Path) -> None:
     assert stored["id"] == 3 and stored["final"] is False
     positions = stored["positions"]
     assert set(positions) == {"channel-0", "channel-1"}
-    assert all(p["position"] > 0 and not p["done"] for p in positions.values()), positions
+    assert all(p["position"]["rows"] > 0 and not p["done"] for p in positions.values()), positions
     # Checkpoint 3 was stored but not committed: each writer subtask holds a handle naming
     # staged files, and those files are still in the staging folder.
     handles = stored["handles"]

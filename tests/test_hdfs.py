@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import dataclasses
 import datetime as dt
 import getpass
 import importlib.util
@@ -48,7 +49,7 @@ from libs.webhdfs import (
     unescape_delimiter,
 )
 from readers.hdfs import HdfsReader, HdfsReaderParams
-from readers.stream import StreamReader, StreamReaderParams
+from readers.stream import RowsRead, StreamReader, StreamReaderParams
 from sync.contract import DirtyRecord, JobContext, Split, WriterTask
 from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
 from sync.job import RunOptions, RunReport, run_job
@@ -787,7 +788,9 @@ def test_staging_is_never_visible_and_commit_is_idempotent(
     (path,) = backend.files(folder)
     assert _read_back(backend, path, "parquet")["id"].to_pylist() == list(range(3000))
     assert backend.staged(folder) == []
-    writer.staged.commit({**third, "groups": [{**g, "closed": True} for g in third["groups"]]})
+    writer.staged.commit(
+        dataclasses.replace(third, groups=[{**g, "closed": True} for g in third.groups])
+    )
     assert backend.files(folder) == [path]  # publishing again changes nothing
     assert not backend.fs.exists(backend.fs.join(folder, STAGING, LOCK))
 
@@ -1270,7 +1273,7 @@ def test_large_files_split_by_row_group_or_stripe_and_resume(
     )
     splits = reader.plan(4)
     assert len(splits) >= 3, splits
-    assert all("units" in s.data for s in splits)
+    assert all(s.data.units is not None for s in splits)
     rows: list[int] = []
     for split in splits:
         opened = reader.open(split, None)
@@ -1281,9 +1284,9 @@ def test_large_files_split_by_row_group_or_stripe_and_resume(
             if len(head) >= 1500:
                 break
         position = opened.snapshot()
-        assert position == len(head)
+        assert position.rows == len(head)
         opened.close()
-        resumed = reader.open(Split.from_json(split.to_json()), position)
+        resumed = reader.open(Split.from_json(split.to_json(), HdfsReader.split_type), position)
         rest = [i for b in resumed.batches() if b is not None for i in b["id"].to_pylist()]
         resumed.close()
         rows.extend(head + rest)
@@ -1333,9 +1336,9 @@ def test_text_reader_columns_positions_and_dirty_values(backend: Backend, tmp_pa
     ]
     # resume by line: a split's position counts every line, dirty ones included
     (split,) = reader.plan(1)
-    opened = reader.open(split, 2)
+    opened = reader.open(split, RowsRead(rows=2))
     assert [b.num_rows for b in opened.batches() if b is not None] == [0]
-    assert opened.snapshot() == 4
+    assert opened.snapshot().rows == 4
 
 
 def test_reader_errors_name_the_parameter(backend: Backend, tmp_path: Path) -> None:

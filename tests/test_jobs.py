@@ -37,6 +37,7 @@ NEEDS_SERVER = {
     "binlog_chunjun.json": "tests/test_binlog.py",
     "mysql_to_hdfs_parquet.yaml": "tests/test_mysql_hdfs.py",
     "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
+    "applog_example.yaml": "tests/test_conformance_example.py",  # needs the example package
 }
 
 

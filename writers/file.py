@@ -45,7 +45,7 @@ from typing_extensions import override
 from libs.formats import FileFormat, FormatWriter, Opener, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, is_hidden
 from libs.types import arrow_type, conform
-from sync.contract import DirtyRecord, Handle, JobContext, Writer, WriterTask
+from sync.contract import DirtyRecord, JobContext, State, Writer, WriterTask
 from sync.errors import FatalError
 from sync.model import Params
 from writers.stream import WriterColumn
@@ -59,6 +59,7 @@ __all__ = [
     "Shaper",
     "StagedFileWriter",
     "StagedFiles",
+    "StagedHandle",
     "StagedWriterTask",
     "hive_partition_dirs",
     "overwrite_refusal",
@@ -166,14 +167,24 @@ class FileWriterParams(Params):
 # -- staging and commit rules ------------------------------------------------------------------
 
 
-class StagedFiles:
-    """The staging layout and the commit/abort/restore rules, for any :class:`FileSystem`.
+@dataclass(frozen=True)
+class StagedHandle(State):
+    """What a checkpoint prepared: ``groups``, each one target file ``{"id", "dir", "final",
+    "segments", "closed", "size"}`` (``dir`` a partition folder or ``""``), and ``new``, the
+    segments this checkpoint staged (what ``abort`` deletes).
 
-    A handle is ``{"groups": [group, ...], "new": [segment, ...]}``: each group is one target
-    file ``{"id", "dir", "final", "segments", "closed"}`` (``dir`` a partition folder or ``""``)
-    and ``new`` the segments this checkpoint prepared (what ``abort`` deletes). Handles of the
-    earlier ``{"files": [[staged, final], ...]}`` shape are still understood.
+    Version 1 is also the plain object stored before handles were typed (the same keys), and
+    ``files`` (``[[staged, final], ...]``) the shape before groups existed.
     """
+
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    files: list[list[str]] = field(default_factory=list)
+
+
+class StagedFiles:
+    """The staging layout and the commit/abort/restore rules (:class:`StagedHandle`), for any
+    :class:`FileSystem`."""
 
     def __init__(
         self,
@@ -191,11 +202,11 @@ class StagedFiles:
         self.shrink = 1.0
         """Merged file size / sum of its segments' sizes, as last seen (merging re-encodes)."""
 
-    def commit(self, handle: Handle) -> None:
+    def commit(self, handle: StagedHandle) -> None:
         """Make the handle's closed groups visible; already-published groups are skipped."""
-        for staged, final in handle.get("files", []):
+        for staged, final in handle.files:
             self._commit_file(staged, final)
-        for group in handle.get("groups", []):
+        for group in handle.groups:
             if group["closed"]:
                 self.publish(group)
 
@@ -258,14 +269,14 @@ class StagedFiles:
         for segment in segments:
             fs.delete(segment)
 
-    def abort(self, handle: Handle) -> None:
+    def abort(self, handle: StagedHandle) -> None:
         """Delete what a handle's checkpoint prepared."""
-        for staged, _final in handle.get("files", []):
+        for staged, _final in handle.files:
             self.fs.delete(self.fs.join(self.staging, staged))
-        for name in handle.get("new", []):
+        for name in handle.new:
             self.fs.delete(self.fs.join(self.staging, name))
 
-    def recover(self, handles: list[Handle], *, strict: bool = True) -> None:
+    def recover(self, handles: list[StagedHandle], *, strict: bool = True) -> None:
         """Commit ``handles`` (every group, open ones too), then delete every other staged file
         of the job. A group can appear in several handles (a group grows across checkpoints):
         its latest version, the one with the most segments, is the one committed.
@@ -275,10 +286,10 @@ class StagedFiles:
         keep: set[str] = set()
         groups: dict[str, dict[str, Any]] = {}
         for handle in handles:
-            for staged, final in handle.get("files", []):
+            for staged, final in handle.files:
                 self._commit_file(staged, final, strict=strict)
                 keep.add(staged)
-            for group in handle.get("groups", []):
+            for group in handle.groups:
                 known = groups.get(group["id"])
                 if known is None or len(group["segments"]) > len(known["segments"]):
                     groups[group["id"]] = group
@@ -410,6 +421,7 @@ class StagedFileWriter(Writer[P]):
     which options, and how input batches become the file's columns (:meth:`shaper`).
     """
 
+    handle_type = StagedHandle
     compact: bool = False
     """Keep a file group open across checkpoints up to ``max_file_size`` (merge on commit)."""
 
@@ -461,7 +473,7 @@ class StagedFileWriter(Writer[P]):
         return shape
 
     @override
-    def begin(self, handles: list[Handle], *, fresh: bool) -> None:
+    def begin(self, handles: list[StagedHandle], *, fresh: bool) -> None:
         self.staged.recover(handles, strict=not fresh)
         if fresh and getattr(self.params, "write_mode", "append") == "overwrite":
             self.staged.clear_for_overwrite(
@@ -677,7 +689,7 @@ class StagedWriterTask(WriterTask):
     # -- two phases --------------------------------------------------------------------------
 
     @override
-    def prepare(self, checkpoint_id: int) -> Handle:
+    def prepare(self, checkpoint_id: int) -> StagedHandle | None:
         prepared: list[str] = []
         for group in [*self._full, *self._groups.values()]:
             self._close_segment(group)
@@ -702,17 +714,16 @@ class StagedWriterTask(WriterTask):
         self._full = []
         if not groups:
             return None
-        return {"groups": groups, "new": prepared}
+        return StagedHandle(groups=groups, new=prepared)
 
     @override
-    def commit(self, handle: Handle) -> None:
+    def commit(self, handle: StagedHandle) -> None:
         self._staged.commit(handle)
-        groups = handle.get("groups", [])
-        self._writer.note_committed(groups)
-        self._committed.update(g["id"] for g in groups)
+        self._writer.note_committed(handle.groups)
+        self._committed.update(g["id"] for g in handle.groups)
 
     @override
-    def abort(self, handle: Handle) -> None:
+    def abort(self, handle: StagedHandle) -> None:
         self._staged.abort(handle)
 
     @override

@@ -76,7 +76,7 @@ from libs.formats import ORC_TIMESTAMPS, format_named, hive_text
 from libs.fs import FileSystem, is_hidden
 from libs.types import arrow_type, conform
 from libs.webhdfs import HdfsConnectionParams, TextParams
-from sync.contract import DirtyRecord, Handle, JobContext, WriterTask
+from sync.contract import DirtyRecord, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
 from sync.model import Params, default_fs_without_path
 from writers.file import (
@@ -85,6 +85,7 @@ from writers.file import (
     STAGING,
     Shaper,
     StagedFileWriter,
+    StagedHandle,
     StagedWriterTask,
     overwrite_refusal,
 )
@@ -391,7 +392,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
                     break
 
     @override
-    def begin(self, handles: list[Handle], *, fresh: bool) -> None:
+    def begin(self, handles: list[StagedHandle], *, fresh: bool) -> None:
         self._acquire_lock()
         try:
             super().begin(handles, fresh=fresh)
