@@ -763,6 +763,7 @@ class _Csv(FileFormat):
         convert = pacsv.ConvertOptions(
             column_types=options.get("types") or None,  # type: ignore[arg-type]
             strings_can_be_null=True,
+            quoted_strings_can_be_null=False,  # "" is an empty string, an empty field NULL
         )
         try:
             reader = pacsv.open_csv(

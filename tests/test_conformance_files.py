@@ -439,12 +439,6 @@ class TestHdfsCrash(CrashConformance):
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="libs/formats.py reads CSV with strings_can_be_null=True and no "
-    "quoted_strings_can_be_null=False: a quoted empty string (filewriter writes '' as \"\") "
-    "comes back NULL",
-)
 def test_csv_keeps_empty_strings_apart_from_null(tmp_path: Path) -> None:
     """The kit's row equality over CSV with both an empty string and a NULL in one column."""
     table = pa.table({"id": [1, 2, 3], "name": ["a", "", None]})
