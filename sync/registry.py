@@ -18,7 +18,7 @@ from typing import Literal
 from sync.contract import Reader, Writer
 from sync.errors import JobFileError, PluginNotFoundError
 
-__all__ = ["Kind", "canonical_name", "known", "load", "require"]
+__all__ = ["Kind", "builtin", "canonical_name", "known", "load", "require"]
 
 Kind = Literal["reader", "writer"]
 _GROUPS: dict[Kind, str] = {"reader": "syncx.readers", "writer": "syncx.writers"}
@@ -41,6 +41,15 @@ def canonical_name(kind: Kind, name: str) -> str:
 def known(kind: Kind) -> dict[str, str]:
     """Installed plugins of a kind: name → ``module:Class``."""
     return {ep.name: ep.value for ep in entry_points(group=_GROUPS[kind])}
+
+
+def builtin(kind: Kind) -> list[str]:
+    """The names of syncx's own plugins of a kind (not those of other installed packages)."""
+    return sorted(
+        ep.name
+        for ep in entry_points(group=_GROUPS[kind])
+        if ep.dist is not None and ep.dist.name == "syncx"
+    )
 
 
 def load(kind: Kind, name: str) -> type[Reader] | type[Writer]:

@@ -29,15 +29,17 @@ def plugin_schema(kind: registry.Kind, name: str) -> dict[str, Any]:
     return schema
 
 
-def job_schema() -> dict[str, Any]:
-    """The JSON Schema of a whole job file, with every installed plugin's parameters."""
+def job_schema(*, builtin: bool = False) -> dict[str, Any]:
+    """The JSON Schema of a whole job file, with every installed plugin's parameters (only
+    syncx's own with ``builtin``: the ``schemas/`` folder of the repository)."""
     schema = JobFile.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "syncx job file"
     defs = schema.setdefault("$defs", {})
     rules: list[dict[str, Any]] = []
     for kind in ("reader", "writer"):
-        for name in sorted(registry.known(kind)):
+        names = registry.builtin(kind) if builtin else sorted(registry.known(kind))
+        for name in names:
             sub = plugin_schema(kind, name)
             for key, value in sub.pop("$defs", {}).items():
                 defs.setdefault(key, value)
@@ -55,11 +57,12 @@ def job_schema() -> dict[str, Any]:
 
 
 def write_schemas(folder: Path) -> list[Path]:
-    """Write ``job.schema.json`` and one ``<plugin>.schema.json`` per plugin into ``folder``."""
+    """Write ``job.schema.json`` and one ``<plugin>.schema.json`` per syncx plugin into
+    ``folder`` (third-party plugins document their own)."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = [_dump(folder / "job.schema.json", job_schema())]
+    written = [_dump(folder / "job.schema.json", job_schema(builtin=True))]
     for kind in ("reader", "writer"):
-        for name in sorted(registry.known(kind)):
+        for name in registry.builtin(kind):
             written.append(_dump(folder / f"{name}.schema.json", plugin_schema(kind, name)))
     return written
 
