@@ -49,6 +49,7 @@ from readers.binlog import BinlogReader, BinlogReaderParams
 from readers.binlog.decoder import RowDecoder, TableShape
 from readers.binlog.positions import BinlogPosition, SnapshotPosition, SnapshotSplit, StreamSplit
 from readers.binlog.server import privilege_problems, settings_problems
+from readers.binlog.stream import DDL_EMITTED
 from sync.contract import JobContext, StateVersionError, encode, job_identity
 from sync.contract import decode as decode_state
 from sync.errors import FatalError, JobFileError
@@ -1132,6 +1133,116 @@ def test_ddl_policies(server: MariaDB, tmp_path: Path) -> None:
         server.drop_database(pair.target)
 
 
+def _read_stream(reader: BinlogReader, split: Any, position: Any) -> list[tuple[Any, Any]]:
+    """Every batch the stream split yields from ``position``, with the position after it."""
+    opened = reader.open(split, position)
+    out = []
+    try:
+        for batch in opened.batches():
+            if batch is not None and batch.num_rows:
+                out.append((decode(batch), opened.snapshot()))
+    finally:
+        opened.close()
+    return out
+
+
+def test_ddl_naming_several_tables_resumes_between_its_batches(
+    server: MariaDB, tmp_path: Path
+) -> None:
+    """``DROP TABLE a, b, c`` (ddl: apply) is one batch per table; the position after the first
+    is before the statement with one DDL batch counted, so a restore there emits b's and c's
+    and nothing twice (it used to be the position after the statement: b and c were lost)."""
+    pair = make_pair(server, {"orders": TABLES["orders"]})
+    try:
+        start = pair.gtid()
+        for name in ("a", "b", "c"):
+            pair.execute(pair.source, f"CREATE TABLE {name} (k INT PRIMARY KEY)")
+            pair.execute(pair.source, f"INSERT INTO {name} VALUES (1)")
+        pair.execute(pair.source, "DROP TABLE a, b, c")
+        pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (7, 'after')")
+        params = BinlogReaderParams.model_validate(
+            {
+                "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{pair.source}",
+                "username": server.user,
+                "password": server.password,
+                "pavingData": False,
+                "ddl": "apply",
+                "start": {"gtid": start},
+                "stopAt": "now",
+            }
+        )
+        ctx = JobContext.of("ddl", tmp_path, Setting(), run_id="ddl")
+        reader = BinlogReader(params, ctx)
+        (split,) = reader.plan(1)
+        whole = _read_stream(reader, split, None)
+        drops = [
+            i for i, (c, _) in enumerate(whole) if getattr(c, "statement", "").startswith("DROP")
+        ]
+        assert [whole[i][0].table for i in drops] == ["a", "b", "c"]
+        first, last = whole[drops[0]][1], whole[drops[-1]][1]
+        assert first.emitted == {DDL_EMITTED: 1} and (first.file, first.pos) < (last.file, last.pos)
+        stored = json.loads(json.dumps(encode(first)))
+        resumed = _read_stream(reader, split, decode_state(BinlogReader.position_type, stored))
+        assert [getattr(c, "table", None) for c, _ in resumed[:2]] == ["b", "c"]
+        rest = [c.rows.column("id").to_pylist() for c, _ in resumed[2:]]
+        assert rest == [[7]]
+        reader.close()
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
+
+
+def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path: Path) -> None:
+    """A source XA transaction is emitted at its XA COMMIT, in commit order; one rolled back
+    after XA PREPARE never reaches the target; one still prepared at a run's end is read again
+    by the next run (the saved position stays before it), and nothing is applied twice."""
+    start = pair.gtid()
+    xa = pair.server.connect(pair.source)
+    plain = pair.server.connect(pair.source)
+
+    def on(conn: Any, *statements: str) -> None:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    def ids() -> list[int]:
+        return [r[0] for r in query(pair.server, pair.target, "SELECT id FROM orders ORDER BY id")]
+
+    job = write_job(tmp_path / "job.json", binlog_job(pair, start=start))
+    try:
+        on(plain, "INSERT INTO orders (id, customer) VALUES (10, 'plain')")
+        on(xa, "XA START 'one'", "INSERT INTO orders (id, customer) VALUES (1, 'xa')")
+        on(xa, "UPDATE orders SET customer = 'by-xa' WHERE id = 10")
+        on(xa, "XA END 'one'", "XA PREPARE 'one'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (2, 'plain')")
+        on(xa, "XA COMMIT 'one'")
+        on(xa, "XA START 'two'", "INSERT INTO orders (id, customer) VALUES (3, 'xa')")
+        on(xa, "XA END 'two'", "XA PREPARE 'two'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (4, 'plain')")
+        ok(run(job, tmp_path / "state"))
+        assert ids() == [1, 2, 4, 10]
+        assert query(pair.server, pair.target, "SELECT customer FROM orders WHERE id = 10") == [
+            ("by-xa",)
+        ]
+        on(xa, "XA ROLLBACK 'two'")
+        on(xa, "XA START 'three'", "INSERT INTO orders (id, customer) VALUES (5, 'xa')")
+        on(xa, "XA END 'three'", "XA PREPARE 'three'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (6, 'plain')")
+        ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
+        assert ids() == [1, 2, 4, 6, 10]
+        on(xa, "XA COMMIT 'three'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (7, 'plain')")
+        ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
+        assert ids() == [1, 2, 4, 5, 6, 7, 10]
+        pair.same()
+    finally:
+        for name in ("two", "three"):
+            with contextlib.suppress(Exception):
+                on(xa, f"XA ROLLBACK '{name}'")
+        xa.close()
+        plain.close()
+
+
 def test_ddl_apply_through_mysqlwriter_at_least_once(server: MariaDB, tmp_path: Path) -> None:
     """``ddl: apply`` into mysqlwriter at-least-once (the open transaction commits, the DDL runs
     at once): columns added, widened and dropped, tables created, dropped and truncated, keys
@@ -1298,6 +1409,19 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
     finally:
         first_writer.close()
         _roll_back_prepared(pair.server, first_writer.xid_prefix())
+
+
+def test_snapshot_refuses_a_job_wide_resume_column(pair: Pair, tmp_path: Path) -> None:
+    """The snapshot copies each table by its own primary key: ``restoreColumnName`` (or an
+    index with ``isRestore``) cannot name a column of every table, so the job says so."""
+    spec = binlog_job(
+        pair,
+        snapshot="initial",
+        setting={"restore": {"isRestore": True, "restoreColumnName": "id"}},
+    )
+    done = run(write_job(tmp_path / "job.json", spec), tmp_path / "state")
+    assert done.returncode == 1, done.stderr
+    assert "restoreColumnName" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_replication_user_missing_a_privilege_is_told_which(pair: Pair, tmp_path: Path) -> None:

@@ -56,7 +56,16 @@ without a new snapshot.
 statements on captured tables are logged and skipped, stop the job with the statement and its
 position, or travel as DDL batches to a writer that applies them (``sqlwriter``/
 ``mysqlwriter``). Row events carry their table's columns (``binlog_row_metadata=FULL``), so the
-layout of every change is right whatever happened before.
+layout of every change is right whatever happened before. A statement naming several captured
+tables (``DROP TABLE a, b``) travels as one DDL batch per table (the writers apply one table per
+batch); after all but the last the position is the one before the statement with the DDL
+batches emitted counted in ``emitted`` (key ``(ddl)``), so a checkpoint between them resumes
+with the remaining tables, never past them.
+
+**XA transactions** of the source are emitted at their ``XA COMMIT`` (in commit order), not at
+``XA PREPARE``; one rolled back after its prepare never reaches the target. While one is
+prepared but not committed the position stays before it (later transactions' changes are
+counted in ``emitted``), so a restore or the next run reads it again and emits it if it commits.
 
 **Bounded runs** (``stopAt``): ``now`` reads up to the binlog end at start time; a
 ``{journalName, position}`` up to there; a timestamp (ms) up to the first transaction after it.

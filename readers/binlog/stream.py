@@ -50,6 +50,23 @@ READ_TIMEOUT = 30
 """Seconds without any byte (heartbeats included) before the connection counts as lost."""
 
 
+_Change = tuple[str, Any, Any, SourceInfo]
+"""``(op, before, after, source)`` of one row change."""
+_Held = list[tuple[TableShape, list[_Change]]]
+"""The changes of one XA transaction between its ``XA PREPARE`` and its ``XA COMMIT``."""
+DDL_EMITTED = "(ddl)"
+"""The key of :attr:`BinlogPosition.emitted` counting DDL batches emitted after the position."""
+_XA_PREPARED_FLAG = 64
+"""MariaDB GTID event flag of an XA transaction's prepared part (``FL_PREPARED_XA``)."""
+
+
+def _xa_id(query: str) -> str:
+    """The XA transaction id of ``XA START|END|COMMIT|ROLLBACK <id> [ONE PHASE]``."""
+    words = query.split(None, 2)
+    rest = words[2] if len(words) > 2 else ""
+    return " ".join(rest.upper().removesuffix("ONE PHASE").split())
+
+
 class _Reconnect(Exception):
     """The replication connection must be opened again (from the last emitted position)."""
 
@@ -59,7 +76,7 @@ class _Segment:
     """Consecutive changes of one table with one layout, waiting in a flush window."""
 
     shape: TableShape
-    changes: list[tuple[Any, Any, Any, SourceInfo]] = field(default_factory=list)
+    changes: list[_Change] = field(default_factory=list)
 
 
 @dataclass
@@ -73,7 +90,7 @@ class _Window:
     boundary: BinlogPosition | None = None
     """The transaction boundary the window's changes end at."""
 
-    def add(self, shape: TableShape, change: tuple[Any, Any, Any, SourceInfo]) -> None:
+    def add(self, shape: TableShape, change: _Change) -> None:
         name = shape.layout.qualified
         segment = self.last.get(name)
         if segment is None or segment.shape is not shape:
@@ -119,6 +136,8 @@ class StreamSplitReader(SplitReader):
         self._done = False
         self._healthy = False
         self._gtid_state = GtidState(None, mariadb=True)
+        self._floor: BinlogPosition | None = None
+        """While an XA transaction is prepared but not committed: the position before it."""
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -352,6 +371,10 @@ class StreamSplitReader(SplitReader):
         last_yield = time.monotonic()
         in_group = False
         explicit_begin = False
+        xa: _Held | None = None  # the current group's changes when it is an XA transaction
+        xa_id = ""
+        held: dict[str, _Held] = {}  # prepared XA transactions, by id
+        self._floor = None
         group_gtid: str | None = None
         group_ts = 0
         group_skipped = False
@@ -365,9 +388,13 @@ class StreamSplitReader(SplitReader):
             self._healthy = True
             kind = type(event)
             if kind in rows_events:
-                if group_skipped or (event.schema, event.table) not in selection:
+                if (group_skipped and xa is None) or (event.schema, event.table) not in selection:
                     continue
-                self._add_rows(event, kind, rev, window, skip, file, group_gtid)
+                shape, changes = self._changes(event, kind, rev, file, group_gtid)
+                if xa is not None:
+                    xa.append((shape, changes))  # emitted at XA COMMIT, if it comes
+                else:
+                    self._admit(window, skip, shape, changes)
                 if now - last_yield >= TICK_SECONDS:
                     yield None  # a long transaction: let checkpoints through (position unchanged)
                     last_yield = time.monotonic()
@@ -402,6 +429,8 @@ class StreamSplitReader(SplitReader):
                     return
                 in_group = True
                 explicit_begin = explicit_begin and kind is ev.QueryEvent
+                prepared = getattr(event, "flags", 0) & _XA_PREPARED_FLAG
+                xa = [] if kind is ev.MariadbGtidEvent and prepared else None
                 group_gtid = (
                     getattr(event, "gtid", None) if kind is not ev.QueryEvent else group_gtid
                 )
@@ -411,18 +440,38 @@ class StreamSplitReader(SplitReader):
                     after_ts = None
                 continue
             ddl: str | None = None
-            if kind is ev.XidEvent or kind is ev.XAPrepareEvent:
+            release: _Held = []
+            if kind is ev.XidEvent:
                 pass
+            elif kind is ev.XAPrepareEvent:
+                if xa:  # held until its XA COMMIT; the position stays before it
+                    held[xa_id] = xa
+                    if self._floor is None:
+                        self._floor = self._position
             elif kind is ev.QueryEvent:
                 upper = query[:12].upper()
                 if upper.startswith(("SAVEPOINT", "ROLLBACK TO")):
                     continue
-                if upper.startswith("XA ") and explicit_begin:
-                    continue  # XA START / XA END inside the prepared transaction
-                if not upper.startswith(("COMMIT", "ROLLBACK", "XA ")) and not group_skipped:
+                if upper.startswith(("XA START", "XA BEGIN", "XA END")) and in_group:
+                    xa = [] if xa is None else xa
+                    xa_id = _xa_id(query)
+                    continue
+                if upper.startswith("XA COMMIT") and query.upper().endswith("ONE PHASE"):
+                    release = xa or []  # MySQL's one-phase XA commit ends its own group
+                elif upper.startswith("XA COMMIT"):
+                    release = held.pop(_xa_id(query), [])
+                elif upper.startswith("XA ROLLBACK"):
+                    held.pop(_xa_id(query), None)
+                elif not upper.startswith(("COMMIT", "ROLLBACK", "XA ")) and not group_skipped:
                     ddl = query
             else:
                 continue
+            if not held:
+                self._floor = None
+            xa = None
+            if not group_skipped:
+                for shape, changes in release:
+                    self._admit(window, skip, shape, changes)
             # a transaction boundary
             in_group = False
             explicit_begin = False
@@ -453,31 +502,22 @@ class StreamSplitReader(SplitReader):
                 yield from self._flush(window, skip)
                 last_yield = time.monotonic()
             elif not window.rows and not skip_pending(skip):
-                self._position = boundary  # nothing pending: the position moves on
+                self._position = self._after(boundary)  # nothing pending: the position moves on
                 window.boundary = None
             if now - last_yield >= TICK_SECONDS:
                 yield None
                 last_yield = time.monotonic()
 
-    def _add_rows(
-        self,
-        event: Any,
-        kind: type,
-        rev: Any,
-        window: _Window,
-        skip: dict[str, int],
-        file: str | None,
-        gtid: str | None,
-    ) -> None:
+    def _changes(
+        self, event: Any, kind: type, rev: Any, file: str | None, gtid: str | None
+    ) -> tuple[TableShape, list[_Change]]:
+        """A rows event's changes (of the kinds ``cat`` asks for)."""
         shape = self._shape(event)
-        name = shape.layout.qualified
-        source = SourceInfo(file, event.packet.log_pos, gtid, event.timestamp * 1000)
-        cats = self._categories
-        changes: list[tuple[str, list[Any] | None, list[Any] | None]]
         update = kind is rev.UpdateRowsEvent
         wanted = "update" if update else "insert" if kind is rev.WriteRowsEvent else "delete"
-        if wanted not in cats:
-            return
+        if wanted not in self._categories:
+            return shape, []
+        source = SourceInfo(file, event.packet.log_pos, gtid, event.timestamp * 1000)
         decoded = None
         if shape.decoder is not None:
             try:
@@ -487,27 +527,32 @@ class StreamSplitReader(SplitReader):
         if decoded is not None:
             convert = shape.convert_fast
             if kind is rev.WriteRowsEvent:
-                changes = [("c", None, convert(v)) for v in decoded]
-            elif kind is rev.DeleteRowsEvent:
-                changes = [("d", convert(v), None) for v in decoded]
-            else:
-                changes = [("u", convert(b), convert(a)) for b, a in decoded]
-        elif kind is rev.WriteRowsEvent:
-            changes = [("c", None, shape.values(r["values"])) for r in event.rows]
-        elif kind is rev.DeleteRowsEvent:
-            changes = [("d", shape.values(r["values"]), None) for r in event.rows]
-        else:
-            changes = [
-                ("u", shape.values(r["before_values"]), shape.values(r["after_values"]))
-                for r in event.rows
-            ]
+                return shape, [("c", None, convert(v), source) for v in decoded]
+            if kind is rev.DeleteRowsEvent:
+                return shape, [("d", convert(v), None, source) for v in decoded]
+            return shape, [("u", convert(b), convert(a), source) for b, a in decoded]
+        if kind is rev.WriteRowsEvent:
+            return shape, [("c", None, shape.values(r["values"]), source) for r in event.rows]
+        if kind is rev.DeleteRowsEvent:
+            return shape, [("d", shape.values(r["values"]), None, source) for r in event.rows]
+        return shape, [
+            ("u", shape.values(r["before_values"]), shape.values(r["after_values"]), source)
+            for r in event.rows
+        ]
+
+    def _admit(
+        self, window: _Window, skip: dict[str, int], shape: TableShape, changes: list[_Change]
+    ) -> None:
+        """Changes into the window, in emission order; those emitted before a restore (``skip``)
+        are dropped."""
+        name = shape.layout.qualified
         records = 2 if (self._layout == "paving" and self._params.split_update) else 1
-        for op, before, after in changes:
-            count = records if op == "u" else 1
+        for change in changes:
+            count = records if change[0] == "u" else 1
             if skip.get(name, 0) > 0:
                 skip[name] -= count
                 continue
-            window.add(shape, (op, before, after, source))
+            window.add(shape, change)
 
     def _shape(self, event: Any) -> TableShape:
         key = (event.schema, event.table, event.table_id)
@@ -540,7 +585,7 @@ class StreamSplitReader(SplitReader):
         plus the changes emitted per table."""
         if skip_pending(skip) or window.boundary is None:
             return  # changes emitted before a restore are still to be dropped again
-        boundary = window.boundary
+        boundary = self._after(window.boundary)
         if not window.rows:
             self._position = boundary
             window.clear()
@@ -558,7 +603,7 @@ class StreamSplitReader(SplitReader):
             batch = self._build(segment.shape, part)
             emitted[name] = emitted.get(name, 0) + self._records(part)
             last_ts = max(last_ts, part[-1][3].ts_ms)
-            if index == len(parts) - 1:
+            if index == len(parts) - 1 and self._floor is None:
                 self._position = boundary
             else:
                 self._position = self._position.with_emitted(emitted)
@@ -567,14 +612,18 @@ class StreamSplitReader(SplitReader):
         self._owner.ctx.report_lag(max(0.0, time.time() - last_ts / 1000))
         window.clear()
 
-    def _records(self, part: list[tuple[Any, Any, Any, SourceInfo]]) -> int:
+    def _after(self, boundary: BinlogPosition) -> BinlogPosition:
+        """The position after everything up to ``boundary`` was emitted: the boundary itself,
+        or while an XA transaction is prepared but not committed, the position before it (its
+        changes are read again on restore) with what was emitted since."""
+        return boundary if self._floor is None else self._position
+
+    def _records(self, part: list[_Change]) -> int:
         if self._layout == "paving" and self._params.split_update:
             return sum(2 if c[0] == "u" else 1 for c in part)
         return len(part)
 
-    def _build(
-        self, shape: TableShape, part: list[tuple[Any, Any, Any, SourceInfo]]
-    ) -> pa.RecordBatch:
+    def _build(self, shape: TableShape, part: list[_Change]) -> pa.RecordBatch:
         sequence = self._sequence
         self._sequence += self._records(part)
         try:
@@ -641,13 +690,26 @@ class StreamSplitReader(SplitReader):
                 "--force-restore: the saved position is before this statement)"
             )
             raise JobFailedError(msg)
-        # apply: the changes before the statement leave first (at the previous boundary)
-        yield from self._flush(window, skip)
+        # apply: one batch per table the statement names; after all but the last the position
+        # is the one before the statement plus the DDL batches emitted (a restore there emits
+        # the rest), after the last the boundary after it
+        done = skip.pop(DDL_EMITTED, 0)
+        if done >= len(touched):  # emitted before the restore, with everything before it
+            if done > len(touched):
+                skip[DDL_EMITTED] = done - len(touched)
+            return
+        yield from self._flush(window, skip)  # the changes before the statement leave first
         if window.rows or skip_pending(skip):
             msg = f"internal: DDL at {where} reached with changes still pending"
             raise JobFailedError(msg)
-        for d, t in touched:
-            self._position = boundary
+        for index in range(done, len(touched)):
+            d, t = touched[index]
+            if index == len(touched) - 1 and self._floor is None:
+                self._position = boundary
+            else:
+                emitted = self._position.emitted
+                count = emitted.get(DDL_EMITTED, 0) + 1
+                self._position = self._position.with_emitted({**emitted, DDL_EMITTED: count})
             yield ddl_batch(d, t, query, source)
 
 
