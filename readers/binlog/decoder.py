@@ -21,10 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from libs.cdc import TableLayout
+from libs.cdc import SourceInfo, TableLayout
 from libs.mysql.types import ColumnType, FieldType, mysql_type_of
 
-__all__ = ["RowDecoder", "TableShape", "value_converter"]
+__all__ = ["Change", "RowDecoder", "TableShape", "value_converter"]
+
+Change = tuple[str, Any, Any, SourceInfo]
+"""``(op, before, after, source)`` of one row change (``op``: c, u, d, or r for snapshots)."""
 
 
 # -- values the library decoded ------------------------------------------------------------------
@@ -158,6 +161,32 @@ class TableShape:
         )
         layout = TableLayout(db, table, schema, tuple(key))
         return cls(layout, tuple(names), converters, decoder, fast)
+
+    def changes(self, event: Any, op: str, source: SourceInfo) -> list[Change]:
+        """A rows event's changes: ``op`` ``c`` (write), ``u`` (update) or ``d`` (delete)
+        with the before and after images; read by :attr:`decoder` where it can, else by the
+        library (its values converted)."""
+        decoded = None
+        if self.decoder is not None:
+            try:
+                decoded = self.decoder.rows(event, 2 if op == "u" else 1)
+            except (ValueError, IndexError, UnicodeDecodeError, struct.error, OverflowError):
+                decoded = None  # let the library try (and report)
+        if decoded is not None:
+            convert = self.convert_fast
+            if op == "c":
+                return [("c", None, convert(v), source) for v in decoded]
+            if op == "d":
+                return [("d", convert(v), None, source) for v in decoded]
+            return [("u", convert(b), convert(a), source) for b, a in decoded]
+        values = self.values
+        if op == "c":
+            return [("c", None, values(r["values"]), source) for r in event.rows]
+        if op == "d":
+            return [("d", values(r["values"]), None, source) for r in event.rows]
+        return [
+            ("u", values(r["before_values"]), values(r["after_values"]), source) for r in event.rows
+        ]
 
     def convert_fast(self, values: list[Any]) -> list[Any]:
         """Values from :attr:`decoder`, converted where still needed (in place)."""
@@ -442,6 +471,7 @@ class RowDecoder:
 
     @classmethod
     def for_columns(cls, columns: Sequence[Any]) -> RowDecoder | None:
+        """A decoder for a table map's columns; None when a column's type is not read here."""
         readers = [_value_reader(c) for c in columns]
         if any(r is None for r in readers):
             return None

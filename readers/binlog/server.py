@@ -227,6 +227,7 @@ class BinlogServer:
         return []
 
     def current(self, conn: Any, flavor: Flavor) -> BinlogPosition:
+        """The binlog end now (``SHOW MASTER STATUS``) with its GTID state."""
         rows = query(conn, "SHOW MASTER STATUS")
         if not rows or rows[0][0] in (None, ""):
             msg = f"{self.where}: binary logging is off (log_bin); see check()"
@@ -241,6 +242,7 @@ class BinlogServer:
         return BinlogPosition(file, pos, gtid)
 
     def gtid_at(self, conn: Any, file: str, pos: int) -> str:
+        """MariaDB's GTID state at binlog coordinates ``file:pos`` (a group boundary)."""
         rows = query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
         value = rows[0][0] if rows else None
         if value is None:
@@ -252,6 +254,7 @@ class BinlogServer:
         return str(value)
 
     def configured_start(self, conn: Any, flavor: Flavor) -> BinlogPosition:
+        """Where ``start`` says to begin (a file/position, a timestamp, a GTID set; now)."""
         start = self.params.start
         if start is None or start.is_empty():
             return self.current(conn, flavor)
@@ -331,6 +334,7 @@ class BinlogServer:
         return None
 
     def gtid_list_of(self, conn: Any, file: str) -> str | None:
+        """The GTID state a binlog file starts with (None when the server cannot say)."""
         try:
             rows = query(conn, "SELECT BINLOG_GTID_POS(%s, 4)", (file,))
         except Exception:
@@ -368,6 +372,7 @@ class BinlogServer:
         return position, tables
 
     def captured_tables(self, conn: Any) -> list[tuple[str, str]]:
+        """The base tables ``table``/``filter`` select, in name order."""
         rows = query(
             conn,
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing_extensions import override
 from libs.cdc import Layout, SourceInfo, build_changes, ddl_batch, parse_ddl
 from libs.mysql.connect import access_denied, connection_settings
 from libs.mysql.types import column_type_of_binlog
-from readers.binlog.decoder import TableShape
+from readers.binlog.decoder import Change, TableShape
 from readers.binlog.params import PLUGIN, BinlogStart
 from readers.binlog.positions import BinlogPosition, GtidState, StreamSplit
 from readers.binlog.server import pymysql_module, query
@@ -50,9 +49,9 @@ READ_TIMEOUT = 30
 """Seconds without any byte (heartbeats included) before the connection counts as lost."""
 
 
-_Change = tuple[str, Any, Any, SourceInfo]
-"""``(op, before, after, source)`` of one row change."""
-_Held = list[tuple[TableShape, list[_Change]]]
+_CATEGORIES = {"c": "insert", "u": "update", "d": "delete"}
+"""A change's ``op`` → its ``cat`` name."""
+_Held = list[tuple[TableShape, list[Change]]]
 """The changes of one XA transaction between its ``XA PREPARE`` and its ``XA COMMIT``."""
 DDL_EMITTED = "(ddl)"
 """The key of :attr:`BinlogPosition.emitted` counting DDL batches emitted after the position."""
@@ -76,7 +75,7 @@ class _Segment:
     """Consecutive changes of one table with one layout, waiting in a flush window."""
 
     shape: TableShape
-    changes: list[_Change] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +89,8 @@ class _Window:
     boundary: BinlogPosition | None = None
     """The transaction boundary the window's changes end at."""
 
-    def add(self, shape: TableShape, change: _Change) -> None:
+    def add(self, shape: TableShape, change: Change) -> None:
+        """One change of ``shape``'s table, after the window's others."""
         name = shape.layout.qualified
         segment = self.last.get(name)
         if segment is None or segment.shape is not shape:
@@ -510,38 +510,17 @@ class StreamSplitReader(SplitReader):
 
     def _changes(
         self, event: Any, kind: type, rev: Any, file: str | None, gtid: str | None
-    ) -> tuple[TableShape, list[_Change]]:
+    ) -> tuple[TableShape, list[Change]]:
         """A rows event's changes (of the kinds ``cat`` asks for)."""
         shape = self._shape(event)
-        update = kind is rev.UpdateRowsEvent
-        wanted = "update" if update else "insert" if kind is rev.WriteRowsEvent else "delete"
-        if wanted not in self._categories:
+        op = "u" if kind is rev.UpdateRowsEvent else "c" if kind is rev.WriteRowsEvent else "d"
+        if _CATEGORIES[op] not in self._categories:
             return shape, []
         source = SourceInfo(file, event.packet.log_pos, gtid, event.timestamp * 1000)
-        decoded = None
-        if shape.decoder is not None:
-            try:
-                decoded = shape.decoder.rows(event, 2 if update else 1)
-            except (ValueError, IndexError, UnicodeDecodeError, struct.error, OverflowError):
-                decoded = None  # let the library try (and report)
-        if decoded is not None:
-            convert = shape.convert_fast
-            if kind is rev.WriteRowsEvent:
-                return shape, [("c", None, convert(v), source) for v in decoded]
-            if kind is rev.DeleteRowsEvent:
-                return shape, [("d", convert(v), None, source) for v in decoded]
-            return shape, [("u", convert(b), convert(a), source) for b, a in decoded]
-        if kind is rev.WriteRowsEvent:
-            return shape, [("c", None, shape.values(r["values"]), source) for r in event.rows]
-        if kind is rev.DeleteRowsEvent:
-            return shape, [("d", shape.values(r["values"]), None, source) for r in event.rows]
-        return shape, [
-            ("u", shape.values(r["before_values"]), shape.values(r["after_values"]), source)
-            for r in event.rows
-        ]
+        return shape, shape.changes(event, op, source)
 
     def _admit(
-        self, window: _Window, skip: dict[str, int], shape: TableShape, changes: list[_Change]
+        self, window: _Window, skip: dict[str, int], shape: TableShape, changes: list[Change]
     ) -> None:
         """Changes into the window, in emission order; those emitted before a restore (``skip``)
         are dropped."""
@@ -618,12 +597,12 @@ class StreamSplitReader(SplitReader):
         changes are read again on restore) with what was emitted since."""
         return boundary if self._floor is None else self._position
 
-    def _records(self, part: list[_Change]) -> int:
+    def _records(self, part: list[Change]) -> int:
         if self._layout == "paving" and self._params.split_update:
             return sum(2 if c[0] == "u" else 1 for c in part)
         return len(part)
 
-    def _build(self, shape: TableShape, part: list[_Change]) -> pa.RecordBatch:
+    def _build(self, shape: TableShape, part: list[Change]) -> pa.RecordBatch:
         sequence = self._sequence
         self._sequence += self._records(part)
         try:
