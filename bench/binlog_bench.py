@@ -49,7 +49,7 @@ TABLE = (
     "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer VARCHAR(40), qty INT, "
     "price DECIMAL(10,2), paid TINYINT, created_ms BIGINT, channel VARCHAR(10))"
 )
-SYNCX = [str(REPO / ".venv" / "bin" / "syncx")]
+SYNCX = [str(Path(sys.executable).with_name("syncx"))]
 
 
 def _row(server: MariaDB, sql: str, database: str | None = None) -> tuple[Any, ...]:

@@ -43,14 +43,15 @@ from libs.cdc import (
     net_effect,
     parse_ddl,
 )
+from libs.mysql.types import column_type_of_binlog
 from libs.mysql.xa import xa_recover
-from readers.binlog import (
-    BinlogReaderParams,
-    _RowDecoder,
-    privilege_problems,
-    settings_problems,
-)
-from sync.contract import JobContext, job_identity
+from readers.binlog import BinlogReader, BinlogReaderParams
+from readers.binlog.decoder import RowDecoder, TableShape
+from readers.binlog.positions import BinlogPosition, SnapshotPosition, SnapshotSplit, StreamSplit
+from readers.binlog.server import privilege_problems, settings_problems
+from readers.binlog.stream import DDL_EMITTED
+from sync.contract import JobContext, StateVersionError, encode, job_identity
+from sync.contract import decode as decode_state
 from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
 from sync.model import Setting
@@ -230,15 +231,18 @@ class Workload:
 
 
 @contextlib.contextmanager
-def changing(work: Workload, pause: float) -> Iterator[None]:
-    """While the body runs, a thread keeps making ``work.step(bulk=False)`` changes, ``pause``
-    seconds apart; an error of that thread fails the test."""
+def changing(
+    work: Workload, pause: float, until: Callable[[], bool] | None = None
+) -> Iterator[None]:
+    """While the body runs (and ``until`` is not true yet), a thread keeps making
+    ``work.step(bulk=False)`` changes, ``pause`` seconds apart; an error of that thread fails
+    the test."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def load() -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not (until is not None and until()):
                 work.step(bulk=False)
                 stop.wait(pause)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -558,6 +562,45 @@ def test_parameters_in_chunjun_spellings() -> None:
         BinlogReaderParams.model_validate({"username": "u"})
 
 
+def test_checkpoints_of_the_plain_dict_format_still_restore() -> None:
+    """Positions and split data stored before they were typed (plain dicts, no version or kind)
+    load as the typed classes, and the typed form round-trips."""
+    old_stream = {"file": "mysql-bin.000003", "pos": 1234, "gtid": "0-1-77", "ts": 1700000000}
+    old_stream_emitted = {**old_stream, "emitted": {"db.orders": 3}, "after_ts": 1699999999}
+    old_snapshot = {"after": 41}
+    old_stream_split = {"kind": "stream", "start": old_stream, "snapshot": ["snapshot:db.t:0"]}
+    old_snapshot_split = {
+        "kind": "snapshot",
+        "db": "db",
+        "table": "t",
+        "inner": {"id": "range-0", "data": {"mode": "keyset"}},
+        "at": old_stream,
+    }
+    position = decode_state(BinlogReader.position_type, old_stream)
+    assert position == BinlogPosition("mysql-bin.000003", 1234, "0-1-77", 1700000000)
+    emitted = decode_state(BinlogReader.position_type, old_stream_emitted)
+    assert isinstance(emitted, BinlogPosition)
+    assert emitted.emitted == {"db.orders": 3} and emitted.after_ts == 1699999999
+    assert decode_state(BinlogReader.position_type, old_snapshot) == SnapshotPosition({"after": 41})
+    stream_split = decode_state(BinlogReader.split_type, old_stream_split)
+    assert stream_split == StreamSplit(old_stream, ["snapshot:db.t:0"])
+    snapshot_split = decode_state(BinlogReader.split_type, old_snapshot_split)
+    assert isinstance(snapshot_split, SnapshotSplit) and snapshot_split.inner["id"] == "range-0"
+    typed = [
+        (BinlogReader.position_type, position),
+        (BinlogReader.position_type, emitted),
+        (BinlogReader.position_type, SnapshotPosition({"after": 41})),
+        (BinlogReader.split_type, stream_split),
+        (BinlogReader.split_type, snapshot_split),
+    ]
+    for kind, value in typed:
+        stored = json.loads(json.dumps(encode(value)))
+        assert stored["v"] == 1 and "kind" in stored
+        assert decode_state(kind, stored) == value
+    with pytest.raises(StateVersionError, match="newer"):
+        decode_state(BinlogReader.position_type, {**position.to_json(), "v": 9})
+
+
 def _layout() -> TableLayout:
     schema = pa.schema([("id", pa.int64()), ("v", pa.string())])
     return TableLayout("db", "t", schema, ("id",))
@@ -677,7 +720,8 @@ def test_privilege_messages_name_the_missing_privilege() -> None:
 
 
 def test_fast_row_decoder_agrees_with_mysql_replication(server: MariaDB) -> None:
-    """The per-column decoder reads every type exactly as the library does."""
+    """The per-column decoder gives every type the values the library's decoding gives after
+    the shape's conversions (the two paths a row event may take)."""
     database = server.create_database("cdc_dec")
     try:
         conn = server.connect(database)
@@ -805,34 +849,41 @@ def test_fast_row_decoder_agrees_with_mysql_replication(server: MariaDB) -> None
             for event in stream:
                 if event.table != "t":
                     continue
-                decoder = _RowDecoder.for_columns(event.columns)
+                decoder = RowDecoder.for_columns(event.columns)
                 assert decoder is not None
                 images = 2 if isinstance(event, rev.UpdateRowsEvent) else 1
                 fast = decoder.rows(event, images)
                 assert fast is not None
                 names = [c.name for c in event.columns]
+                types = [column_type_of_binlog(c) for c in event.columns]
+                shape = TableShape.of(database, "t", names, types, ["id"])
                 slow: list[Any]
                 if images == 2:
                     slow = [
-                        (
-                            [r["before_values"][n] for n in names],
-                            [r["after_values"][n] for n in names],
-                        )
+                        (shape.values(r["before_values"]), shape.values(r["after_values"]))
                         for r in event.rows
                     ]
                 else:
-                    slow = [[r["values"][n] for n in names] for r in event.rows]
-                normalize = _library_normalizer(event.columns)
-                for got, want in zip(fast, slow, strict=True):
-                    left, right = normalize(got), normalize(want)
+                    slow = [shape.values(r["values"]) for r in event.rows]
+                if images == 2:
+                    fast = [(shape.convert_fast(b), shape.convert_fast(a)) for b, a in fast]
+                else:
+                    fast = [shape.convert_fast(row) for row in fast]
+                for left, right in zip(fast, slow, strict=True):
                     if left != right:
                         flat_l = left if images == 1 else [*left[0], *left[1]]
                         flat_r = right if images == 1 else [*right[0], *right[1]]
                         diffs = [
                             (names[i % len(names)], a, b)
                             for i, (a, b) in enumerate(zip(flat_l, flat_r, strict=True))
+                            # the library reads an empty SET as NULL; the fast decoder as ''
                             if a != b
+                            and not (
+                                a == "" and b is None and types[i % len(types)].family == "set"
+                            )
                         ]
+                        if not diffs:
+                            continue
                         pytest.fail(f"fast decoder differs: {diffs}")
                 seen += len(fast)
                 if seen >= 5:
@@ -842,35 +893,6 @@ def test_fast_row_decoder_agrees_with_mysql_replication(server: MariaDB) -> None
         assert seen == 5
     finally:
         server.drop_database(database)
-
-
-def _library_normalizer(columns: list[Any]) -> Callable[[Any], Any]:
-    """The library gives SET as a Python set, BIT as a bit string and an empty binary value as
-    ``''``; the fast decoder gives the forms the reader emits (``a,b``, an int, ``b''``).
-    Compare in those forms."""
-    kinds = [
-        (c.type, c.set_values, (getattr(c, "character_set_name", "") or "") == "binary")
-        for c in columns
-    ]
-
-    def value(v: Any, kind: tuple[int, Any, bool]) -> Any:
-        code, members, binary = kind
-        if v is None:
-            return None
-        if binary and isinstance(v, str):  # the library returns '' for an empty binary value
-            return v.encode()
-        if code == 248 and isinstance(v, set):
-            return ",".join(m for m in members if m in v)
-        if code == 16 and isinstance(v, str):
-            return int(v, 2)
-        return v
-
-    def normalize(item: Any) -> Any:
-        if isinstance(item, tuple):
-            return tuple(normalize(x) for x in item)
-        return [value(v, k) for v, k in zip(item, kinds, strict=True)]
-
-    return normalize
 
 
 @pytest.mark.parametrize(
@@ -1111,6 +1133,116 @@ def test_ddl_policies(server: MariaDB, tmp_path: Path) -> None:
         server.drop_database(pair.target)
 
 
+def _read_stream(reader: BinlogReader, split: Any, position: Any) -> list[tuple[Any, Any]]:
+    """Every batch the stream split yields from ``position``, with the position after it."""
+    opened = reader.open(split, position)
+    out = []
+    try:
+        for batch in opened.batches():
+            if batch is not None and batch.num_rows:
+                out.append((decode(batch), opened.snapshot()))
+    finally:
+        opened.close()
+    return out
+
+
+def test_ddl_naming_several_tables_resumes_between_its_batches(
+    server: MariaDB, tmp_path: Path
+) -> None:
+    """``DROP TABLE a, b, c`` (ddl: apply) is one batch per table; the position after the first
+    is before the statement with one DDL batch counted, so a restore there emits b's and c's
+    and nothing twice (it used to be the position after the statement: b and c were lost)."""
+    pair = make_pair(server, {"orders": TABLES["orders"]})
+    try:
+        start = pair.gtid()
+        for name in ("a", "b", "c"):
+            pair.execute(pair.source, f"CREATE TABLE {name} (k INT PRIMARY KEY)")
+            pair.execute(pair.source, f"INSERT INTO {name} VALUES (1)")
+        pair.execute(pair.source, "DROP TABLE a, b, c")
+        pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (7, 'after')")
+        params = BinlogReaderParams.model_validate(
+            {
+                "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{pair.source}",
+                "username": server.user,
+                "password": server.password,
+                "pavingData": False,
+                "ddl": "apply",
+                "start": {"gtid": start},
+                "stopAt": "now",
+            }
+        )
+        ctx = JobContext.of("ddl", tmp_path, Setting(), run_id="ddl")
+        reader = BinlogReader(params, ctx)
+        (split,) = reader.plan(1)
+        whole = _read_stream(reader, split, None)
+        drops = [
+            i for i, (c, _) in enumerate(whole) if getattr(c, "statement", "").startswith("DROP")
+        ]
+        assert [whole[i][0].table for i in drops] == ["a", "b", "c"]
+        first, last = whole[drops[0]][1], whole[drops[-1]][1]
+        assert first.emitted == {DDL_EMITTED: 1} and (first.file, first.pos) < (last.file, last.pos)
+        stored = json.loads(json.dumps(encode(first)))
+        resumed = _read_stream(reader, split, decode_state(BinlogReader.position_type, stored))
+        assert [getattr(c, "table", None) for c, _ in resumed[:2]] == ["b", "c"]
+        rest = [c.rows.column("id").to_pylist() for c, _ in resumed[2:]]
+        assert rest == [[7]]
+        reader.close()
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
+
+
+def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path: Path) -> None:
+    """A source XA transaction is emitted at its XA COMMIT, in commit order; one rolled back
+    after XA PREPARE never reaches the target; one still prepared at a run's end is read again
+    by the next run (the saved position stays before it), and nothing is applied twice."""
+    start = pair.gtid()
+    xa = pair.server.connect(pair.source)
+    plain = pair.server.connect(pair.source)
+
+    def on(conn: Any, *statements: str) -> None:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+
+    def ids() -> list[int]:
+        return [r[0] for r in query(pair.server, pair.target, "SELECT id FROM orders ORDER BY id")]
+
+    job = write_job(tmp_path / "job.json", binlog_job(pair, start=start))
+    try:
+        on(plain, "INSERT INTO orders (id, customer) VALUES (10, 'plain')")
+        on(xa, "XA START 'one'", "INSERT INTO orders (id, customer) VALUES (1, 'xa')")
+        on(xa, "UPDATE orders SET customer = 'by-xa' WHERE id = 10")
+        on(xa, "XA END 'one'", "XA PREPARE 'one'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (2, 'plain')")
+        on(xa, "XA COMMIT 'one'")
+        on(xa, "XA START 'two'", "INSERT INTO orders (id, customer) VALUES (3, 'xa')")
+        on(xa, "XA END 'two'", "XA PREPARE 'two'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (4, 'plain')")
+        ok(run(job, tmp_path / "state"))
+        assert ids() == [1, 2, 4, 10]
+        assert query(pair.server, pair.target, "SELECT customer FROM orders WHERE id = 10") == [
+            ("by-xa",)
+        ]
+        on(xa, "XA ROLLBACK 'two'")
+        on(xa, "XA START 'three'", "INSERT INTO orders (id, customer) VALUES (5, 'xa')")
+        on(xa, "XA END 'three'", "XA PREPARE 'three'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (6, 'plain')")
+        ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
+        assert ids() == [1, 2, 4, 6, 10]
+        on(xa, "XA COMMIT 'three'")
+        on(plain, "INSERT INTO orders (id, customer) VALUES (7, 'plain')")
+        ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
+        assert ids() == [1, 2, 4, 5, 6, 7, 10]
+        pair.same()
+    finally:
+        for name in ("two", "three"):
+            with contextlib.suppress(Exception):
+                on(xa, f"XA ROLLBACK '{name}'")
+        xa.close()
+        plain.close()
+
+
 def test_ddl_apply_through_mysqlwriter_at_least_once(server: MariaDB, tmp_path: Path) -> None:
     """``ddl: apply`` into mysqlwriter at-least-once (the open transaction commits, the DDL runs
     at once): columns added, widened and dropped, tables created, dropped and truncated, keys
@@ -1277,6 +1409,19 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
     finally:
         first_writer.close()
         _roll_back_prepared(pair.server, first_writer.xid_prefix())
+
+
+def test_snapshot_refuses_a_job_wide_resume_column(pair: Pair, tmp_path: Path) -> None:
+    """The snapshot copies each table by its own primary key: ``restoreColumnName`` (or an
+    index with ``isRestore``) cannot name a column of every table, so the job says so."""
+    spec = binlog_job(
+        pair,
+        snapshot="initial",
+        setting={"restore": {"isRestore": True, "restoreColumnName": "id"}},
+    )
+    done = run(write_job(tmp_path / "job.json", spec), tmp_path / "state")
+    assert done.returncode == 1, done.stderr
+    assert "restoreColumnName" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_replication_user_missing_a_privilege_is_told_which(pair: Pair, tmp_path: Path) -> None:

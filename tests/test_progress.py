@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from readers.binlog import binlog_bytes
+from readers.binlog.positions import binlog_bytes
 from sync.contract import Estimate, JobContext, Reader
 from sync.job import RunOptions, run_job
 from sync.jobfile import load_job

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy.engine import URL
 
 from libs.sql import (
@@ -26,6 +26,7 @@ from libs.sql import (
     parse_url,
     safe_url,
     scrub,
+    strip_password,
 )
 from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
 from sync.model import Params
@@ -100,8 +101,8 @@ class MysqlEndpoint(Params):
     @classmethod
     def _host_port_database_as_url(cls, data: Any) -> Any:
         """``host``/``port``/``database`` become a ``url`` (the password stays a secret)."""
-        if not isinstance(data, dict) or not data.get("host"):
-            return data
+        if not isinstance(data, dict) or not data.get("host") or "url" not in cls.model_fields:
+            return data  # a model without `url` (MysqlServer) keeps `host` as it is
         if data.get("url") or data.get("connection"):
             msg = "give either `host`/`port`/`database` or `connection` (jdbcUrl) / `url`"
             raise ValueError(msg)
@@ -116,6 +117,74 @@ class MysqlEndpoint(Params):
             netloc += f":{port}"
         path = f"/{quote(str(database), safe='')}" if database else ""
         return {**data, "url": f"mysql+pymysql://{netloc}{path}"}
+
+
+class MysqlServer(MysqlEndpoint):
+    """One MySQL server and who logs in to it, in ChunJun's spellings: ``jdbcUrl`` (a string or a
+    one-element list; a password in it moves into the ``password`` secret) and/or ``host`` /
+    ``port`` (``host`` wins over the jdbcUrl's host), ``username``, ``password``."""
+
+    host: str | None = Field(
+        default=None, description="Server host (beside or instead of `jdbcUrl`)."
+    )
+    jdbc_url: str | None = Field(
+        default=None,
+        description="jdbc:mysql://host:port/db: the server and the default database.",
+    )
+    username: str | None = Field(default=None, description="User to log in as.")
+    password: SecretStr | None = Field(default=None, description="Secret.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_jdbc_url(cls, data: Any) -> Any:
+        """A password in ``jdbcUrl`` moves into the ``password`` secret."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key in ("jdbcUrl", "jdbc_url"):
+            raw = data.get(key)
+            if isinstance(raw, list):  # ChunJun sometimes writes a one-element list
+                raw = raw[0] if raw else None
+                data[key] = raw
+            if isinstance(raw, str):
+                cleaned, secret = strip_password(raw)
+                data[key] = cleaned if cleaned.strip() else None
+                if secret and not data.get("password"):
+                    data["password"] = secret
+        if isinstance(data.get("host"), str) and not data["host"].strip():
+            data["host"] = None
+        return data
+
+    @field_validator("jdbc_url")
+    @classmethod
+    def _jdbc_is_mysql(cls, value: str | None) -> str | None:
+        if value is not None:
+            mysql_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _server_given(self) -> MysqlServer:
+        if self.host is None and self.jdbc_url is None:
+            msg = "give `jdbcUrl` or `host` (and `port`)"
+            raise ValueError(msg)
+        return self
+
+    def server_url(self) -> URL:
+        """Where to log in (user ``root`` and port 3306 unless given), without a database."""
+        jdbc = mysql_url(self.jdbc_url) if self.jdbc_url else None
+        port = self.port if self.port not in (None, "") else (jdbc.port if jdbc else None)
+        return URL.create(
+            "mysql+pymysql",
+            username=self.username or (jdbc.username if jdbc else None) or "root",
+            password=self.password.get_secret_value() if self.password else None,
+            host=self.host or (jdbc.host if jdbc else None) or "localhost",
+            port=int(port) if port is not None else 3306,
+        )
+
+    def default_database(self) -> str | None:
+        """``database``, else the jdbcUrl's database."""
+        jdbc = mysql_url(self.jdbc_url) if self.jdbc_url else None
+        return self.database or (jdbc.database if jdbc else None)
 
 
 def mysql_url(text: str) -> URL:
@@ -275,6 +344,40 @@ ROW_ERRORS = frozenset(
     }
 )
 """Errors that reject one row: the row becomes dirty data, the rest of its batch is written."""
+
+
+ACCESS_DENIED: dict[int, str] = {
+    1044: "access to the database is denied",
+    1045: "access is denied (wrong user or password; on a replication connection also a "
+    "missing REPLICATION SLAVE)",
+    1142: "a table privilege is missing",
+    1227: "a global privilege is missing (REPLICATION CLIENT / BINLOG MONITOR, SUPER)",
+    1698: "access is denied (the user's authentication plugin refused the login)",
+}
+"""Refused logins and missing privileges: a restart cannot cure them, so they are never retried."""
+
+
+def access_denied(exc: BaseException) -> str | None:
+    """What a refused login or a missing privilege means (None for any other error)."""
+    code = errno(exc)
+    return ACCESS_DENIED.get(code) if code is not None else None
+
+
+def connect_failure(
+    exc: BaseException,
+    where: str,
+    user: str | None,
+    *,
+    param_path: str,
+    secrets: Sequence[str | None],
+) -> SyncxError:
+    """The error a failed connect becomes: a refused login stops the job (naming the parameter
+    path, the server and the user), anything else is retriable."""
+    detail = error_text(exc, secrets)
+    if access_denied(exc) is not None:
+        msg = f"{param_path}: cannot log in to {where} as '{user}': {detail}"
+        return FatalError(msg)
+    return RetriableError(f"cannot connect to {where}: {detail}")
 
 
 def errno(exc: BaseException) -> int | None:

@@ -1,15 +1,23 @@
 """MySQL column types as Arrow types, the same for every driver, and column-wise decoding.
 
-:class:`MysqlType`, :func:`mysql_type` (from SQLAlchemy), :func:`mysql_type_of_field` (from the
-protocol); text values are parsed column-wise with Arrow casts (:func:`decode_text`) and
-connectorx's Arrow columns are cast to the same types (:func:`from_connectorx`).
+**One type table, four ways in.** A column's type is described by SQLAlchemy's reflection
+(:func:`column_type_of_sqlalchemy`), the protocol's field metadata of a result
+(:func:`column_type_of_field`), an ``information_schema.COLUMNS`` row
+(:func:`column_type_of_info`) or a binlog table map (:func:`column_type_of_binlog`); each gives
+a :class:`ColumnType`, and :func:`mysql_type_of` maps that to the :class:`MysqlType` (Arrow type
+and wire form) every reader and writer uses (:func:`mysql_type`, :func:`mysql_type_of_field`,
+:func:`mysql_type_of_info`, :func:`mysql_type_of_binlog` do both steps). Text values are parsed
+column-wise with Arrow casts (:func:`decode_text`) and connectorx's Arrow columns are cast to the
+same types (:func:`from_connectorx`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -44,7 +52,267 @@ class MysqlType:
     """The MySQL type as written in DDL, for messages and docs."""
 
 
-_INT_BITS = {"TINYINT": 8, "SMALLINT": 16, "MEDIUMINT": 32, "INTEGER": 32, "INT": 32, "BIGINT": 64}
+# -- the type table ------------------------------------------------------------------------------
+
+Family = Literal[
+    "int",
+    "float",
+    "double",
+    "decimal",
+    "text",
+    "set",
+    "json",
+    "binary",
+    "geometry",
+    "date",
+    "datetime",
+    "timestamp",
+    "time",
+    "year",
+    "bit",
+]
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A MySQL column type reduced to what decides how it travels.
+
+    Each of the four descriptions of a column (SQLAlchemy's reflected type, the protocol's field
+    metadata, an ``information_schema.COLUMNS`` row, a binlog table-map column) is turned into
+    one of these, and :func:`mysql_type_of` maps it to its :class:`MysqlType`: so a column has
+    the same Arrow type however it was described (the parity test checks every type).
+    """
+
+    family: Family
+    size: int = 0
+    """Bits of an integer (8, 16, 24, 32, 64) or of a BIT; precision of a DECIMAL; the width of
+    a ``BINARY(n)`` where the binlog gives it (its values come without trailing zero bytes)."""
+    scale: int = 0
+    unsigned: bool = False
+    members: tuple[str, ...] = ()
+    """A SET's members in their declared order (when the description has them)."""
+
+
+class FieldType(IntEnum):
+    """MySQL field type codes of the protocol and of binlog table maps (``include/mysql_com.h``)."""
+
+    DECIMAL = 0
+    TINY = 1
+    SHORT = 2
+    LONG = 3
+    FLOAT = 4
+    DOUBLE = 5
+    NULL = 6
+    TIMESTAMP = 7
+    LONGLONG = 8
+    INT24 = 9
+    DATE = 10
+    TIME = 11
+    DATETIME = 12
+    YEAR = 13
+    NEWDATE = 14
+    VARCHAR = 15
+    BIT = 16
+    TIMESTAMP2 = 17
+    DATETIME2 = 18
+    TIME2 = 19
+    JSON = 245
+    NEWDECIMAL = 246
+    ENUM = 247
+    SET = 248
+    TINY_BLOB = 249
+    MEDIUM_BLOB = 250
+    LONG_BLOB = 251
+    BLOB = 252
+    VAR_STRING = 253
+    STRING = 254
+    GEOMETRY = 255
+
+
+_FIELD_INT_BITS: dict[int, int] = {
+    FieldType.TINY: 8,
+    FieldType.SHORT: 16,
+    FieldType.INT24: 24,
+    FieldType.LONG: 32,
+    FieldType.LONGLONG: 64,
+}
+_FIELD_FAMILIES: dict[int, Family] = {
+    FieldType.FLOAT: "float",
+    FieldType.DOUBLE: "double",
+    FieldType.DATE: "date",
+    FieldType.NEWDATE: "date",
+    FieldType.DATETIME: "datetime",
+    FieldType.DATETIME2: "datetime",
+    FieldType.TIMESTAMP: "timestamp",
+    FieldType.TIMESTAMP2: "timestamp",
+    FieldType.TIME: "time",
+    FieldType.TIME2: "time",
+    FieldType.YEAR: "year",
+    FieldType.GEOMETRY: "geometry",
+    FieldType.JSON: "json",
+    FieldType.ENUM: "text",
+    FieldType.SET: "set",
+}
+_FIELD_STRINGS = frozenset(
+    {
+        FieldType.VARCHAR,
+        FieldType.VAR_STRING,
+        FieldType.STRING,
+        FieldType.TINY_BLOB,
+        FieldType.MEDIUM_BLOB,
+        FieldType.LONG_BLOB,
+        FieldType.BLOB,
+    }
+)
+_FLAG_UNSIGNED = 32
+_BINARY_CHARSET = 63
+
+
+def _of_code(code: int, *, unsigned: bool, binary: bool, bits: int) -> ColumnType | None:
+    """What a field type code says alone (integers, temporal types, strings); None for the
+    codes whose size comes from elsewhere (DECIMAL, BIT)."""
+    if code in _FIELD_INT_BITS:
+        return ColumnType("int", _FIELD_INT_BITS[code], unsigned=unsigned)
+    if code == FieldType.BIT:
+        return ColumnType("bit", bits)
+    if code in _FIELD_STRINGS:
+        return ColumnType("binary" if binary else "text")
+    family = _FIELD_FAMILIES.get(code)
+    return ColumnType(family) if family is not None else None
+
+
+def column_type_of_field(
+    type_code: int, length: int, scale: int, flags: int, charsetnr: int
+) -> ColumnType:
+    """A result column's type from its protocol metadata (``customSql``)."""
+    unsigned = bool(flags & _FLAG_UNSIGNED)
+    if type_code in (FieldType.DECIMAL, FieldType.NEWDECIMAL):
+        precision = max(1, length - (1 if scale else 0) - (0 if unsigned else 1))
+        return ColumnType("decimal", min(precision, 65), scale, unsigned)
+    found = _of_code(type_code, unsigned=unsigned, binary=charsetnr == _BINARY_CHARSET, bits=length)
+    return found or ColumnType("text")
+
+
+def column_type_of_binlog(column: Any) -> ColumnType:
+    """A binlog table-map column's type (a ``mysql-replication`` ``Column``)."""
+    code = int(column.type)
+    if code == FieldType.NEWDECIMAL:
+        return ColumnType("decimal", int(column.precision), int(column.decimals))
+    if code == FieldType.SET:
+        return ColumnType("set", members=tuple(column.set_values or ()))
+    charset = (getattr(column, "character_set_name", None) or "").lower()
+    if code == FieldType.STRING and charset == "binary":
+        return ColumnType("binary", int(column.max_length))
+    found = _of_code(
+        code,
+        unsigned=bool(getattr(column, "unsigned", False)),
+        binary=charset == "binary",
+        bits=int(getattr(column, "bits", 0) or 0),
+    )
+    return found or ColumnType("text")
+
+
+_INFO_INT_BITS = {
+    "tinyint": 8,
+    "smallint": 16,
+    "mediumint": 24,
+    "int": 32,
+    "integer": 32,
+    "bigint": 64,
+}
+_INFO_FAMILIES: dict[str, Family] = {
+    "float": "float",
+    "double": "double",
+    "real": "double",
+    "decimal": "decimal",
+    "numeric": "decimal",
+    "set": "set",
+    "json": "json",
+    "binary": "binary",
+    "varbinary": "binary",
+    "tinyblob": "binary",
+    "blob": "binary",
+    "mediumblob": "binary",
+    "longblob": "binary",
+    "geometry": "geometry",
+    "point": "geometry",
+    "linestring": "geometry",
+    "polygon": "geometry",
+    "multipoint": "geometry",
+    "multilinestring": "geometry",
+    "multipolygon": "geometry",
+    "geometrycollection": "geometry",
+    "date": "date",
+    "datetime": "datetime",
+    "timestamp": "timestamp",
+    "time": "time",
+    "year": "year",
+    "bit": "bit",
+}
+_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+
+
+def column_type_of_info(data_type: str, column_type: str, precision: Any, scale: Any) -> ColumnType:
+    """A column's type from ``information_schema.COLUMNS`` (``DATA_TYPE``, ``COLUMN_TYPE``,
+    ``NUMERIC_PRECISION``, ``NUMERIC_SCALE``)."""
+    name = data_type.lower()
+    if name in _INFO_INT_BITS:
+        return ColumnType("int", _INFO_INT_BITS[name], unsigned="unsigned" in column_type.lower())
+    family = _INFO_FAMILIES.get(name, "text")
+    if family == "decimal":
+        return ColumnType("decimal", int(precision or 10), int(scale or 0))
+    if family == "bit":
+        found = re.search(r"\((\d+)\)", column_type)
+        return ColumnType("bit", int(found.group(1)) if found else 1)
+    if family == "set":
+        members = tuple(v.replace("''", "'") for v in _QUOTED.findall(column_type))
+        return ColumnType("set", members=members)
+    return ColumnType(family)
+
+
+_SA_INT_BITS = {
+    "TINYINT": 8,
+    "SMALLINT": 16,
+    "MEDIUMINT": 24,
+    "INTEGER": 32,
+    "INT": 32,
+    "BIGINT": 64,
+}
+
+
+def column_type_of_sqlalchemy(sql_type: TypeEngine[Any]) -> ColumnType:
+    """A reflected column's type (SQLAlchemy's MySQL types)."""
+    t = sql_type
+    name = type(t).__name__.upper()
+    if isinstance(t, mysql_types.BIT):
+        return ColumnType("bit", t.length or 1)
+    if isinstance(t, mysql_types.YEAR):
+        return ColumnType("year")
+    if isinstance(t, sqltypes.Boolean):
+        return ColumnType("int", 8)
+    if isinstance(t, sqltypes.Integer):
+        return ColumnType(
+            "int", _SA_INT_BITS.get(name, 64), unsigned=bool(getattr(t, "unsigned", False))
+        )
+    if isinstance(t, sqltypes.Float):  # FLOAT(p > 24) is reflected as DOUBLE
+        return ColumnType("float" if name == "FLOAT" else "double")
+    if isinstance(t, sqltypes.Numeric):
+        return ColumnType("decimal", 10 if t.precision is None else t.precision, t.scale or 0)
+    if isinstance(t, mysql_types.TIMESTAMP):
+        return ColumnType("timestamp")
+    if isinstance(t, sqltypes.DateTime):
+        return ColumnType("datetime")
+    if isinstance(t, sqltypes.Date):
+        return ColumnType("date")
+    if isinstance(t, sqltypes.Time):
+        return ColumnType("time")
+    if isinstance(t, sqltypes._Binary | sqltypes.LargeBinary):
+        return ColumnType("binary")
+    if isinstance(t, mysql_types.SET):
+        return ColumnType("set", members=tuple(t.values))
+    if isinstance(t, sqltypes.NullType):  # GEOMETRY and other types SQLAlchemy does not know
+        return ColumnType("geometry")
+    return ColumnType("text")  # CHAR, VARCHAR, TEXT, ENUM, JSON
 
 
 def _int_type(bits: int, unsigned: bool) -> pa.DataType:
@@ -54,99 +322,70 @@ def _int_type(bits: int, unsigned: bool) -> pa.DataType:
         32: (pa.int32(), pa.uint32()),
         64: (pa.int64(), pa.uint64()),
     }
-    return kinds[bits][1 if unsigned else 0]
+    return kinds[32 if bits == 24 else bits][1 if unsigned else 0]
 
 
-def _decimal_type(precision: int | None, scale: int | None, sql: str) -> MysqlType:
-    precision = 10 if precision is None else precision
-    scale = 0 if scale is None else scale
-    arrow = pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
-    exact_in_connectorx = precision <= 28 and scale <= 10
-    return MysqlType(arrow, arrow_select="as-is" if exact_in_connectorx else "char", sql=sql)
+_INT_NAMES = {8: "TINYINT", 16: "SMALLINT", 24: "MEDIUMINT", 32: "INT", 64: "BIGINT"}
+_PLAIN: dict[Family, MysqlType] = {
+    "float": MysqlType(pa.float32(), text_select="double", sql="FLOAT"),
+    "double": MysqlType(pa.float64(), sql="DOUBLE"),
+    "text": MysqlType(pa.string(), sql="TEXT"),
+    "set": MysqlType(pa.string(), sql="SET"),
+    "json": MysqlType(pa.string(), sql="JSON"),
+    "binary": MysqlType(pa.binary(), sql="BLOB"),
+    "geometry": MysqlType(pa.binary(), sql="GEOMETRY"),
+    "date": MysqlType(pa.date32(), sql="DATE"),
+    "datetime": MysqlType(pa.timestamp("us"), sql="DATETIME"),
+    "timestamp": MysqlType(pa.timestamp("us", tz="UTC"), sql="TIMESTAMP"),
+    "time": MysqlType(pa.duration("us"), arrow_select="char", sql="TIME"),
+    "year": MysqlType(pa.int16(), sql="YEAR"),
+}
+
+
+def mysql_type_of(column: ColumnType) -> MysqlType:
+    """The type table: how a column of this type is read and written (the README's "MySQL type
+    mapping")."""
+    if column.family == "int":
+        unsigned = " UNSIGNED" if column.unsigned else ""
+        sql = _INT_NAMES[column.size] + unsigned
+        return MysqlType(_int_type(column.size, column.unsigned), sql=sql)
+    if column.family == "decimal":
+        precision, scale = column.size or 10, column.scale
+        arrow = (
+            pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+        )
+        exact_in_connectorx = precision <= 28 and scale <= 10
+        return MysqlType(
+            arrow,
+            arrow_select="as-is" if exact_in_connectorx else "char",
+            sql=f"DECIMAL({precision},{scale})",
+        )
+    if column.family == "bit":
+        bits = column.size or 1
+        return MysqlType(pa.bool_() if bits == 1 else pa.uint64(), "bit", sql=f"BIT({bits})")
+    return _PLAIN[column.family]
 
 
 def mysql_type(sql_type: TypeEngine[Any]) -> MysqlType:
     """The :class:`MysqlType` of a reflected column (SQLAlchemy's MySQL types)."""
-    t = sql_type
-    name = type(t).__name__.upper()
-    if isinstance(t, mysql_types.BIT):
-        length = t.length or 1
-        return MysqlType(pa.bool_() if length == 1 else pa.uint64(), "bit", sql=f"BIT({length})")
-    if isinstance(t, mysql_types.YEAR):
-        return MysqlType(pa.int16(), sql="YEAR")
-    if isinstance(t, sqltypes.Boolean):
-        return MysqlType(pa.int8(), sql="BOOLEAN")
-    if isinstance(t, sqltypes.Integer):
-        bits = _INT_BITS.get(name, 64)
-        unsigned = bool(getattr(t, "unsigned", False))
-        return MysqlType(_int_type(bits, unsigned), sql=name + (" UNSIGNED" if unsigned else ""))
-    if isinstance(t, sqltypes.Float):
-        if name == "FLOAT":  # 4 bytes; FLOAT(p > 24) is reflected as DOUBLE
-            return MysqlType(pa.float32(), text_select="double", sql="FLOAT")
-        return MysqlType(pa.float64(), sql="DOUBLE")
-    if isinstance(t, sqltypes.Numeric):
-        return _decimal_type(t.precision, t.scale, f"DECIMAL({t.precision},{t.scale})")
-    if isinstance(t, mysql_types.TIMESTAMP):
-        return MysqlType(pa.timestamp("us", tz="UTC"), sql="TIMESTAMP")
-    if isinstance(t, sqltypes.DateTime):
-        return MysqlType(pa.timestamp("us"), sql="DATETIME")
-    if isinstance(t, sqltypes.Date):
-        return MysqlType(pa.date32(), sql="DATE")
-    if isinstance(t, sqltypes.Time):
-        return MysqlType(pa.duration("us"), arrow_select="char", sql="TIME")
-    if isinstance(t, sqltypes._Binary | sqltypes.LargeBinary):
-        return MysqlType(pa.binary(), sql=name)
-    if isinstance(t, sqltypes.String | sqltypes.Enum | sqltypes.JSON):
-        return MysqlType(pa.string(), sql=name)
-    if isinstance(t, sqltypes.NullType):  # GEOMETRY and other types SQLAlchemy does not know
-        return MysqlType(pa.binary(), sql="(unknown)")
-    return MysqlType(pa.string(), sql=name)
-
-
-# MySQL protocol field types (``include/mysql_com.h``); flags likewise.
-_T_DECIMAL, _T_TINY, _T_SHORT, _T_LONG, _T_FLOAT, _T_DOUBLE = 0, 1, 2, 3, 4, 5
-_T_NULL, _T_TIMESTAMP, _T_LONGLONG, _T_INT24, _T_DATE, _T_TIME = 6, 7, 8, 9, 10, 11
-_T_DATETIME, _T_YEAR, _T_NEWDATE, _T_VARCHAR, _T_BIT = 12, 13, 14, 15, 16
-_T_JSON, _T_NEWDECIMAL, _T_ENUM, _T_SET = 245, 246, 247, 248
-_T_TINY_BLOB, _T_MEDIUM_BLOB, _T_LONG_BLOB, _T_BLOB = 249, 250, 251, 252
-_T_VAR_STRING, _T_STRING, _T_GEOMETRY = 253, 254, 255
-_FLAG_UNSIGNED = 32
-_BINARY_CHARSET = 63
+    return mysql_type_of(column_type_of_sqlalchemy(sql_type))
 
 
 def mysql_type_of_field(
     type_code: int, length: int, scale: int, flags: int, charsetnr: int
 ) -> MysqlType:
     """The :class:`MysqlType` of a result column from its protocol metadata (``customSql``)."""
-    unsigned = bool(flags & _FLAG_UNSIGNED)
-    ints = {_T_TINY: 8, _T_SHORT: 16, _T_INT24: 32, _T_LONG: 32, _T_LONGLONG: 64}
-    if type_code in ints:
-        return MysqlType(_int_type(ints[type_code], unsigned), sql="integer")
-    if type_code in (_T_DECIMAL, _T_NEWDECIMAL):
-        precision = max(1, length - (1 if scale else 0) - (0 if unsigned else 1))
-        return _decimal_type(min(precision, 65), scale, f"DECIMAL({precision},{scale})")
-    if type_code == _T_FLOAT:
-        return MysqlType(pa.float32(), text_select="double", sql="FLOAT")
-    if type_code == _T_DOUBLE:
-        return MysqlType(pa.float64(), sql="DOUBLE")
-    if type_code == _T_TIMESTAMP:
-        return MysqlType(pa.timestamp("us", tz="UTC"), sql="TIMESTAMP")
-    if type_code == _T_DATETIME:
-        return MysqlType(pa.timestamp("us"), sql="DATETIME")
-    if type_code in (_T_DATE, _T_NEWDATE):
-        return MysqlType(pa.date32(), sql="DATE")
-    if type_code == _T_TIME:
-        return MysqlType(pa.duration("us"), arrow_select="char", sql="TIME")
-    if type_code == _T_YEAR:
-        return MysqlType(pa.int16(), sql="YEAR")
-    if type_code == _T_BIT:
-        return MysqlType(pa.bool_() if length == 1 else pa.uint64(), "bit", sql=f"BIT({length})")
-    if type_code == _T_GEOMETRY:
-        return MysqlType(pa.binary(), sql="GEOMETRY")
-    blobs = (_T_TINY_BLOB, _T_MEDIUM_BLOB, _T_LONG_BLOB, _T_BLOB, _T_VAR_STRING, _T_STRING)
-    if type_code in (*blobs, _T_VARCHAR) and charsetnr == _BINARY_CHARSET:
-        return MysqlType(pa.binary(), sql="BINARY")
-    return MysqlType(pa.string(), sql="text")
+    return mysql_type_of(column_type_of_field(type_code, length, scale, flags, charsetnr))
+
+
+def mysql_type_of_info(data_type: str, column_type: str, precision: Any, scale: Any) -> MysqlType:
+    """The :class:`MysqlType` of an ``information_schema.COLUMNS`` row."""
+    return mysql_type_of(column_type_of_info(data_type, column_type, precision, scale))
+
+
+def mysql_type_of_binlog(column: Any) -> MysqlType:
+    """The :class:`MysqlType` of a binlog table-map column."""
+    return mysql_type_of(column_type_of_binlog(column))
 
 
 def is_exact_family(declared: pa.DataType, actual: pa.DataType) -> bool:
