@@ -139,7 +139,7 @@ class BaseFileReader(Reader[P]):
             return Estimate(bytes=total)
         sample = paths[:: max(1, math.ceil(len(paths) / SAMPLE_FILES))]
         rows = sampled = 0
-        header = bool(self.read_options(Split("estimate", {})).get("header", False))
+        header = bool(splits) and bool(self.read_options(splits[0]).get("header", False))
         for path in sample:
             with self.fs.open_read(path) as stream:
                 rows += _rows_of(kind, stream, sizes.get(path, 0), header)
