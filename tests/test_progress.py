@@ -356,6 +356,7 @@ def test_binlog_stop_at_estimate_is_the_binlog_bytes(
             consumed = opened.progress()
             assert consumed is not None and consumed >= last
             last = consumed
+        last = opened.progress() or 0  # at the end: skipped transactions yield no item
         opened.close()
     finally:
         reader.close()
