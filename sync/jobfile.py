@@ -190,13 +190,7 @@ class _Mapping(dict[Any, Any]):
     def of(cls, pairs: list[tuple[Any, Any]]) -> _Mapping:
         """The mapping of ``pairs`` (JSON's ``object_pairs_hook``)."""
         mapping = cls(pairs)
-        if len(mapping) < len(pairs):
-            seen: set[Any] = set()
-            mapping.duplicates = tuple(
-                key
-                for key, _ in pairs
-                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
-            )
+        mapping.duplicates = _repeated([key for key, _ in pairs])
         return mapping
 
 
@@ -236,14 +230,7 @@ class _YamlLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:
         own = [key for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
         mapping = _Mapping(super().construct_mapping(node, deep=deep))
-        keys = [self.construct_object(key, deep=deep) for key in own]
-        if len(set(keys)) < len(keys):
-            seen: set[Any] = set()
-            mapping.duplicates = tuple(
-                key
-                for key in keys
-                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
-            )
+        mapping.duplicates = _repeated([self.construct_object(key, deep=deep) for key in own])
         return mapping
 
     def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
@@ -401,8 +388,10 @@ def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 def _issue(model: type[BaseModel], data: Any, err: Any, prefix: str) -> ConfigIssue:
     """One readable issue from a pydantic error, never quoting the input value."""
-    loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
     kind = err["type"]
+    # the last part of an unknown key's location is the key itself, whatever it looks like
+    last = len(err["loc"]) - 1 if kind == "extra_forbidden" else -1
+    loc = tuple(part for i, part in enumerate(err["loc"]) if i == last or not _is_union_tag(part))
     ctx = {
         k: int(v) if isinstance(v, float) and v.is_integer() else v
         for k, v in (err.get("ctx") or {}).items()
