@@ -233,14 +233,16 @@ class _YamlLoader(yaml.SafeLoader):
         mapping.duplicates = _repeated([self.construct_object(key, deep=deep) for key in own])
         return mapping
 
-    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
+    def construct_keeping_repeats(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
+        """A mapping that remembers its repeated keys (PyYAML's own keeps the last silently)."""
         data = _Mapping()
         yield data
         mapping = self.construct_mapping(node)
         data.update(mapping)
         data.duplicates = mapping.duplicates
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _LongInteger:
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int | _LongInteger:
+        """An integer, or past :data:`MAX_DIGITS` digits the marker (see :func:`_integer`)."""
         text = str(node.value)
         digits = len(text.lstrip("+-").replace("_", "").replace(":", ""))
         if digits > MAX_DIGITS:
@@ -249,8 +251,8 @@ class _YamlLoader(yaml.SafeLoader):
         return value
 
 
-_YamlLoader.add_constructor("tag:yaml.org,2002:map", _YamlLoader.construct_yaml_map)
-_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)
+_YamlLoader.add_constructor("tag:yaml.org,2002:map", _YamlLoader.construct_keeping_repeats)
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_bounded_int)
 
 
 def _check_tree(value: Any) -> list[ConfigIssue]:

@@ -400,7 +400,9 @@ def test_every_parameter_of_every_plugin_with_wrong_types(
     """Each parameter of the plugin, and each ``setting`` key, given values of other types:
     three per key in CI (rotating through :data:`WRONG_VALUES`), all with SYNCX_FUZZ_EXAMPLES
     of 1000 or more."""
-    places = [("job", "content", 0, kind, "parameter", field) for field in fields]
+    places: list[tuple[Any, ...]] = [
+        ("job", "content", 0, kind, "parameter", field) for field in fields
+    ]
     places += [("job", "setting", group) for group in Setting.model_fields]
     places += [("job", "setting", "speed", key) for key in ("channel", "bytes", "record")]
     per_place = len(WRONG_VALUES) if EXAMPLES >= 1000 else 3
