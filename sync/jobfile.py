@@ -143,7 +143,7 @@ def _parse_text(text: str, path: Path) -> Any:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             return _parse_json(text, source)
         return _parse_yaml(text, source)
-    except RecursionError as exc:
+    except (RecursionError, _TooDeepError) as exc:
         msg = f"nested more than {MAX_DEPTH} levels deep"
         raise JobFileError(msg, source) from exc
 
@@ -224,8 +224,26 @@ def _integer(text: str) -> int | _LongInteger:
     return _LongInteger(digits) if digits > MAX_DIGITS else int(text)
 
 
+class _TooDeepError(Exception):
+    """Nesting past :data:`MAX_DEPTH` met while parsing."""
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with the JSON parser's keeps: repeated keys, long integers."""
+    """PyYAML's safe loader with the JSON parser's keeps (repeated keys, long integers) that
+    stops composing past :data:`MAX_DEPTH` levels: its scanner's cost grows with the square of
+    the nesting, so a file nested 100,000 deep took seconds to reach Python's recursion limit."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:
+                raise _TooDeepError
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:
         own = [key for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
