@@ -143,7 +143,7 @@ def _parse_text(text: str, path: Path) -> Any:
         if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
             return _parse_json(text, source)
         return _parse_yaml(text, source)
-    except RecursionError as exc:
+    except (RecursionError, _TooDeepError) as exc:
         msg = f"nested more than {MAX_DEPTH} levels deep"
         raise JobFileError(msg, source) from exc
 
@@ -190,13 +190,7 @@ class _Mapping(dict[Any, Any]):
     def of(cls, pairs: list[tuple[Any, Any]]) -> _Mapping:
         """The mapping of ``pairs`` (JSON's ``object_pairs_hook``)."""
         mapping = cls(pairs)
-        if len(mapping) < len(pairs):
-            seen: set[Any] = set()
-            mapping.duplicates = tuple(
-                key
-                for key, _ in pairs
-                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
-            )
+        mapping.duplicates = _repeated([key for key, _ in pairs])
         return mapping
 
 
@@ -230,30 +224,43 @@ def _integer(text: str) -> int | _LongInteger:
     return _LongInteger(digits) if digits > MAX_DIGITS else int(text)
 
 
+class _TooDeepError(Exception):
+    """Nesting past :data:`MAX_DEPTH` met while parsing."""
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with the JSON parser's keeps: repeated keys, long integers."""
+    """PyYAML's safe loader with the JSON parser's keeps (repeated keys, long integers) that
+    stops composing past :data:`MAX_DEPTH` levels: its scanner's cost grows with the square of
+    the nesting, so a file nested 100,000 deep took seconds to reach Python's recursion limit."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:
+                raise _TooDeepError
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Mapping:
         own = [key for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
         mapping = _Mapping(super().construct_mapping(node, deep=deep))
-        keys = [self.construct_object(key, deep=deep) for key in own]
-        if len(set(keys)) < len(keys):
-            seen: set[Any] = set()
-            mapping.duplicates = tuple(
-                key
-                for key in keys
-                if key in seen or seen.add(key)  # type: ignore[func-returns-value]
-            )
+        mapping.duplicates = _repeated([self.construct_object(key, deep=deep) for key in own])
         return mapping
 
-    def construct_yaml_map(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
+    def construct_keeping_repeats(self, node: yaml.MappingNode) -> Iterator[_Mapping]:
+        """A mapping that remembers its repeated keys (PyYAML's own keeps the last silently)."""
         data = _Mapping()
         yield data
         mapping = self.construct_mapping(node)
         data.update(mapping)
         data.duplicates = mapping.duplicates
 
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | _LongInteger:
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int | _LongInteger:
+        """An integer, or past :data:`MAX_DIGITS` digits the marker (see :func:`_integer`)."""
         text = str(node.value)
         digits = len(text.lstrip("+-").replace("_", "").replace(":", ""))
         if digits > MAX_DIGITS:
@@ -262,8 +269,8 @@ class _YamlLoader(yaml.SafeLoader):
         return value
 
 
-_YamlLoader.add_constructor("tag:yaml.org,2002:map", _YamlLoader.construct_yaml_map)
-_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_yaml_int)
+_YamlLoader.add_constructor("tag:yaml.org,2002:map", _YamlLoader.construct_keeping_repeats)
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _YamlLoader.construct_bounded_int)
 
 
 def _check_tree(value: Any) -> list[ConfigIssue]:
@@ -401,8 +408,10 @@ def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 def _issue(model: type[BaseModel], data: Any, err: Any, prefix: str) -> ConfigIssue:
     """One readable issue from a pydantic error, never quoting the input value."""
-    loc = tuple(part for part in err["loc"] if not _is_union_tag(part))
     kind = err["type"]
+    # the last part of an unknown key's location is the key itself, whatever it looks like
+    last = len(err["loc"]) - 1 if kind == "extra_forbidden" else -1
+    loc = tuple(part for i, part in enumerate(err["loc"]) if i == last or not _is_union_tag(part))
     ctx = {
         k: int(v) if isinstance(v, float) and v.is_integer() else v
         for k, v in (err.get("ctx") or {}).items()

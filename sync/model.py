@@ -42,6 +42,7 @@ __all__ = [
     "Speed",
     "TransformerSpec",
     "default_fs_without_path",
+    "hadoop_config_without_default_fs_path",
     "parse_duration",
     "regex",
 ]
@@ -381,17 +382,31 @@ def default_fs_without_path(value: str | None) -> str | None:
     ``/data/out`` -- with ``writeMode: overwrite``, a different folder is emptied."""
     if value is None:
         return value
+    _refuse_a_path(value, "")
+    return value
+
+
+def hadoop_config_without_default_fs_path(config: dict[str, Any]) -> dict[str, Any]:
+    """The check of :func:`default_fs_without_path` for ``fs.defaultFS`` (and its old name
+    ``fs.default.name``) in ``hadoopConfig``."""
+    for key in ("fs.defaultFS", "fs.default.name"):
+        value = config.get(key)
+        if isinstance(value, str):
+            _refuse_a_path(value, f"{key} ")
+    return config
+
+
+def _refuse_a_path(value: str, key: str) -> None:
     parts = urlsplit(value.strip())
     if parts.path not in ("", "/"):
         authority = parts.netloc.rpartition("@")[2]
         msg = (
-            f"carries a path ({parts.path}), which Hadoop ignores: only the scheme and host of "
+            f"{key}carries a path ({parts.path}), which Hadoop ignores: only the scheme and host of "
             f"defaultFS name the filesystem, and path alone says where files are; write "
             f"defaultFS: {parts.scheme}://{authority}/ and put the folder into path "
             f"(path: {parts.path.rstrip('/')}/...)"
         )
         raise ValueError(msg)
-    return value
 
 
 def regex(value: str | None) -> str | None:

@@ -121,6 +121,12 @@ def test_default_fs_with_a_path_is_refused(tmp_path: Path, kind: str, name: str)
     assert "write defaultFS: hdfs://nn:8020/ and put the folder into path" in issue
     for fine in ("file:///", "hdfs://nn:8020", "hdfs://nn:8020/", "webhdfs://nn:9870"):
         assert _issues({**base, "defaultFS": fine}, tmp_path, kind) == [], fine
+    for key in ("fs.defaultFS", "fs.default.name"):
+        config = {"hadoopConfig": {key: "hdfs://nn:8020/warehouse"}}
+        (issue,) = _issues({**base, **config}, tmp_path, kind)
+        assert issue.startswith(
+            f"job.content[0].{kind}.parameter.hadoopConfig: {key} carries a path (/warehouse)"
+        )
 
 
 @pytest.mark.parametrize("folder", ["/", "/tmp", "/home/", "/data/..", "//", "/a/../b"])

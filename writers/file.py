@@ -45,8 +45,8 @@ from typing_extensions import override
 from libs.formats import FileFormat, FormatWriter, Opener, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, is_hidden
 from libs.types import arrow_type, conform
-from sync.contract import DirtyRecord, JobContext, State, Writer, WriterTask
-from sync.errors import FatalError
+from sync.contract import DirtyRecord, Handle, JobContext, State, Writer, WriterTask
+from sync.errors import FatalError, SyncxError
 from sync.model import Params
 from writers.stream import WriterColumn
 
@@ -309,7 +309,7 @@ class StagedFiles:
                 if self.fs.listdir(folder):
                     return
                 self.fs.delete(folder)
-            except OSError as exc:
+            except (OSError, SyncxError) as exc:  # cosmetic: never fail a finished job for it
                 log.debug("staging folder %s stays: %s", folder, exc)
                 return
 

@@ -78,7 +78,7 @@ from libs.types import arrow_type, conform
 from libs.webhdfs import HdfsConnectionParams, TextParams
 from sync.contract import DirtyRecord, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
-from sync.model import Params, default_fs_without_path
+from sync.model import Params, default_fs_without_path, hadoop_config_without_default_fs_path
 from writers.file import (
     OVERWRITE_ALL_DESCRIPTION,
     OVERWRITE_DESCRIPTION,
@@ -209,6 +209,11 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
     @classmethod
     def _default_fs(cls, value: str | None) -> str | None:
         return default_fs_without_path(value)
+
+    @field_validator("hadoop_config")
+    @classmethod
+    def _configured_default_fs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return hadoop_config_without_default_fs_path(value)
 
     @field_validator("partition", mode="before")
     @classmethod
