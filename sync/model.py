@@ -222,6 +222,14 @@ class ScheduleNotify(Params):
         default=None, description="Shell command; SYNCX_EVENT, SYNCX_JOB, ... in its environment."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads the key ``on`` as ``true``: take it back as ``on``."""
+        if isinstance(data, dict) and True in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
 
 class Schedule(Params):
     """The ``schedule`` block: when ``syncx schedule serve`` runs the job, and how."""

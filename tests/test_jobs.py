@@ -48,6 +48,7 @@ NEEDS_SERVER = {
     "binlog_chunjun.json": "tests/test_binlog.py",
     "mysql_to_hdfs_parquet.yaml": "tests/test_mysql_hdfs.py",
     "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
+    "mysql_schedule.yaml": "tests/test_schedule_mysql.py",
 }
 
 

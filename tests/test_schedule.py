@@ -345,7 +345,12 @@ class Served:
             env=os.environ.copy(),
         )
         if http:
-            wait_for(lambda: self.get("/metrics") is not None, 60, self.output)
+            wait_for(
+                lambda: self.process.poll() is not None or self.get("/metrics") is not None,
+                60,
+                self.output,
+            )
+            assert self.process.poll() is None, self.output()
 
     def get(self, route: str) -> str | None:
         try:
