@@ -211,12 +211,13 @@ class Retries(Params):
 
 
 NotifyEvent = Literal["failure", "timeout", "missed", "abandoned", "success"]
+_NOTIFY_DEFAULT: tuple[NotifyEvent, ...] = ("failure", "timeout", "missed")
 
 
 class ScheduleNotify(Params):
     """``schedule.notify``: a webhook (JSON POST) and/or a command run on chosen outcomes."""
 
-    on: list[NotifyEvent] = Field(default_factory=lambda: ["failure", "timeout", "missed"])
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(_NOTIFY_DEFAULT))
     webhook: str | None = Field(default=None, description="URL that receives a JSON POST.")
     command: str | None = Field(
         default=None, description="Shell command; SYNCX_EVENT, SYNCX_JOB, ... in its environment."

@@ -344,13 +344,14 @@ class Served:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+        wait_for(
+            lambda: self.process.poll() is not None or " job(s) with history " in self.output(),
+            60,
+            self.output,
+        )
+        assert self.process.poll() is None, self.output()
         if http:
-            wait_for(
-                lambda: self.process.poll() is not None or self.get("/metrics") is not None,
-                60,
-                self.output,
-            )
-            assert self.process.poll() is None, self.output()
+            assert self.get("/metrics") is not None, self.output()
 
     def get(self, route: str) -> str | None:
         try:
@@ -619,3 +620,74 @@ def test_two_instances_on_one_postgresql_history_run_each_fire_once(tmp_path: Pa
             total = conn.execute(runs_table.select()).all()
         store.close()
         assert all(r.state != "failed" for r in total), [(r.job, r.state, r.error) for r in total]
+
+
+def test_pause_resume_trigger_and_backfill_commands(tmp_path: Path, run_cli: RunCli) -> None:
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    path = tmp_path / "daily.yaml"
+    job = _stream_job({"cron": "30 2 * * *", "timezone": NY}, name="daily")
+    path.write_text(yaml.safe_dump(job))
+    done = run_cli("schedule", "pause", path, "--db", db)
+    assert done.returncode == 2 and "not in the run history" in done.stderr
+    store = Store(db)
+    store.register("daily", str(path), "h", Schedule.model_validate(job["schedule"]))
+    store.close()
+    assert run_cli("schedule", "pause", "daily", "--db", db).stdout.strip() == "daily paused"
+    assert "paused (paused by the user)" in run_cli("schedule", "list", "--db", db).stdout
+    assert run_cli("schedule", "resume", path, "--db", db).stdout.strip() == "daily resumed"
+    assert "  active  never ran" in run_cli("schedule", "list", "--db", db).stdout
+    week = ("--from", "2026-03-06", "--to", "2026-03-09T02:30")
+    dry = run_cli("schedule", "backfill", "daily", *week, "--dry-run", "--db", db)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "would queue 2026-03-06 02:30:00 EST  2026-03-06T07:30:00Z",
+        "would queue 2026-03-07 02:30:00 EST  2026-03-07T07:30:00Z",
+        "would queue 2026-03-08 03:00:00 EDT  2026-03-08T07:00:00Z",
+        "would queue 2026-03-09 02:30:00 EDT  2026-03-09T06:30:00Z",
+    ]
+    assert "no runs of daily yet" in run_cli("schedule", "history", "daily", "--db", db).stdout
+    done = run_cli("schedule", "backfill", "daily", *week, "--db", db)
+    assert done.returncode == 0 and done.stdout.count("queued ") == 4
+    assert run_cli("schedule", "trigger", "daily", "--db", db).returncode == 0
+    runs = _history(db, "daily")
+    assert [(r.kind, r.state) for r in runs] == [("backfill", "queued")] * 4 + [
+        ("manual", "queued")
+    ]
+    # each backfilled fire carries its own window: the fire before it, to it
+    assert runs[2].window_start == runs[1].scheduled and runs[2].window_end == runs[2].scheduled
+    bad = run_cli("schedule", "backfill", "daily", "--from", "yesterday", "--to", "x", "--db", db)
+    assert bad.returncode == 2 and "--from: not a date/time" in bad.stderr
+
+
+def test_a_run_past_its_timeout_stops_at_a_checkpoint_and_fails(tmp_path: Path) -> None:
+    job = _stream_job(
+        {"every": "1h", "timeout": "3s"},
+        rows=1_000_000,
+        setting={
+            "speed": {"record": 5_000},
+            "restore": {"isRestore": True, "checkpointInterval": 0.5},
+        },
+        name="slow",
+    )
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(job))
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    served = Served(tmp_path, "slow.yaml", "--db", db, http=False)
+    try:
+        done = subprocess.run(
+            syncx_command("schedule", "trigger", "slow", "--db", db),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        failed = wait_for(
+            lambda: [r for r in _history(db, "slow") if r.state == "failed"], 60, served.output
+        )
+        assert failed[0].error == "timed out after 3s (stopped at a checkpoint)"
+        assert 0 < failed[0].rows_read < 1_000_000 and failed[0].checkpoint_id
+        assert "final checkpoint" in Path(failed[0].log_path).read_text()
+        assert served.stop() == 0
+    finally:
+        if served.process.poll() is None:
+            served.stop(signal.SIGKILL)
