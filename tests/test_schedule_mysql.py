@@ -99,28 +99,28 @@ def test_job_mysql_schedule_served_for_a_minute_while_rows_arrive(
             served.output,
         )
         assert _same(server, database, "orders", "orders_copy") == (total, total)
+        # paused: no new fire starts; the run in flight ends, then the scheduler stops
+        assert run_cli("schedule", "pause", "mysql_schedule", "--db", db).returncode == 0
+        wait_for(
+            lambda: all(r.state != "running" for r in _history(db, "mysql_schedule")),
+            60,
+            served.output,
+        )
         metrics = served.get("/metrics") or ""
+        assert 'syncx_schedule_paused{job="mysql_schedule"} 1' in metrics
         assert served.stop() == 0, served.output()
     finally:
         if served.process.poll() is None:
             served.stop(signal.SIGKILL)
     runs = _history(db, "mysql_schedule")
     succeeded = [r for r in runs if r.state == "succeeded"]
-    assert len(succeeded) >= 8, [(r.state, r.error) for r in runs]
-    # a run in flight at SIGTERM stops at a final checkpoint: abandoned, its retry queued
-    states = [r.state for r in runs]
-    assert states.count("abandoned") <= 1 and states.count("queued") <= 1, states
-    for gone in (r for r in runs if r.state == "abandoned"):  # its retry, for the next start
-        assert [(r.scheduled, r.attempt) for r in runs if r.state == "queued"] == [
-            (gone.scheduled, 2)
-        ]
-    assert set(states) <= {"succeeded", "skipped", "abandoned", "queued"}, [
-        (r.state, r.error) for r in runs
-    ]
+    # ~15 on a quiet machine (a run takes 2-3 s); a loaded one runs fewer, skipping fires
+    assert len(succeeded) >= 3, [(r.state, r.error) for r in runs]
+    assert {r.state for r in runs} <= {"succeeded", "skipped"}, [(r.state, r.error) for r in runs]
     # every row was copied by exactly one run
-    assert sum(r.rows_written or 0 for r in runs) == total
-    assert sum(r.rows_read or 0 for r in runs) == total
-    assert sum(1 for r in succeeded if r.rows_written) >= 8  # rows arrived between fires
+    assert sum(r.rows_written for r in succeeded) == total
+    assert sum(r.rows_read for r in succeeded) == total
+    assert sum(1 for r in succeeded if r.rows_written) >= 3  # rows arrived between fires
     history = run_cli("schedule", "history", "mysql_schedule", "--db", db, "-n", "500")
     assert history.returncode == 0
     listed = [
