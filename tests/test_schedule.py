@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -400,7 +401,12 @@ def test_serve_keeps_others_running_when_a_file_stops_validating_and_shows_it_al
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     db = f"sqlite:///{tmp_path / 'history.db'}"
-    (jobs / "good.yaml").write_text(yaml.safe_dump(_stream_job({"every": "1s"}, name="good")))
+    good = _stream_job(
+        {"every": "1s"}, name="good", writer={"name": "streamwriter", "parameter": {"print": True}}
+    )
+    window = {"name": "w", "type": "string", "value": "${window_start_utc}/${window_end_utc}"}
+    good["job"]["content"][0]["reader"]["parameter"]["column"].append(window)
+    (jobs / "good.yaml").write_text(yaml.safe_dump(good))
     failing = _stream_job(
         {
             "every": "2s",
@@ -473,6 +479,11 @@ def test_serve_keeps_others_running_when_a_file_stops_validating_and_shows_it_al
             60,
             served.output,
         )
+        # each run got its window: the fire before it, and its own
+        ran = next(r for r in _history(db, "good") if r.state == "succeeded")
+        start, end = (f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in (ran.window_start, ran.scheduled))
+        assert ran.window_start == ran.scheduled - dt.timedelta(seconds=1)
+        assert f"1,{start}/{end}\n" in Path(ran.log_path).read_text()
         metrics = served.get("/metrics") or ""
         assert 'syncx_numWrite{job="good"} 100' in metrics
         assert 'syncx_schedule_runs_total{job="failing",outcome="failed"}' in metrics
@@ -682,6 +693,15 @@ def test_a_run_past_its_timeout_stops_at_a_checkpoint_and_fails(tmp_path: Path) 
             check=False,
         )
         assert done.returncode == 0, done.stderr
+        second = subprocess.run(
+            syncx_command("schedule", "serve", "slow.yaml", "--db", db),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        assert "the history is served by pid " in second.stderr
         failed = wait_for(
             lambda: [r for r in _history(db, "slow") if r.state == "failed"], 60, served.output
         )
@@ -695,3 +715,31 @@ def test_a_run_past_its_timeout_stops_at_a_checkpoint_and_fails(tmp_path: Path) 
     finally:
         if served.process.poll() is None:
             served.stop(signal.SIGKILL)
+
+
+def test_run_serves_prometheus_metrics_while_it_runs(tmp_path: Path, write_job: Any) -> None:
+    path = write_job(_stream_job(None, rows=30_000, setting={"speed": {"record": 5_000}}))
+    port = _free_port()
+    run = subprocess.Popen(
+        syncx_command("run", str(path), "--metrics-port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def scrape() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        found = re.search(r'^syncx_numRead\{job="job"\} (\d+)$', text, re.MULTILINE)
+        return text if found and 0 < int(found.group(1)) < 30_000 else None
+
+    try:
+        text = wait_for(scrape, 60, lambda: run.stderr.read() if run.stderr else "")
+        assert "# TYPE syncx_numRead counter" in text and "# TYPE syncx_cdcLag gauge" in text
+    finally:
+        run.wait(60)
+    assert run.returncode == 0
