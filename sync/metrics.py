@@ -10,8 +10,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 __all__ = [
     "Metric",
@@ -213,6 +215,12 @@ class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/metrics.json`` of one run (``--metrics-port``)."""
 
     def __init__(self, job: str, metrics: Metrics, host: str, port: int) -> None:
+        # imported here: most runs serve no metrics, and every run pays for its imports
+        from http.server import (  # noqa: PLC0415
+            BaseHTTPRequestHandler,
+            ThreadingHTTPServer,
+        )
+
         self.job = job
         self.metrics = metrics
         server = self
@@ -237,7 +245,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 del format, args
 
-        self.http = ThreadingHTTPServer((host, port), Handler)
+        self.http: ThreadingHTTPServer = ThreadingHTTPServer((host, port), Handler)
         self.http.daemon_threads = True
         self._thread = threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True)
 

@@ -182,10 +182,14 @@ class Scheduler:
         self.store.register(entry.name, str(path), entry.file_hash, spec)
 
     def rescan(self) -> None:
-        """Reload changed job files; one that stops validating pauses its job with the message."""
-        for path in discover(self.paths):
-            if not path.exists():
-                continue
+        """Reload changed job files; one that stops validating (or is gone) pauses its job with
+        the message."""
+        present = {path for path in discover(self.paths) if path.exists()}
+        for path in [p for p in self.entries if p not in present]:
+            gone = self.entries.pop(path)
+            log.warning("job %s paused: its file %s is gone", gone.name, path)
+            self.store.set_invalid(gone.name, str(path), f"{path}: the job file is gone")
+        for path in sorted(present):
             old = self.entries.get(path)
             if old is not None and old.stamp == _stamp(path):
                 continue
@@ -298,12 +302,13 @@ class Scheduler:
             "--metrics-port",
             str(port),
         ]
-        for key, value in params.items():
-            command += ["-p", f"{key}={value}"]
+        # placeholders travel in the environment, not on a command line others can read
+        environment = {**os.environ, **params}
         with log_path.open("ab") as out:
             try:
                 process = subprocess.Popen(
                     command,
+                    env=environment,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
