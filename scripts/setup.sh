@@ -34,11 +34,11 @@ if [[ ",$extras," == *",dev,"* ]] && ! .venv/bin/python -c 'import MySQLdb' >/de
     echo "setup: mysqlclient did not build; the MySQL plugins use connectorx or pymysql" >&2
 fi
 # The scheduler's status page is tested in a real headless browser: Debian's chromium and its
-# WebDriver (the dev extra's selenium drives it). Best effort: without them that test skips.
+# WebDriver (the dev extra's selenium drives it); that test fails without them.
 if [[ ",$extras," == *",dev,"* ]] && ! command -v chromedriver >/dev/null; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing chromium and chromium-driver with apt (for the status page test)" >&2
     { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
-      echo "setup: could not install chromium; the status page browser test skips" >&2
+      echo "setup: could not install chromium; the status page browser test will fail" >&2
   fi
 fi

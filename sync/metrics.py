@@ -18,8 +18,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 from rich.console import Console
 from rich.progress import BarColumn, TaskID, TextColumn
@@ -391,6 +393,12 @@ class MetricsServer:
     """``/metrics`` (Prometheus text) and ``/metrics.json`` of one run (``--metrics-port``)."""
 
     def __init__(self, job: str, metrics: Metrics, host: str, port: int) -> None:
+        # imported here: most runs serve no metrics, and every run pays for its imports
+        from http.server import (  # noqa: PLC0415
+            BaseHTTPRequestHandler,
+            ThreadingHTTPServer,
+        )
+
         self.job = job
         self.metrics = metrics
         server = self
@@ -415,7 +423,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 del format, args
 
-        self.http = ThreadingHTTPServer((host, port), Handler)
+        self.http: ThreadingHTTPServer = ThreadingHTTPServer((host, port), Handler)
         self.http.daemon_threads = True
         self._thread = threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True)
 

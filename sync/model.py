@@ -234,16 +234,25 @@ class Retries(Params):
 
 
 NotifyEvent = Literal["failure", "timeout", "missed", "abandoned", "success"]
+_NOTIFY_DEFAULT: tuple[NotifyEvent, ...] = ("failure", "timeout", "missed")
 
 
 class ScheduleNotify(Params):
     """``schedule.notify``: a webhook (JSON POST) and/or a command run on chosen outcomes."""
 
-    on: list[NotifyEvent] = Field(default_factory=lambda: ["failure", "timeout", "missed"])
+    on: list[NotifyEvent] = Field(default_factory=lambda: list(_NOTIFY_DEFAULT))
     webhook: str | None = Field(default=None, description="URL that receives a JSON POST.")
     command: str | None = Field(
         default=None, description="Shell command; SYNCX_EVENT, SYNCX_JOB, ... in its environment."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads the key ``on`` as ``true``: take it back as ``on``."""
+        if isinstance(data, dict) and True in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
 
 
 class Schedule(Params):

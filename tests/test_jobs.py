@@ -38,6 +38,7 @@ NEEDS_SERVER = {
     "mysql_to_hdfs_parquet.yaml": "tests/test_mysql_hdfs.py",
     "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
     "applog_example.yaml": "tests/test_conformance_example.py",  # needs the example package
+    "mysql_schedule.yaml": "tests/test_schedule_mysql.py",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -344,8 +345,14 @@ class Served:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+        wait_for(
+            lambda: self.process.poll() is not None or " job(s) with history " in self.output(),
+            60,
+            self.output,
+        )
+        assert self.process.poll() is None, self.output()
         if http:
-            wait_for(lambda: self.get("/metrics") is not None, 60, self.output)
+            assert self.get("/metrics") is not None, self.output()
 
     def get(self, route: str) -> str | None:
         try:
@@ -394,7 +401,12 @@ def test_serve_keeps_others_running_when_a_file_stops_validating_and_shows_it_al
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     db = f"sqlite:///{tmp_path / 'history.db'}"
-    (jobs / "good.yaml").write_text(yaml.safe_dump(_stream_job({"every": "1s"}, name="good")))
+    good = _stream_job(
+        {"every": "1s"}, name="good", writer={"name": "streamwriter", "parameter": {"print": True}}
+    )
+    window = {"name": "w", "type": "string", "value": "${window_start_utc}/${window_end_utc}"}
+    good["job"]["content"][0]["reader"]["parameter"]["column"].append(window)
+    (jobs / "good.yaml").write_text(yaml.safe_dump(good))
     failing = _stream_job(
         {
             "every": "2s",
@@ -467,6 +479,11 @@ def test_serve_keeps_others_running_when_a_file_stops_validating_and_shows_it_al
             60,
             served.output,
         )
+        # each run got its window: the fire before it, and its own
+        ran = next(r for r in _history(db, "good") if r.state == "succeeded")
+        start, end = (f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in (ran.window_start, ran.scheduled))
+        assert ran.window_start == ran.scheduled - dt.timedelta(seconds=1)
+        assert f"1,{start}/{end}\n" in Path(ran.log_path).read_text()
         metrics = served.get("/metrics") or ""
         assert 'syncx_numWrite{job="good"} 100' in metrics
         assert 'syncx_schedule_runs_total{job="failing",outcome="failed"}' in metrics
@@ -499,7 +516,8 @@ def _check_page_in_chromium(served: Served, tmp_path: Path) -> None:
         red = browser.find_elements(By.CSS_SELECTOR, 'tr.job[data-job="failing"] .dot.s-failed')
         assert green and red
         badge = edited.find_element(By.CSS_SELECTOR, ".paused")
-        spark = good.find_element(By.CSS_SELECTOR, "svg.spark polyline")
+        good.find_element(By.CSS_SELECTOR, "svg.spark polyline")
+        spark = good.find_element(By.CSS_SELECTOR, "svg.spark")
         shot = tmp_path / "status.png"
         browser.save_screenshot(str(shot))
         keep = os.environ.get("SYNCX_SCREENSHOT")
@@ -534,7 +552,7 @@ def _check_page_in_chromium(served: Served, tmp_path: Path) -> None:
         assert all(near(centre(dot), (0x2E, 0x7D, 0x32)) for dot in green), centre(green[0])
         assert near(centre(red[0]), (0xC6, 0x28, 0x28)), centre(red[0])
         assert sum(near(p, (0xEF, 0x6C, 0x00)) for p in region(badge)) > 20
-        # the sparkline is drawn: blue (#1565c0) pixels inside its box, white around them
+        # the sparkline is drawn: a blue (#1565c0) line inside its 120x24 box, white around it
         line = region(spark)
         assert sum(near(p, (0x15, 0x65, 0xC0)) for p in line) > 30
         assert sum(near(p, (0xFF, 0xFF, 0xFF)) for p in line) > len(line) / 3
@@ -614,3 +632,114 @@ def test_two_instances_on_one_postgresql_history_run_each_fire_once(tmp_path: Pa
             total = conn.execute(runs_table.select()).all()
         store.close()
         assert all(r.state != "failed" for r in total), [(r.job, r.state, r.error) for r in total]
+
+
+def test_pause_resume_trigger_and_backfill_commands(tmp_path: Path, run_cli: RunCli) -> None:
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    path = tmp_path / "daily.yaml"
+    job = _stream_job({"cron": "30 2 * * *", "timezone": NY}, name="daily")
+    path.write_text(yaml.safe_dump(job))
+    done = run_cli("schedule", "pause", path, "--db", db)
+    assert done.returncode == 2 and "not in the run history" in done.stderr
+    store = Store(db)
+    store.register("daily", str(path), "h", Schedule.model_validate(job["schedule"]))
+    store.close()
+    assert run_cli("schedule", "pause", "daily", "--db", db).stdout.strip() == "daily paused"
+    assert "paused (paused by the user)" in run_cli("schedule", "list", "--db", db).stdout
+    assert run_cli("schedule", "resume", path, "--db", db).stdout.strip() == "daily resumed"
+    assert "  active  never ran" in run_cli("schedule", "list", "--db", db).stdout
+    week = ("--from", "2026-03-06", "--to", "2026-03-09T02:30")
+    dry = run_cli("schedule", "backfill", "daily", *week, "--dry-run", "--db", db)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "would queue 2026-03-06 02:30:00 EST  2026-03-06T07:30:00Z",
+        "would queue 2026-03-07 02:30:00 EST  2026-03-07T07:30:00Z",
+        "would queue 2026-03-08 03:00:00 EDT  2026-03-08T07:00:00Z",
+        "would queue 2026-03-09 02:30:00 EDT  2026-03-09T06:30:00Z",
+    ]
+    assert "no runs of daily yet" in run_cli("schedule", "history", "daily", "--db", db).stdout
+    done = run_cli("schedule", "backfill", "daily", *week, "--db", db)
+    assert done.returncode == 0 and done.stdout.count("queued ") == 4
+    assert run_cli("schedule", "trigger", "daily", "--db", db).returncode == 0
+    runs = _history(db, "daily")
+    assert [(r.kind, r.state) for r in runs] == [("backfill", "queued")] * 4 + [
+        ("manual", "queued")
+    ]
+    # each backfilled fire carries its own window: the fire before it, to it
+    assert runs[2].window_start == runs[1].scheduled and runs[2].window_end == runs[2].scheduled
+    bad = run_cli("schedule", "backfill", "daily", "--from", "yesterday", "--to", "x", "--db", db)
+    assert bad.returncode == 2 and "--from: not a date/time" in bad.stderr
+
+
+def test_a_run_past_its_timeout_stops_at_a_checkpoint_and_fails(tmp_path: Path) -> None:
+    job = _stream_job(
+        {"every": "1h", "timeout": "8s"},
+        rows=1_000_000,
+        setting={
+            "speed": {"record": 5_000},
+            "restore": {"isRestore": True, "checkpointInterval": 0.5},
+        },
+        name="slow",
+    )
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(job))
+    db = f"sqlite:///{tmp_path / 'history.db'}"
+    served = Served(tmp_path, "slow.yaml", "--db", db, http=False)
+    try:
+        done = subprocess.run(
+            syncx_command("schedule", "trigger", "slow", "--db", db),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        second = subprocess.run(
+            syncx_command("schedule", "serve", "slow.yaml", "--db", db),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        assert "the history is served by pid " in second.stderr
+        failed = wait_for(
+            lambda: [r for r in _history(db, "slow") if r.state == "failed"], 60, served.output
+        )
+        assert failed[0].error == "timed out after 8s (stopped at a checkpoint)"
+        assert [r.state for r in _history(db, "slow")] == ["failed"]  # retries: 1 attempt
+        # (on a loaded machine the child may not have started copying within 8 s)
+        if failed[0].rows_read:
+            assert failed[0].rows_read < 1_000_000
+            assert "final checkpoint" in Path(failed[0].log_path).read_text()
+        assert served.stop() == 0
+    finally:
+        if served.process.poll() is None:
+            served.stop(signal.SIGKILL)
+
+
+def test_run_serves_prometheus_metrics_while_it_runs(tmp_path: Path, write_job: Any) -> None:
+    path = write_job(_stream_job(None, rows=30_000, setting={"speed": {"record": 5_000}}))
+    port = _free_port()
+    run = subprocess.Popen(
+        syncx_command("run", str(path), "--metrics-port", str(port)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def scrape() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        found = re.search(r'^syncx_numRead\{job="job"\} (\d+)$', text, re.MULTILINE)
+        return text if found and 0 < int(found.group(1)) < 30_000 else None
+
+    try:
+        text = wait_for(scrape, 60, lambda: run.stderr.read() if run.stderr else "")
+        assert "# TYPE syncx_numRead counter" in text and "# TYPE syncx_cdcLag gauge" in text
+    finally:
+        run.wait(60)
+    assert run.returncode == 0

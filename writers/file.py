@@ -45,7 +45,7 @@ from typing_extensions import override
 from libs.formats import FileFormat, FormatWriter, Opener, format_named
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, is_hidden
 from libs.types import arrow_type, conform
-from sync.contract import DirtyRecord, Handle, JobContext, State, Writer, WriterTask
+from sync.contract import DirtyRecord, JobContext, State, Writer, WriterTask
 from sync.errors import FatalError, SyncxError
 from sync.model import Params
 from writers.stream import WriterColumn

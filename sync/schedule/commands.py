@@ -232,10 +232,12 @@ def trigger(store: Store, job: str) -> str:
 def set_paused(store: Store, job: str, paused: bool) -> str:
     """``pause`` / ``resume``."""
     name, _ = resolve(store, job)
+    row = store.job(name)
+    if row is None:
+        msg = f"job {name} is not in the run history {store.shown} yet: serve its file first"
+        raise JobFileError(msg)
     if not store.set_paused(name, paused):
-        row = store.job(name)
-        reason = row.pause_reason if row is not None else "not registered"
-        msg = f"job {name} stays paused: {reason}"
+        msg = f"job {name} stays paused: {row.pause_reason}"
         raise JobFileError(msg)
     return f"{name} {'paused' if paused else 'resumed'}"
 

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sync.errors import ConfigIssue, JobFileError, SyncxError
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync.errors import ConfigIssue, JobFileError
 from sync.job import default_state_dir
 from sync.jobfile import LoadedJob, load_job
 from sync.model import Schedule
@@ -180,10 +182,14 @@ class Scheduler:
         self.store.register(entry.name, str(path), entry.file_hash, spec)
 
     def rescan(self) -> None:
-        """Reload changed job files; one that stops validating pauses its job with the message."""
-        for path in discover(self.paths):
-            if not path.exists():
-                continue
+        """Reload changed job files; one that stops validating (or is gone) pauses its job with
+        the message."""
+        present = {path for path in discover(self.paths) if path.exists()}
+        for path in [p for p in self.entries if p not in present]:
+            gone = self.entries.pop(path)
+            log.warning("job %s paused: its file %s is gone", gone.name, path)
+            self.store.set_invalid(gone.name, str(path), f"{path}: the job file is gone")
+        for path in sorted(present):
             old = self.entries.get(path)
             if old is not None and old.stamp == _stamp(path):
                 continue
@@ -217,14 +223,18 @@ class Scheduler:
         next_scan = next_reap = next_beat = time.monotonic()
         while not self.stop.is_set():
             mono = time.monotonic()
-            if mono >= next_scan:
-                self.rescan()
-                next_scan = mono + 2
-            if mono >= next_reap:
-                self._reap()
-                next_reap = mono + self.lease / 3
-            self._tick_jobs()
-            self._poll()
+            try:
+                if mono >= next_scan:
+                    self.rescan()
+                    next_scan = mono + 2
+                if mono >= next_reap:
+                    self._reap()
+                    next_reap = mono + self.lease / 3
+                self._tick_jobs()
+                self._poll()
+            except SQLAlchemyError as exc:  # the history is away for a moment: keep going
+                log.warning("run history unavailable (%s); retrying", str(exc).splitlines()[0])
+                self.stop.wait(2)
             if mono >= next_beat:
                 self._heartbeat()
                 next_beat = mono + min(2.0, self.lease / 3)
@@ -236,20 +246,19 @@ class Scheduler:
         for entry in list(self.entries.values()):
             if entry.spec is None:
                 continue
-            try:
-                result = self.store.tick(
-                    entry.name, entry.spec, now, self.instance, self.lease, entry.file_hash
-                )
-            except SyncxError:
-                raise
-            except Exception:
-                log.exception("job %s: scheduling tick failed", entry.name)
-                continue
-            for fire in result.missed:
+            result = self.store.tick(
+                entry.name, entry.spec, now, self.instance, self.lease, entry.file_hash
+            )
+            if result.missed:
                 log.warning(
-                    "job %s: fire %s missed (catchup: %s)", entry.name, fire, entry.spec.catchup
+                    "job %s: %d fire(s) missed, the last %s (catchup: %s)",
+                    entry.name,
+                    len(result.missed),
+                    result.missed[-1],
+                    entry.spec.catchup,
                 )
-                notify(entry.spec.notify, "missed", {"job": entry.name, "scheduled": fire})
+                payload = {"scheduled": result.missed[-1], "count": len(result.missed)}
+                notify(entry.spec.notify, "missed", {"job": entry.name, **payload})
             for fire in result.skipped:
                 log.info("job %s: fire %s skipped, the previous run still runs", entry.name, fire)
             for run in result.start:
@@ -293,12 +302,13 @@ class Scheduler:
             "--metrics-port",
             str(port),
         ]
-        for key, value in params.items():
-            command += ["-p", f"{key}={value}"]
+        # placeholders travel in the environment, not on a command line others can read
+        environment = {**os.environ, **params}
         with log_path.open("ab") as out:
             try:
                 process = subprocess.Popen(
                     command,
+                    env=environment,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -330,8 +340,8 @@ class Scheduler:
                 if child.kill_at is not None and mono > child.kill_at:
                     child.process.kill()
                 continue
-            del self.children[run_id]
             self._finished(child, code)
+            del self.children[run_id]
 
     def _terminate(self, child: _Child, reason: str) -> None:
         """SIGTERM: the child takes a final checkpoint and stops; SIGKILL a minute later."""
@@ -380,13 +390,15 @@ class Scheduler:
                 live[run_id] = values
         try:
             cancel = self.store.heartbeat(self.instance, self.lease, live)
-        except Exception:
-            log.exception("heartbeat failed; the leases expire in %ss", self.lease)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "heartbeat failed (%s); leases expire in %ss", str(exc).splitlines()[0], self.lease
+            )
             return
         for run_id in cancel:
-            child = self.children.get(run_id)
-            if child is not None and child.reason is None:
-                self._terminate(child, "cancel")
+            asked = self.children.get(run_id)
+            if asked is not None and asked.reason is None:
+                self._terminate(asked, "cancel")
 
     def _shutdown(self) -> None:
         """Stop every child gently (final checkpoint), keeping the leases alive meanwhile."""

@@ -524,7 +524,7 @@ class Store:
                     )
                 )
                 self._retry(conn, row, now, now)
-        return stale
+        return list(stale)
 
     def retry(self, row: Any, not_before: dt.datetime) -> None:
         """Queue attempt ``row.attempt + 1`` of the same fire."""

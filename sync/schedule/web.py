@@ -123,7 +123,7 @@ def status_html(store: Store, instance: str) -> str:
         dots = "".join(
             f'<span class="dot s-{esc(r.state)}" title="{esc(str(r.scheduled_local))} '
             f'attempt {r.attempt}: {esc(r.state)}"></span>'
-            for r in finished[-12:]
+            for r in [r for r in finished if r.state in (*_RAN, "missed")][-12:]
         )
         ran = [r for r in finished if r.state in _RAN]
         last = ran[-1] if ran else None
