@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, TextIO
 
+from sync.contract import Estimate
+
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-from rich.console import Console
-from rich.progress import BarColumn, TaskID, TextColumn
-from rich.progress import Progress as RichProgress
-from rich.table import Column
-
-from sync.contract import Estimate
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 __all__ = [
     "Metric",
@@ -251,25 +249,14 @@ class ProgressLine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._live: RichProgress | None = None
-        self._task = TaskID(0)
+        self._task: TaskID | None = None
         self._samples: deque[tuple[float, float, float]] = deque()
         self._checkpoints = metrics.get(Metric.CHECKPOINTS)
         self._checkpointed: float | None = None
 
     def __enter__(self) -> ProgressLine:
         if self.stream.isatty():
-            self._live = RichProgress(
-                BarColumn(bar_width=20, table_column=Column(width=20, no_wrap=True)),
-                TextColumn(
-                    "{task.fields[status]}",
-                    table_column=Column(no_wrap=True, overflow="ellipsis"),
-                ),
-                console=Console(file=self.stream, highlight=False),
-                auto_refresh=False,
-                transient=True,
-                redirect_stdout=False,
-                redirect_stderr=True,
-            )
+            self._live = _live_display(self.stream)
             self._task = self._live.add_task("job", total=None, status="starting")
             self._live.start()
             self._thread.start()
@@ -315,7 +302,7 @@ class ProgressLine:
         next_log = time.monotonic() + self.log_interval
         while not self._stop.wait(self.interval):
             status = self.status()
-            if live is not None:
+            if live is not None and self._task is not None:
                 total = None if status.share is None else 1.0
                 live.update(
                     self._task, total=total, completed=status.share or 0, status=status.text()
@@ -434,3 +421,22 @@ class MetricsServer:
     def __exit__(self, *exc: object) -> None:
         self.http.shutdown()
         self.http.server_close()
+
+
+def _live_display(stream: TextIO) -> RichProgress:
+    """rich's live progress: a bar and the status text on one line (imported only on a
+    terminal, to keep the start of every other run fast)."""
+    from rich.console import Console  # noqa: PLC0415 - terminals only
+    from rich.progress import BarColumn, TextColumn  # noqa: PLC0415
+    from rich.progress import Progress as RichProgress  # noqa: PLC0415
+    from rich.table import Column  # noqa: PLC0415
+
+    return RichProgress(
+        BarColumn(bar_width=20, table_column=Column(width=20, no_wrap=True)),
+        TextColumn("{task.fields[status]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+        console=Console(file=stream, highlight=False),
+        auto_refresh=False,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=True,
+    )
