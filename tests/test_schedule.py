@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from sync.model import Schedule
+from sync.model import Schedule, ScheduleNotify
+from sync.schedule.notify import notify
 from sync.schedule.store import Store, runs_table
 from sync.schedule.timing import Timing, local_text
 from tests.conftest import RunCli, syncx_command
@@ -743,3 +747,35 @@ def test_run_serves_prometheus_metrics_while_it_runs(tmp_path: Path, write_job: 
     finally:
         run.wait(60)
     assert run.returncode == 0
+
+
+def test_notify_posts_json_to_the_webhook_and_runs_the_command(tmp_path: Path) -> None:
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            del format, args
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = ScheduleNotify.model_validate(
+            {
+                "on": ["failure"],
+                "webhook": f"http://127.0.0.1:{server.server_address[1]}/hook",
+                "command": f'echo "$SYNCX_EVENT $SYNCX_JOB $SYNCX_ERROR" > {tmp_path}/out',
+            }
+        )
+        notify(spec, "success", {"job": "j"})  # not asked for: nothing happens
+        notify(spec, "failure", {"job": "j", "error": "boom", "attempt": 2})
+        wait_for(lambda: received and (tmp_path / "out").exists(), 30, lambda: str(received))
+        assert received == [{"event": "failure", "job": "j", "error": "boom", "attempt": 2}]
+        assert (tmp_path / "out").read_text() == "failure j boom\n"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -38,9 +38,9 @@ def check_cron(expression: str) -> None:
     if len(expression.split()) != 5:
         msg = "a cron expression has five fields: minute hour day-of-month month day-of-week"
         raise ValueError(msg)
-    from cronsim import CronSimError  # noqa: PLC0415 - imported by _cronsim() first
-
     cron_sim = _cronsim()
+    from cronsim import CronSimError  # noqa: PLC0415 - present: _cronsim() imported it
+
     try:
         cron_sim(expression, dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
     except CronSimError as exc:
