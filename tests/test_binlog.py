@@ -1195,8 +1195,10 @@ def test_ddl_naming_several_tables_resumes_between_its_batches(
 def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path: Path) -> None:
     """A source XA transaction is emitted at its XA COMMIT, in commit order; one rolled back
     after XA PREPARE never reaches the target; one still prepared at a run's end is read again
-    by the next run (the saved position stays before it), and nothing is applied twice."""
-    start = pair.gtid()
+    by the next run (the saved position stays before it), and nothing is applied twice. One
+    prepared before the start position and committed after it is not in the stream: a warning
+    says so."""
+    early = pair.server.connect(pair.source)
     xa = pair.server.connect(pair.source)
     plain = pair.server.connect(pair.source)
 
@@ -1208,8 +1210,12 @@ def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path
     def ids() -> list[int]:
         return [r[0] for r in query(pair.server, pair.target, "SELECT id FROM orders ORDER BY id")]
 
+    on(early, "XA START 'early'", "INSERT INTO orders (id, customer) VALUES (99, 'early')")
+    on(early, "XA END 'early'", "XA PREPARE 'early'")
+    start = pair.gtid()
     job = write_job(tmp_path / "job.json", binlog_job(pair, start=start))
     try:
+        on(early, "XA COMMIT 'early'")
         on(plain, "INSERT INTO orders (id, customer) VALUES (10, 'plain')")
         on(xa, "XA START 'one'", "INSERT INTO orders (id, customer) VALUES (1, 'xa')")
         on(xa, "UPDATE orders SET customer = 'by-xa' WHERE id = 10")
@@ -1219,7 +1225,7 @@ def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path
         on(xa, "XA START 'two'", "INSERT INTO orders (id, customer) VALUES (3, 'xa')")
         on(xa, "XA END 'two'", "XA PREPARE 'two'")
         on(plain, "INSERT INTO orders (id, customer) VALUES (4, 'plain')")
-        ok(run(job, tmp_path / "state"))
+        assert "XA transaction X'6561726C79',X'',1 committed at" in ok(run(job, tmp_path / "state"))
         assert ids() == [1, 2, 4, 10]
         assert query(pair.server, pair.target, "SELECT customer FROM orders WHERE id = 10") == [
             ("by-xa",)
@@ -1234,13 +1240,14 @@ def test_xa_transactions_reach_the_target_at_xa_commit_only(pair: Pair, tmp_path
         on(plain, "INSERT INTO orders (id, customer) VALUES (7, 'plain')")
         ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
         assert ids() == [1, 2, 4, 5, 6, 7, 10]
+        pair.execute(pair.source, "DELETE FROM orders WHERE id = 99")  # not in the stream
         pair.same()
     finally:
-        for name in ("two", "three"):
+        for conn, name in ((early, "early"), (xa, "two"), (xa, "three")):
             with contextlib.suppress(Exception):
-                on(xa, f"XA ROLLBACK '{name}'")
-        xa.close()
-        plain.close()
+                on(conn, f"XA ROLLBACK '{name}'")
+        for conn in (early, xa, plain):
+            conn.close()
 
 
 def test_ddl_apply_through_mysqlwriter_at_least_once(server: MariaDB, tmp_path: Path) -> None:

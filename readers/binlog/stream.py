@@ -382,7 +382,8 @@ class StreamSplitReader(SplitReader):
         explicit_begin = False
         xa: _Held | None = None  # the current group's changes when it is an XA transaction
         xa_id = ""
-        held: dict[str, _Held] = {}  # prepared XA transactions, by id
+        held: dict[str, _Held] = {}  # prepared XA transactions with captured changes, by id
+        prepared: set[str] = set()  # every XA transaction whose XA PREPARE was read
         self._floor = None
         group_gtid: str | None = None
         group_ts = 0
@@ -438,8 +439,8 @@ class StreamSplitReader(SplitReader):
                     return
                 in_group = True
                 explicit_begin = explicit_begin and kind is ev.QueryEvent
-                prepared = getattr(event, "flags", 0) & _XA_PREPARED_FLAG
-                xa = [] if kind is ev.MariadbGtidEvent and prepared else None
+                xa_flag = getattr(event, "flags", 0) & _XA_PREPARED_FLAG
+                xa = [] if kind is ev.MariadbGtidEvent and xa_flag else None
                 group_gtid = (
                     getattr(event, "gtid", None) if kind is not ev.QueryEvent else group_gtid
                 )
@@ -453,6 +454,7 @@ class StreamSplitReader(SplitReader):
             if kind is ev.XidEvent:
                 pass
             elif kind is ev.XAPrepareEvent:
+                prepared.add(xa_id)
                 if xa:  # held until its XA COMMIT; the position stays before it
                     held[xa_id] = xa
                     if self._floor is None:
@@ -469,8 +471,18 @@ class StreamSplitReader(SplitReader):
                     release = xa or []  # MySQL's one-phase XA commit ends its own group
                 elif upper.startswith("XA COMMIT"):
                     release = held.pop(_xa_id(query), [])
+                    if _xa_id(query) not in prepared:
+                        log.warning(
+                            "binlogreader: XA transaction %s committed at %s:%s was prepared "
+                            "before the start position: its changes are not in the stream",
+                            _xa_id(query),
+                            file,
+                            event.packet.log_pos,
+                        )
+                    prepared.discard(_xa_id(query))
                 elif upper.startswith("XA ROLLBACK"):
                     held.pop(_xa_id(query), None)
+                    prepared.discard(_xa_id(query))
                 elif not upper.startswith(("COMMIT", "ROLLBACK", "XA ")) and not group_skipped:
                     ddl = query
             else:
