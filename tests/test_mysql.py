@@ -42,7 +42,7 @@ from sync.model import Setting
 from tests.conftest import REPO, RunCli, compat_file, compat_files, syncx_command
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.mariadb import MariaDB, ensure_server
-from writers.mysql import MysqlWriter, MysqlWriterParams
+from writers.mysql import MysqlWriter, MysqlWriterParams, XaHandle
 
 pytestmark = pytest.mark.mysql
 
@@ -670,9 +670,9 @@ def test_xa_prepared_rows_are_invisible_until_committed(db: Db) -> None:
     assert task.prepare(1) is None  # nothing written: no transaction, no xid
     assert not task.write(_ids(1, 100))
     first = task.prepare(2)
-    assert first["kind"] == "xa" and first["checkpoint"] == 2 and first["rows"] == 100
+    assert isinstance(first, XaHandle) and first.checkpoint == 2 and first.rows == 100
     assert db.count("t") == 0
-    assert [str(x) for x in _prepared(db, writer)] == [str(Xid.from_json(first["xid"]))]
+    assert [str(x) for x in _prepared(db, writer)] == [str(first.xa)]
     assert not task.write(_ids(101, 50))  # the next transaction, on a new connection
     task.commit(first)
     assert db.count("t") == 100
@@ -700,8 +700,9 @@ def test_xa_restore_commits_the_checkpoint_and_rolls_back_later_work(db: Db) -> 
     later = tasks[0].prepare(2)  # ... checkpoint 2 is prepared but never stored
     tasks[1].write(_ids(31, 10))  # open, not prepared
     for task in tasks:  # the process dies: its connections close
-        if task._raw is not None:  # type: ignore[attr-defined]
-            task._raw.close()  # type: ignore[attr-defined]
+        raw = task.session._raw  # type: ignore[attr-defined]
+        if raw is not None:
+            raw.close()
     writer.close()
     assert later is not None
     assert len(_prepared(db, writer)) == 3
@@ -725,7 +726,8 @@ def test_xa_commit_of_a_transaction_rolled_back_by_hand_fails_loudly(db: Db) -> 
     task.write(_ids(1, 5))
     handle = task.prepare(1)
     task.close()
-    db.execute(f"XA ROLLBACK {Xid.from_json(handle['xid']).sql()}")
+    assert isinstance(handle, XaHandle)
+    db.execute(f"XA ROLLBACK {handle.xa.sql()}")
     with pytest.raises(JobFailedError, match="rolled back outside syncx"):
         writer.commit_handle(handle)
     assert db.count("t") == 0

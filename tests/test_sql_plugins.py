@@ -30,13 +30,21 @@ import yaml
 from libs.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
 from libs.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
 from readers.sql import SqlReader, SqlReaderParams
-from sync.contract import DirtyRecord, JobContext, Split
+from sync.contract import DirtyRecord, JobContext, Split, decode
 from sync.errors import JobFailedError, JobFileError, SyncxError
 from sync.job import fingerprint
 from sync.jobfile import load_job
 from sync.model import Setting
 from tests.conftest import REPO, RunCli, syncx_command
-from writers.sql import CDC_STAGE_PREFIX, MARKER_TABLE, STAGE_PREFIX, SqlWriter, SqlWriterParams
+from writers.sql import (
+    CDC_STAGE_PREFIX,
+    MARKER_TABLE,
+    STAGE_PREFIX,
+    CdcHandle,
+    RowsHandle,
+    SqlWriter,
+    SqlWriterParams,
+)
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -627,7 +635,8 @@ def test_commit_is_idempotent_and_abort_leaves_the_target_untouched(db: Db) -> N
     task = writer.open(0, 1, None)
     task.write(_batch([1, 2], ["a", "b"]))
     first = task.prepare(7)
-    assert json.loads(json.dumps(first)) == first
+    assert isinstance(first, RowsHandle)
+    assert SqlWriter.handle_type.from_json(json.loads(json.dumps(first.to_json()))) == first
     assert db.rows(name) == []  # durable but not visible
     task.commit(first)
     task.commit(first)
@@ -663,9 +672,22 @@ def test_begin_commits_handles_and_removes_other_staged_rows(db: Db) -> None:
     foreign_task = foreign.open(0, 1, None)
     foreign_task.write(_batch([9], ["z"]))
     assert db.staged() == 6
-    # the process dies; a restore of checkpoint 1 begins a new attempt
+    # the process dies; a restore of checkpoint 1 begins a new attempt, from a checkpoint
+    # written by the previous version of syncx (handles were plain dicts without a kind)
+    assert isinstance(stored, RowsHandle)
+    legacy = {
+        "schema": stored.schema,
+        "job": "orders",
+        "run": "run-1",
+        "subtask": 0,
+        "checkpoint": 1,
+        "segment": stored.segment,
+        "table": stored.table,
+        "columns": stored.columns,
+    }
     restored = db.writer(db.ctx(job="orders", run="run-1"), table=name)
-    restored.begin([stored], fresh=False)
+    assert decode(restored.handle_type, legacy) == stored
+    restored.begin([decode(restored.handle_type, legacy)], fresh=False)
     assert db.rows(name) == [(1, "a", 1), (2, "b", 1)]
     assert db.staged() == 1  # only the other job's row
     restored.begin([stored], fresh=False)  # a second restore commits nothing twice
@@ -775,7 +797,8 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
     )
     first = task.prepare(1)
     if semantic == "exactly-once":
-        assert first["kind"] == "cdc" and json.loads(json.dumps(first)) == first
+        assert isinstance(first, CdcHandle)
+        assert SqlWriter.handle_type.from_json(json.loads(json.dumps(first.to_json()))) == first
         assert db.rows(name) == []  # staged: durable, not visible
         task.commit(first)
         task.commit(first)  # once only
@@ -794,7 +817,9 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
         task.abort(third)  # checkpoint 3 never completes
         task.close()
         restored = db.writer(table=name, semantic=semantic)
-        restored.begin([second], fresh=False)  # a restore of checkpoint 2 commits it
+        assert isinstance(second, CdcHandle)
+        legacy = {k: v for k, v in second.to_json().items() if k != "v"}  # the previous form
+        restored.begin([decode(SqlWriter.handle_type, legacy)], fresh=False)  # commits it
         restored.begin([second], fresh=False)
         assert db.staged(CDC_STAGE_PREFIX) == 0
         expected = [(2, "bb", 5, "x"), (4, "d", 4, "n"), (10, "a", 1, None)]
