@@ -1270,7 +1270,7 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
         task = restored.open(0, 1, None)
         assert not task.write(changes(new, ("c", None, [7, "g", 70])))
         third = task.prepare(3)
-        assert "deferred" not in third
+        assert third.deferred == 0
         task.commit(third)
         assert target() == ([(1, "far too long", 10), (5, "c", 31), (7, "g", 70)], 0)
         restored.close()

@@ -35,7 +35,7 @@ import pytest
 from libs.mysql.connect import DRIVERS
 from libs.mysql.fetch import Fetcher
 from libs.mysql.xa import Xid, xa_recover
-from readers.mysql import MysqlReader, MysqlReaderParams, Watermark
+from readers.mysql import MysqlPosition, MysqlReader, MysqlReaderParams, Watermark
 from sync.contract import DirtyRecord, JobContext, job_identity
 from sync.errors import JobFailedError
 from sync.model import Setting
@@ -855,7 +855,7 @@ def test_range_splits_on_a_uniform_key_have_equal_widths(db: Db) -> None:
     db.execute("INSERT INTO t SELECT seq, seq FROM seq_1_to_10000")
     reader = db.reader("t", splitPk="id")
     reader.check()
-    spans = [s.data["range"] for s in reader.plan(4)]
+    spans = [s.data.range for s in reader.plan(4)]
     assert [(s["lo"], s["hi"]) for s in spans] == [
         (None, 2501),
         (2501, 5001),
@@ -891,7 +891,7 @@ def test_non_unique_restore_column_resumes_exactly(db: Db) -> None:
         if batch is None:
             break
         seen.extend(batch.column("id").to_pylist())
-        position = json.loads(json.dumps(opened.snapshot()))
+        position = json.loads(json.dumps(opened.snapshot().to_json()))  # as a checkpoint
         opened.close()
     assert sorted(seen) == list(range(1, 2001)) and len(seen) == 2000
 
@@ -908,7 +908,7 @@ def test_restore_from_a_position_rereads_nothing(db: Db) -> None:
         first = [b for b in (next(batches) for _ in range(3)) if b is not None]
         position = opened.snapshot()
         opened.close()
-        assert position == {"after": first[-1].column("id")[-1].as_py()}
+        assert position == MysqlPosition(after=first[-1].column("id")[-1].as_py())
         rest = [b for b in reader.open(split, position).batches() if b is not None]
         ids = [i for b in first + rest for i in b.column("id").to_pylist()]
         assert ids == list(range(1, 1001)), driver
@@ -1559,7 +1559,7 @@ def test_host_port_database_form_and_order_by_column(db: Db) -> None:
     table, positions = read_all(reader)
     assert table.num_rows == 500
     assert sorted(table.column("v").to_pylist()) == sorted(f"v{i}" for i in range(1, 501))
-    assert positions == [{"after": 49}]
+    assert positions == [MysqlPosition(after=49)]
     assert "password" not in json.dumps(reader.params.model_dump(mode="json", by_alias=True)["url"])
 
 
