@@ -832,6 +832,47 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
     assert db.rows(name) == expected
 
 
+def test_a_ddl_waits_for_the_commit_of_the_changes_before_it(db: Db) -> None:
+    """Exactly-once: a DDL (and what follows it) is deferred until its checkpoint commits. A kill
+    after a DROP COLUMN arrived, before its checkpoint, leaves the column there, so the restore
+    can replay the older changes that still carry it; the commit then drops it."""
+    name = _target(db)
+    old = [("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64())]
+    new = old[:2]
+    drop = ddl_batch("shop", "orders", "ALTER TABLE orders DROP COLUMN qty", _AT)
+    writer = db.writer(table=name)
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    assert not task.write(_changes(old, ("c", None, [1, "a", 1])))
+    first = task.prepare(1)
+    task.commit(first)
+    after_first = [
+        _changes(old, ("u", [1, "a", 1], [1, "a", 5])),
+        drop,
+        _changes(new, ("c", None, [2, "b"])),
+    ]
+    for batch in after_first:
+        assert not task.write(batch)
+    assert db.rows(name) == [(1, "a", 1)]  # the DDL has not run
+    task.prepare(2)  # checkpoint 2 never completes: the process dies
+    task.close()
+    restored = db.writer(table=name)
+    restored.begin([first], fresh=False)  # restore checkpoint 1: the reader sends it all again
+    task = restored.open(0, 1, None)
+    for batch in after_first:
+        assert not task.write(batch)
+    second = task.prepare(2)
+    assert isinstance(second, CdcHandle) and second.deferred == 2
+    task.commit(second)
+    task.commit(second)  # once only
+    assert db.rows(name) == [(1, "a"), (2, "b")]
+    with db.engine.connect() as conn:
+        assert sa.inspect(conn).has_table("_syncx_deferred", schema=db.schema)
+        left = conn.execute(sa.text("SELECT COUNT(*) FROM _syncx_deferred")).scalar_one()
+    assert left == 0
+    task.close()
+
+
 # -- bad inputs -----------------------------------------------------------------------------------
 
 

@@ -63,11 +63,11 @@ class MysqlSplitReader(SqlSplitReader):
     # -- reading -----------------------------------------------------------------------------
 
     @override
-    def _read(self, mode: Mode) -> Iterator[pa.RecordBatch | None]:
-        return self._poll() if mode == "poll" else super()._read(mode)
+    def read_phases(self, mode: Mode) -> Iterator[pa.RecordBatch | None]:
+        return self._poll() if mode == "poll" else super().read_phases(mode)
 
     @override
-    def _release(self) -> None:
+    def release(self) -> None:
         self._fetcher.close()
 
     def _select(self, query: Select[Any]) -> tuple[Select[Any], list[tuple[str, MysqlType]]]:
@@ -157,14 +157,14 @@ class MysqlSplitReader(SqlSplitReader):
         return self._reader.output_batch(batch, errors)
 
     @override
-    def _keyset(self) -> Iterator[pa.RecordBatch | None]:
+    def read_keyset(self) -> Iterator[pa.RecordBatch | None]:
         reader = self._reader
         source = reader.source()
         assert source.key is not None
         key_name = source.key.name
         unique = source.key.unique
         after: Any = START
-        if self._in_keyset():
+        if self.in_keyset():
             after = decode_value(self._position.after)  # type: ignore[union-attr]
         limit = reader.params.page_size
         stopping = reader.ctx.stopping
@@ -202,11 +202,11 @@ class MysqlSplitReader(SqlSplitReader):
                 return
 
     @override
-    def _custom(self) -> Iterator[pa.RecordBatch | None]:
-        return self._stream(nulls=False, custom=True)
+    def read_custom(self) -> Iterator[pa.RecordBatch | None]:
+        return self.read_stream(nulls=False, custom=True)
 
     @override
-    def _stream(self, *, nulls: bool, custom: bool = False) -> Iterator[pa.RecordBatch | None]:
+    def read_stream(self, *, nulls: bool, custom: bool = False) -> Iterator[pa.RecordBatch | None]:
         """Rows with a NULL key, a table without key, or customSql: one streamed query whose
         position is the number of rows emitted (``None`` when its order is not stable)."""
         reader = self._reader

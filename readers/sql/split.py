@@ -40,9 +40,9 @@ class SqlSplitReader(SplitReader):
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
         try:
-            yield from self._read(self._data.mode)
+            yield from self.read_phases(self._data.mode)
         finally:
-            self._release()
+            self.release()
 
     @override
     def snapshot(self) -> Position:
@@ -50,23 +50,26 @@ class SqlSplitReader(SplitReader):
 
     @override
     def close(self) -> None:
-        self._release()
+        self.release()
 
     # -- phases ------------------------------------------------------------------------------
 
-    def _read(self, mode: Mode) -> Iterator[pa.RecordBatch | None]:
-        """The phases of a split of ``mode``. Dialect plugins override the phases
-        (``_keyset``, ``_stream``, ``_custom``, ``_release``) and may add modes here."""
-        if mode == "keyset":
-            if self._data.nulls and not self._in_keyset():
-                yield from self._stream(nulls=True)
-            yield from self._keyset()
-        elif mode == "stream":
-            yield from self._stream(nulls=False)
-        else:
-            yield from self._custom()
+    # -- hooks: a dialect plugin overrides the phases and may add modes --------------------
 
-    def _in_keyset(self) -> bool:
+    def read_phases(self, mode: Mode) -> Iterator[pa.RecordBatch | None]:
+        """The phases of a split of ``mode``: :meth:`read_keyset` (after :meth:`read_stream`
+        of the NULL keys), :meth:`read_stream` or :meth:`read_custom`."""
+        if mode == "keyset":
+            if self._data.nulls and not self.in_keyset():
+                yield from self.read_stream(nulls=True)
+            yield from self.read_keyset()
+        elif mode == "stream":
+            yield from self.read_stream(nulls=False)
+        else:
+            yield from self.read_custom()
+
+    def in_keyset(self) -> bool:
+        """Whether the position is in the keyset phase (the NULL keys are done)."""
         return self._position is not None and self._position.in_keyset
 
     def _connection(self) -> Connection:
@@ -74,7 +77,8 @@ class SqlSplitReader(SplitReader):
             self._conn = self._reader.engine().connect()
         return self._conn
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Close the open result and connection."""
         if self._result is not None:
             try:
                 self._result.close()
@@ -86,13 +90,15 @@ class SqlSplitReader(SplitReader):
             finally:
                 self._conn = None
 
-    def _keyset(self) -> Iterator[pa.RecordBatch | None]:
+    def read_keyset(self) -> Iterator[pa.RecordBatch | None]:
+        """Keyset pages after the position's key (a page ending in a run of equal keys is
+        completed first)."""
         reader = self._reader
         source = reader.source()
         assert source.key is not None
         key_index, unique = source.key_index, source.key.unique
         after: Any = START
-        if self._in_keyset():
+        if self.in_keyset():
             after = decode_value(self._position.after)  # type: ignore[union-attr]
         limit = reader.page_rows
         conn = self._connection()
@@ -119,7 +125,8 @@ class SqlSplitReader(SplitReader):
             if not full:
                 return
 
-    def _stream(self, *, nulls: bool) -> Iterator[pa.RecordBatch | None]:
+    def read_stream(self, *, nulls: bool) -> Iterator[pa.RecordBatch | None]:
+        """One ordered stream (``nulls``: the NULL-key rows), skipping the rows read."""
         reader = self._reader
         tag = "nulls" if nulls else "offset"
         resumable = reader.stream_resumable()
@@ -130,7 +137,8 @@ class SqlSplitReader(SplitReader):
         query = reader.stream_query(self._split, offset, nulls=nulls)
         yield from self._run_stream(query, tag if resumable else None, offset)
 
-    def _custom(self) -> Iterator[pa.RecordBatch | None]:
+    def read_custom(self) -> Iterator[pa.RecordBatch | None]:
+        """customSql without key, with one cursor (not resumable)."""
         yield from self._run_stream(self._reader.custom_query(), None, 0)
 
     def _run_stream(

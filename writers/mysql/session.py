@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from sync.errors import JobFailedError, RetriableError
 from writers.mysql.load import Destination, apply_changes, qualified, scratch_dir
 from writers.sql import Session, SqlHandle, SqlWriterTask, conform_changes
 from writers.sql.ddl import apply_ddl
+from writers.sql.deferred import payloads
 
 if TYPE_CHECKING:
     from writers.mysql.writer import MysqlWriter
@@ -33,8 +33,6 @@ __all__ = ["HELD_BYTES", "MysqlSession"]
 log = logging.getLogger(__name__)
 
 LOCAL_INFILE_REFUSED = frozenset({1148, 2068, 3948, 3950})
-DEFERRED_BYTES = 4 << 20
-"""A deferred batch is stored in slices of about this many bytes (below max_allowed_packet)."""
 HELD_BYTES = 64 << 20
 """Changes held in memory while a prepared transaction waits for its commit; beyond this
 they are deferred instead."""
@@ -268,7 +266,7 @@ class MysqlSession(Session):
             f"INSERT INTO {qualified(deferred.schema, deferred.name)} "
             "(`owner`, `segment`, `seq`, `payload`) VALUES (%s, %s, %s, %s)"
         )
-        for payload in _payloads(batch):
+        for payload in payloads(batch):
             self.execute(statement, (strategy.owner(), self.xid.bqual, self.deferred, payload))
             self.deferred += 1
 
@@ -337,14 +335,3 @@ class MysqlSession(Session):
         self.execute("ROLLBACK TO SAVEPOINT syncx_load")
         log.debug("LOAD DATA warned (%s warnings): writing the batch with statements", warnings)
         return None
-
-
-def _payloads(batch: pa.RecordBatch) -> Iterator[bytes]:
-    """``batch`` as Arrow IPC streams of about :data:`DEFERRED_BYTES` each, in order."""
-    rows = max(1, batch.num_rows * DEFERRED_BYTES // max(batch.nbytes, 1))
-    for start in range(0, batch.num_rows, rows):
-        part = batch.slice(start, rows)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, part.schema) as stream:
-            stream.write_batch(part)
-        yield sink.getvalue().to_pybytes()

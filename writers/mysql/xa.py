@@ -19,7 +19,6 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pyarrow as pa
 import sqlalchemy as sa
 
 from libs import cdc
@@ -30,13 +29,14 @@ from writers.mysql.handles import XaHandle
 from writers.mysql.load import Execute, apply_changes, qualified
 from writers.sql import CDC_STAGE_PREFIX, SqlHandle, Strategy, conform_changes
 from writers.sql.ddl import apply_ddl
+from writers.sql.deferred import DEFERRED_TABLE, deferred_table, read_payload
 
 if TYPE_CHECKING:
     from writers.mysql.session import MysqlSession
     from writers.mysql.writer import MysqlWriter
     from writers.sql import Session, SqlWriterTask
 
-__all__ = ["DEFERRED_TABLE", "LocalStrategy", "MysqlStrategy", "XaStrategy"]
+__all__ = ["LocalStrategy", "MysqlStrategy", "XaStrategy"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ XA_GONE_WAIT = 5.0
 """Seconds an xid to commit may be in neither list before it counts as gone (the connection of
 a killed process is being cleaned up)."""
 MARKER_RETENTION = dt.timedelta(days=7)
-DEFERRED_TABLE = "_syncx_deferred"
-"""Records deferred behind a DDL inside an XA transaction (see "DDL" in the package docs)."""
 
 
 class MysqlStrategy(Strategy):
@@ -315,15 +313,7 @@ class MysqlStrategy(Strategy):
 
     def deferred_table(self) -> sa.Table:
         """``_syncx_deferred`` beside the marker table."""
-        return sa.Table(
-            DEFERRED_TABLE,
-            sa.MetaData(),
-            sa.Column("owner", sa.String(32), primary_key=True),
-            sa.Column("segment", sa.String(64), primary_key=True),
-            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("payload", sa.LargeBinary(length=2**32 - 1), nullable=False),
-            schema=self.writer.markers().schema,
-        )
+        return deferred_table(self.writer.markers().schema)
 
     def ensure_deferred(self) -> None:
         """Create the deferred-records table when missing (once; on a connection of its own:
@@ -354,7 +344,7 @@ class MysqlStrategy(Strategy):
                     return
                 seq, payload = found
                 done = f"DELETE FROM {table} WHERE `owner` = %s AND `segment` = %s AND `seq` = %s"
-                change = cdc.decode(pa.ipc.open_stream(pa.py_buffer(payload)).read_next_batch())
+                change = read_payload(payload)
                 if isinstance(change, cdc.DdlChange):
                     apply_ddl(self.writer, change)
                     cursor.execute(done, (*mine, seq))

@@ -28,11 +28,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import sqltypes
 
 from libs import cdc
-from libs.sql import ColumnInfo, TableInfo, ident
+from libs.sql import ColumnInfo, TableInfo, ident, key_in
 from libs.types import conform
 from sync.contract import DirtyRecord
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from writers.sql.handles import CdcEntry, CdcHandle
+from writers.sql.rows import Rows, as_rows, insert_all
 from writers.sql.tables import (
     CDC_STAGE_PREFIX,
     CdcTarget,
@@ -46,7 +47,7 @@ from writers.sql.tables import (
 if TYPE_CHECKING:
     from writers.sql.writer import SqlWriter
 
-__all__ = ["ChangeTables", "conform_changes"]
+__all__ = ["ChangeTables", "apply_by_key", "conform_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,33 @@ class ChangeTables:
 
     def commit(self, handle: CdcHandle) -> None:
         """Apply a sealed segment of staged changes, once: per target (in order of first use),
-        delete every key with a staged change, then insert each key's last upsert."""
+        delete every key with a staged change, then insert each key's last upsert; then replay
+        what the segment deferred behind a DDL."""
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 self._commit_once(handle)
-                return
+                break
             except _TransientCommitError as exc:
                 if attempt == COMMIT_ATTEMPTS:
                     raise JobFailedError(str(exc)) from exc.__cause__
                 log.info("cdc: commit of checkpoint %s retried: %s", handle.checkpoint, exc)
                 time.sleep(0.05 * attempt + random.random() * 0.1)
+        if handle.deferred:
+            self.writer.deferred.replay(handle)
+
+    def apply_now(self, conn: Connection, change: cdc.Changes) -> list[DirtyRecord]:
+        """Apply a batch of changes by key in ``conn``'s transaction; the rejected rows."""
+        target = self.target(change.table)
+        batch, upsert, dirty = conform_changes(target, change)
+        if not batch.num_rows:
+            return dirty
+        rows, unbound, originals = as_rows(batch, target.table)
+        upsert = [upsert[i] for i in originals]
+        return (
+            dirty
+            + unbound
+            + apply_by_key(self.writer, conn, target, batch, rows, upsert, originals)
+        )
 
     def _commit_once(self, handle: CdcHandle) -> None:
         writer = self.writer
@@ -246,6 +264,33 @@ class ChangeTables:
             lambda name: name.startswith(prefix),
             lambda staging: staging.c._syncx_job == writer.ctx.job_name,
         )
+
+
+def apply_by_key(
+    writer: SqlWriter,
+    conn: Connection,
+    target: CdcTarget,
+    batch: pa.RecordBatch,
+    rows: Rows,
+    upsert: list[bool],
+    originals: list[int],
+) -> list[DirtyRecord]:
+    """Delete every key the changes touch and insert each key's last upsert, in ``conn``'s
+    transaction (idempotent: applied again, it ends in the same rows); the rejected rows."""
+    keys = [tuple(row[k] for k in target.key) for row in rows]
+    deletes, inserts = cdc.net_effect(keys, upsert)
+    columns = [target.table.c[k] for k in target.key]
+    for condition in key_in(columns, [keys[i] for i in deletes + inserts]):
+        conn.execute(sa.delete(target.table).where(condition))
+    return insert_all(
+        writer,
+        conn,
+        target.table,
+        [rows[i] for i in inserts],
+        batch,
+        [originals[i] for i in inserts],
+        writer.dialect.insert_rows,
+    )
 
 
 def _resolve_in(info: TableInfo, name: str) -> str | None:

@@ -92,6 +92,8 @@ class CdcHandle(SqlHandle):
     """CDC changes staged per target table (``sqlwriter``, exactly-once), in order."""
 
     targets: tuple[CdcEntry, ...]
+    deferred: int = 0
+    """Records deferred behind a DDL, replayed after the commit (:mod:`writers.sql.deferred`)."""
 
     kind: ClassVar[str] = "cdc"
 

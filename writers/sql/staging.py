@@ -52,6 +52,8 @@ class Staging:
         """Delete a segment's staged rows or changes (idempotent)."""
         if isinstance(handle, CdcHandle):
             names = {e.staging for e in handle.targets}
+            if handle.deferred:
+                self.writer.deferred.drop({handle.segment})
         elif isinstance(handle, RowsHandle):
             names = {handle.table}
         else:
@@ -107,6 +109,7 @@ class Staging:
             target = writer.target()
             self.clean(target.info.schema, target.staging_name.rsplit("_", 1)[0], keep)
         self.clean(writer.staging_schema(), CDC_STAGE_PREFIX, keep)
+        writer.deferred.drop(keep, keep=True)
         self.prune_markers({h.run for h in handles} | {writer.ctx.run_id})
 
     def delete(

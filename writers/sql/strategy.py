@@ -27,11 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from libs import cdc
-from libs.sql import key_in
 from libs.types import row_of
 from sync.contract import DirtyRecord
 from sync.errors import JobFailedError
-from writers.sql.changes import conform_changes
+from writers.sql.changes import apply_by_key, conform_changes
 from writers.sql.ddl import apply_ddl
 from writers.sql.handles import CdcEntry, CdcHandle, RowsHandle, SqlHandle
 from writers.sql.rows import Insert, Rows, as_rows, insert_all, last_per_key
@@ -114,7 +113,6 @@ class _SqlSession(Session):
         if isinstance(decoded, cdc.DdlChange):
             self.before_ddl()
             apply_ddl(writer, decoded)
-            self.after_ddl(writer.changes.target_name(f"{decoded.db}.{decoded.table}"))
             return []
         assert decoded is not None
         target = writer.changes.target(decoded.table)
@@ -128,9 +126,6 @@ class _SqlSession(Session):
 
     def before_ddl(self) -> None:
         """A DDL is about to run (our row locks must not block it)."""
-
-    def after_ddl(self, target: str) -> None:
-        """A DDL changed ``target``."""
 
     @abstractmethod
     def changes(
@@ -186,6 +181,12 @@ class _StagedSession(_SqlSession):
         self._cdc_entries: list[dict[str, Any]] = []
         """Per target and staging table, the seq range staged in this segment, in order."""
         self._cdc_open: dict[str, dict[str, Any]] = {}
+        self._deferring = False
+        """This segment defers what it is given (a DDL came)."""
+        self._deferred = 0
+        """Records this segment deferred."""
+        self._waiting: set[str] = set()
+        """Our prepared segments with deferred records that are not committed yet."""
 
     def write_rows(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
         writer = self.writer
@@ -211,8 +212,15 @@ class _StagedSession(_SqlSession):
             self._staged_columns.update(batch.schema.names)
         return dirty
 
-    def after_ddl(self, target: str) -> None:
-        self._cdc_open.pop(target, None)
+    def write_changes(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        """Stage changes; a DDL and everything after it are deferred until their segment is
+        committed (:mod:`writers.sql.deferred`) — also in later segments while one of ours
+        with a deferred DDL waits for its commit (the DDL has not run yet)."""
+        if self._deferring or self._waiting or cdc.is_ddl(batch.schema):
+            self._deferring = True
+            self._deferred += self.writer.deferred.store(self._segment, self._deferred, batch)
+            return []
+        return super().write_changes(batch)
 
     def changes(
         self,
@@ -248,17 +256,28 @@ class _StagedSession(_SqlSession):
         return dirty
 
     def prepare(self, checkpoint_id: int) -> SqlHandle | None:
-        if self._cdc_entries and self._staged:
+        changes = bool(self._cdc_entries or self._deferred)
+        if changes and self._staged:
             msg = "a writer subtask received both CDC changes and plain rows"
             raise JobFailedError(msg)
-        if not (self._cdc_entries or self._staged):
+        if not (changes or self._staged):
             return None
         handle = self._handle(checkpoint_id)
+        if self._deferred:
+            self._waiting.add(handle.segment)
         self._new_segment()
         return handle
 
+    def committed(self, handle: SqlHandle | None) -> None:
+        if handle:
+            self._waiting.discard(handle.segment)
+
+    def aborted(self, handle: SqlHandle | None) -> None:
+        if handle:
+            self._waiting.discard(handle.segment)
+
     def discard(self) -> None:
-        if self._cdc_entries or self._staged:
+        if self._cdc_entries or self._deferred or self._staged:
             self.writer.staging.abort(self._handle(0))
             self._new_segment()
 
@@ -274,9 +293,9 @@ class _StagedSession(_SqlSession):
             "checkpoint": checkpoint_id,
             "segment": self._segment,
         }
-        if self._cdc_entries:
+        if self._cdc_entries or self._deferred:
             entries = tuple(CdcEntry(**dict(e, seq=list(e["seq"]))) for e in self._cdc_entries)
-            return CdcHandle(**common, targets=entries)
+            return CdcHandle(**common, targets=entries, deferred=self._deferred)
         target = writer.target()
         order = list(target.table.c.keys())
         columns = sorted(self._staged_columns, key=order.index)
@@ -288,6 +307,7 @@ class _StagedSession(_SqlSession):
         self._staged = 0
         self._staged_columns = set()
         self._cdc_entries, self._cdc_open = [], {}
+        self._deferring, self._deferred = False, 0
 
     def _tag(self, rows: Rows, upsert: Sequence[bool] | None = None) -> int:
         """Tag rows to stage with this segment and their order (and, for changes, whether
@@ -386,19 +406,8 @@ class _DirectSession(_SqlSession):
     ) -> list[DirtyRecord]:
         """Delete every touched key, insert each key's last upsert (idempotent: a replay after
         a restore ends in the same rows)."""
-        keys = [tuple(row[k] for k in target.key) for row in rows]
-        deletes, inserts = cdc.net_effect(keys, upsert)
-        columns = [target.table.c[k] for k in target.key]
         with self._transaction(changes=True) as conn:
-            for condition in key_in(columns, [keys[i] for i in deletes + inserts]):
-                conn.execute(sa.delete(target.table).where(condition))
-            return self.insert(
-                conn,
-                target.table,
-                [rows[i] for i in inserts],
-                batch,
-                [originals[i] for i in inserts],
-            )
+            return apply_by_key(self.writer, conn, target, batch, rows, upsert, originals)
 
     def prepare(self, checkpoint_id: int) -> SqlHandle | None:
         del checkpoint_id

@@ -30,6 +30,7 @@ from libs.sql import (
 from sync.contract import Handle, JobContext, Semantic, Writer, WriterTask
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
 from writers.sql.changes import ChangeTables
+from writers.sql.deferred import Deferred
 from writers.sql.handles import SqlHandle
 from writers.sql.params import SqlWriterParams
 from writers.sql.staging import Staging
@@ -63,6 +64,7 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         self.dialect: Dialect = dialect_of(params.candidate_urls()[0])
         self.staging = Staging(self)
         self.changes = ChangeTables(self)
+        self.deferred = Deferred(self)
         self.strategy: Strategy = self.new_strategy()
         self._target: Target | None = None
         self._ready: set[str] = set()
