@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,11 +33,12 @@ import pyarrow.parquet as pq
 import pymysql
 import pytest
 
+from libs.mysql import fetch
 from libs.mysql.connect import DRIVERS
 from libs.mysql.fetch import Fetcher
 from libs.mysql.xa import Xid, xa_recover
 from readers.mysql import MysqlPosition, MysqlReader, MysqlReaderParams, Watermark
-from sync.contract import DirtyRecord, JobContext, job_identity
+from sync.contract import DirtyRecord, JobContext, decode, job_identity
 from sync.errors import JobFailedError
 from sync.model import Setting
 from tests.conftest import REPO, RunCli, compat_file, compat_files, syncx_command
@@ -710,7 +712,15 @@ def test_xa_restore_commits_the_checkpoint_and_rolls_back_later_work(db: Db) -> 
         "t", ctx=db.ctx(job="restore", run="20240101000000-aaaaaa"), semantic="exactly-once"
     )
     restored.check()
-    restored.begin(stored, fresh=False)
+    # the checkpoint was written by the previous version of syncx: handles were plain dicts
+    legacy = [
+        {k: v for k, v in h.to_json().items() if k not in ("v", "schema", "deferred")}
+        for h in stored
+        if h is not None
+    ]
+    assert all(h["kind"] == "xa" for h in legacy)
+    assert [decode(restored.handle_type, h) for h in legacy] == stored
+    restored.begin([decode(restored.handle_type, h) for h in legacy], fresh=False)
     assert db.query("SELECT MIN(id), MAX(id), COUNT(*) FROM t") == [(1, 20, 20)]
     assert _prepared(db, restored) == []
     restored.begin(stored, fresh=False)  # a second restore of the same checkpoint: no change
@@ -894,6 +904,36 @@ def test_non_unique_restore_column_resumes_exactly(db: Db) -> None:
         position = json.loads(json.dumps(opened.snapshot().to_json()))  # as a checkpoint
         opened.close()
     assert sorted(seen) == list(range(1, 2001)) and len(seen) == 2000
+
+
+def test_layout_casts_every_batch_and_arenas_are_capped_only_when_reading(db: Db) -> None:
+    """``layout=`` (what binlogreader's snapshot reader gives): batches take its names and
+    types, values that do not fit are dirty. glibc's arenas are capped when a split opens, not
+    when the plugin is built or checked (``syncx validate``)."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+    db.execute("INSERT INTO t VALUES (1, '10'), (2, 'x'), (3, NULL)")
+    layout = pa.schema([("key", pa.int64()), ("value", pa.int32())])
+    ctx = db.ctx()
+    params = {"username": "root", "connection": [db.connection("t")]}
+    fetch._ARENAS_LIMITED = False  # as in a fresh process
+    reader = MysqlReader(MysqlReaderParams.model_validate(params), ctx, layout=layout)
+    db.plugins.append(reader)
+    reader.check()
+    (split,) = reader.plan(1)
+    assert reader.schema() == layout
+    assert not fetch._ARENAS_LIMITED
+    opened = reader.open(split, None)
+    assert (
+        sys.platform == "linux" and not os.environ.get("MALLOC_ARENA_MAX")
+    ) == fetch._ARENAS_LIMITED
+    batches = [b for b in opened.batches() if b is not None]
+    opened.close()
+    assert all(b.schema == layout for b in batches)
+    assert pa.Table.from_batches(batches).to_pylist() == [
+        {"key": 1, "value": 10},
+        {"key": 3, "value": None},
+    ]
+    assert [d.row for d in ctx.dirty] == [{"key": 2, "value": "x"}]  # type: ignore[attr-defined]
 
 
 def test_restore_from_a_position_rereads_nothing(db: Db) -> None:
