@@ -37,7 +37,7 @@ from libs.mysql import fetch
 from libs.mysql.connect import DRIVERS
 from libs.mysql.fetch import Fetcher
 from libs.mysql.xa import Xid, xa_recover
-from readers.mysql import MysqlPosition, MysqlReader, MysqlReaderParams, Watermark
+from readers.mysql import MysqlPosition, MysqlReader, MysqlReaderParams, MysqlSplit, Watermark
 from sync.contract import DirtyRecord, JobContext, decode, job_identity
 from sync.errors import JobFailedError
 from sync.model import Setting
@@ -904,6 +904,18 @@ def test_non_unique_restore_column_resumes_exactly(db: Db) -> None:
         position = json.loads(json.dumps(opened.snapshot().to_json()))  # as a checkpoint
         opened.close()
     assert sorted(seen) == list(range(1, 2001)) and len(seen) == 2000
+
+
+def test_split_data_and_positions_of_the_previous_version_still_load() -> None:
+    """Plain dicts (no version) as the previous syncx stored them; ``from``/``to`` renamed."""
+    mark = {"value": 5, "inclusive": True, "keys": [1]}
+    old = {"mode": "keyset", "key": "id", "range": None, "nulls": False, "from": mark, "to": 9}
+    split = decode(MysqlReader.split_type, old)
+    assert split == MysqlSplit(mode="keyset", key="id", start=mark, stop=9)
+    assert decode(MysqlReader.split_type, split.to_json()) == split
+    position = decode(MysqlReader.position_type, {"after": 7, "inc": mark})
+    assert position == MysqlPosition(after=7, inc=mark)
+    assert position.to_json() == {"v": 1, "after": 7, "inc": mark}
 
 
 def test_layout_casts_every_batch_and_arenas_are_capped_only_when_reading(db: Db) -> None:

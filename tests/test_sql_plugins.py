@@ -365,6 +365,7 @@ def test_resume_round_trip_continues_exactly(db: Db, key: str) -> None:
     if key == "int-pk":
         assert position == {"v": 1, "after": taken[-1]["id"]}
         assert isinstance(position["after"], int)
+    del position["v"]  # a checkpoint of the previous version: plain dicts without a version
     rest = [row for b in _read_split(reader(), split, position) for row in b.to_pylist()]
     assert taken + rest == full
 
