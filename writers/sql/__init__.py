@@ -62,8 +62,10 @@ layout>``: the target's columns, ``_syncx_op`` and the segment metadata); the co
 transaction with the marker, deletes per target every key with a staged change and inserts each
 key's last upsert, picked by a window function so the commit is linear in the number of staged
 changes (a deadlock with another subtask's commit is retried). At-least-once applies
-each batch the same way at once. ``ddl: apply`` runs a DDL when it arrives
-(:func:`writers.sql.ddl.apply_ddl`, idempotent). ``mysqlwriter`` applies changes inside its own
+each batch the same way at once. ``ddl: apply`` (:func:`writers.sql.ddl.apply_ddl`,
+idempotent): exactly-once defers a DDL and what follows it until the changes before it are
+committed (:mod:`writers.sql.deferred`), so a restore can replay those changes into the layout
+they were captured in; at-least-once commits what is open and runs the DDL at once. ``mysqlwriter`` applies changes inside its own
 transactions instead, XA when exactly-once, with nothing staged.
 
 ``writeMode``: ``insert``; ``replace`` and ``update`` both upsert on ``updateKey`` (or the

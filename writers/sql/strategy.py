@@ -6,7 +6,8 @@ its parameters; each writer subtask gets a :class:`Session` of it. ``sqlwriter``
 - :class:`StagedStrategy` (``semantic: exactly-once``): rows and changes go into staging tables
   tagged with the subtask's current *segment*, in a short transaction per batch; ``prepare``
   seals the segment and returns its handle; the commit moves it into the target once
-  (:mod:`writers.sql.staging`, :mod:`writers.sql.changes`).
+  (:mod:`writers.sql.staging`, :mod:`writers.sql.changes`). A DDL and what follows it are
+  deferred until their segment is committed (:mod:`writers.sql.deferred`).
 - :class:`DirectStrategy` (``semantic: at-least-once``): rows go straight into the target in one
   transaction per subtask committed at ``prepare`` (per batch on SQLite, where one writer holds
   the database lock); changes are applied by key at once. Nothing to recover.
