@@ -1321,7 +1321,7 @@ def test_mysqlwriter_begin_commits_or_removes_changes_staged_by_sqlwriter(
     task.prepare(2)  # checkpoint 2 never completes
     task.close()
     staging.close()
-    assert stored["kind"] == "cdc" and _staged(pair) == 3
+    assert stored.kind == "cdc" and _staged(pair) == 3
     sink = mysql_sink(pair)
     sink["parameter"]["connection"][0]["table"] = ["kv"]
     writer = in_process(pair, tmp_path, MysqlWriter, MysqlWriterParams, sink)
@@ -1380,7 +1380,7 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
         task = first_writer.open(0, 1, None)
         assert not task.write(changes(old, ("c", None, [1, "a"]), ("c", None, [2, "b"])))
         first = task.prepare(1)
-        assert first["kind"] == "xa" and "deferred" not in first
+        assert first.kind == "xa" and first.deferred == 0
         assert not task.write(changes(old, ("u", [2, "b"], [2, "bb"])))  # held: 2 is locked
         task.commit(first)  # ... and applied now, in the next transaction
         ddl = "ALTER TABLE kv ADD COLUMN w INT NULL"
@@ -1392,7 +1392,7 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
             changes(new, ("d", [2, "bb", None], None), ("u", [3, "c", 30], [5, "c", 31]))
         )
         second = task.prepare(2)
-        assert second["deferred"] == 3
+        assert second.deferred == 3
         assert target() == ([(1, "a"), (2, "b")], 0)  # prepared: invisible, DDL not run
         with pytest.raises(FatalError, match=r"rejected by .*kv.*stays in _syncx_deferred"):
             task.commit(second)
@@ -1409,7 +1409,7 @@ def test_mysqlwriter_holds_then_defers_changes_around_prepared_work_and_a_ddl(
         task = restored.open(0, 1, None)
         assert not task.write(changes(new, ("c", None, [7, "g", 70])))
         third = task.prepare(3)
-        assert "deferred" not in third
+        assert third.deferred == 0
         task.commit(third)
         assert target() == ([(1, "far too long", 10), (5, "c", 31), (7, "g", 70)], 0)
         restored.close()

@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -32,17 +33,18 @@ import pyarrow.parquet as pq
 import pymysql
 import pytest
 
+from libs.mysql import fetch
 from libs.mysql.connect import DRIVERS
 from libs.mysql.fetch import Fetcher
 from libs.mysql.xa import Xid, xa_recover
-from readers.mysql import MysqlReader, MysqlReaderParams, Watermark
-from sync.contract import DirtyRecord, JobContext, job_identity
+from readers.mysql import MysqlPosition, MysqlReader, MysqlReaderParams, MysqlSplit, Watermark
+from sync.contract import DirtyRecord, JobContext, decode, job_identity
 from sync.errors import JobFailedError
 from sync.model import Setting
 from tests.conftest import REPO, RunCli, compat_file, compat_files, syncx_command
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.mariadb import MariaDB, ensure_server
-from writers.mysql import MysqlWriter, MysqlWriterParams
+from writers.mysql import MysqlWriter, MysqlWriterParams, XaHandle
 
 pytestmark = pytest.mark.mysql
 
@@ -670,9 +672,9 @@ def test_xa_prepared_rows_are_invisible_until_committed(db: Db) -> None:
     assert task.prepare(1) is None  # nothing written: no transaction, no xid
     assert not task.write(_ids(1, 100))
     first = task.prepare(2)
-    assert first["kind"] == "xa" and first["checkpoint"] == 2 and first["rows"] == 100
+    assert isinstance(first, XaHandle) and first.checkpoint == 2 and first.rows == 100
     assert db.count("t") == 0
-    assert [str(x) for x in _prepared(db, writer)] == [str(Xid.from_json(first["xid"]))]
+    assert [str(x) for x in _prepared(db, writer)] == [str(first.xa)]
     assert not task.write(_ids(101, 50))  # the next transaction, on a new connection
     task.commit(first)
     assert db.count("t") == 100
@@ -700,8 +702,9 @@ def test_xa_restore_commits_the_checkpoint_and_rolls_back_later_work(db: Db) -> 
     later = tasks[0].prepare(2)  # ... checkpoint 2 is prepared but never stored
     tasks[1].write(_ids(31, 10))  # open, not prepared
     for task in tasks:  # the process dies: its connections close
-        if task._raw is not None:  # type: ignore[attr-defined]
-            task._raw.close()  # type: ignore[attr-defined]
+        raw = task.session._raw  # type: ignore[attr-defined]
+        if raw is not None:
+            raw.close()
     writer.close()
     assert later is not None
     assert len(_prepared(db, writer)) == 3
@@ -709,7 +712,15 @@ def test_xa_restore_commits_the_checkpoint_and_rolls_back_later_work(db: Db) -> 
         "t", ctx=db.ctx(job="restore", run="20240101000000-aaaaaa"), semantic="exactly-once"
     )
     restored.check()
-    restored.begin(stored, fresh=False)
+    # the checkpoint was written by the previous version of syncx: handles were plain dicts
+    legacy = [
+        {k: v for k, v in h.to_json().items() if k not in ("v", "schema", "deferred")}
+        for h in stored
+        if h is not None
+    ]
+    assert all(h["kind"] == "xa" for h in legacy)
+    assert [decode(restored.handle_type, h) for h in legacy] == stored
+    restored.begin([decode(restored.handle_type, h) for h in legacy], fresh=False)
     assert db.query("SELECT MIN(id), MAX(id), COUNT(*) FROM t") == [(1, 20, 20)]
     assert _prepared(db, restored) == []
     restored.begin(stored, fresh=False)  # a second restore of the same checkpoint: no change
@@ -725,7 +736,8 @@ def test_xa_commit_of_a_transaction_rolled_back_by_hand_fails_loudly(db: Db) -> 
     task.write(_ids(1, 5))
     handle = task.prepare(1)
     task.close()
-    db.execute(f"XA ROLLBACK {Xid.from_json(handle['xid']).sql()}")
+    assert isinstance(handle, XaHandle)
+    db.execute(f"XA ROLLBACK {handle.xa.sql()}")
     with pytest.raises(JobFailedError, match="rolled back outside syncx"):
         writer.commit_handle(handle)
     assert db.count("t") == 0
@@ -853,7 +865,7 @@ def test_range_splits_on_a_uniform_key_have_equal_widths(db: Db) -> None:
     db.execute("INSERT INTO t SELECT seq, seq FROM seq_1_to_10000")
     reader = db.reader("t", splitPk="id")
     reader.check()
-    spans = [s.data["range"] for s in reader.plan(4)]
+    spans = [s.data.range for s in reader.plan(4)]
     assert [(s["lo"], s["hi"]) for s in spans] == [
         (None, 2501),
         (2501, 5001),
@@ -889,9 +901,51 @@ def test_non_unique_restore_column_resumes_exactly(db: Db) -> None:
         if batch is None:
             break
         seen.extend(batch.column("id").to_pylist())
-        position = json.loads(json.dumps(opened.snapshot()))
+        position = json.loads(json.dumps(opened.snapshot().to_json()))  # as a checkpoint
         opened.close()
     assert sorted(seen) == list(range(1, 2001)) and len(seen) == 2000
+
+
+def test_split_data_and_positions_of_the_previous_version_still_load() -> None:
+    """Plain dicts (no version) as the previous syncx stored them; ``from``/``to`` renamed."""
+    mark = {"value": 5, "inclusive": True, "keys": [1]}
+    old = {"mode": "keyset", "key": "id", "range": None, "nulls": False, "from": mark, "to": 9}
+    split = decode(MysqlReader.split_type, old)
+    assert split == MysqlSplit(mode="keyset", key="id", start=mark, stop=9)
+    assert decode(MysqlReader.split_type, split.to_json()) == split
+    position = decode(MysqlReader.position_type, {"after": 7, "inc": mark})
+    assert position == MysqlPosition(after=7, inc=mark)
+    assert position.to_json() == {"v": 1, "after": 7, "inc": mark}
+
+
+def test_layout_casts_every_batch_and_arenas_are_capped_only_when_reading(db: Db) -> None:
+    """``layout=`` (what binlogreader's snapshot reader gives): batches take its names and
+    types, values that do not fit are dirty. glibc's arenas are capped when a split opens, not
+    when the plugin is built or checked (``syncx validate``)."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))")
+    db.execute("INSERT INTO t VALUES (1, '10'), (2, 'x'), (3, NULL)")
+    layout = pa.schema([("key", pa.int64()), ("value", pa.int32())])
+    ctx = db.ctx()
+    params = {"username": "root", "connection": [db.connection("t")]}
+    fetch._ARENAS_LIMITED = False  # as in a fresh process
+    reader = MysqlReader(MysqlReaderParams.model_validate(params), ctx, layout=layout)
+    db.plugins.append(reader)
+    reader.check()
+    (split,) = reader.plan(1)
+    assert reader.schema() == layout
+    assert not fetch._ARENAS_LIMITED
+    opened = reader.open(split, None)
+    assert (
+        sys.platform == "linux" and not os.environ.get("MALLOC_ARENA_MAX")
+    ) == fetch._ARENAS_LIMITED
+    batches = [b for b in opened.batches() if b is not None]
+    opened.close()
+    assert all(b.schema == layout for b in batches)
+    assert pa.Table.from_batches(batches).to_pylist() == [
+        {"key": 1, "value": 10},
+        {"key": 3, "value": None},
+    ]
+    assert [d.row for d in ctx.dirty] == [{"key": 2, "value": "x"}]  # type: ignore[attr-defined]
 
 
 def test_restore_from_a_position_rereads_nothing(db: Db) -> None:
@@ -906,7 +960,7 @@ def test_restore_from_a_position_rereads_nothing(db: Db) -> None:
         first = [b for b in (next(batches) for _ in range(3)) if b is not None]
         position = opened.snapshot()
         opened.close()
-        assert position == {"after": first[-1].column("id")[-1].as_py()}
+        assert position == MysqlPosition(after=first[-1].column("id")[-1].as_py())
         rest = [b for b in reader.open(split, position).batches() if b is not None]
         ids = [i for b in first + rest for i in b.column("id").to_pylist()]
         assert ids == list(range(1, 1001)), driver
@@ -1557,7 +1611,7 @@ def test_host_port_database_form_and_order_by_column(db: Db) -> None:
     table, positions = read_all(reader)
     assert table.num_rows == 500
     assert sorted(table.column("v").to_pylist()) == sorted(f"v{i}" for i in range(1, 501))
-    assert positions == [{"after": 49}]
+    assert positions == [MysqlPosition(after=49)]
     assert "password" not in json.dumps(reader.params.model_dump(mode="json", by_alias=True)["url"])
 
 

@@ -29,14 +29,22 @@ import yaml
 
 from libs.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
 from libs.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
-from readers.sql import SqlReader, SqlReaderParams
-from sync.contract import DirtyRecord, JobContext, Split
+from readers.sql import SqlPosition, SqlReader, SqlReaderParams, SqlSplit
+from sync.contract import DirtyRecord, JobContext, Split, decode
 from sync.errors import JobFailedError, JobFileError, SyncxError
 from sync.job import fingerprint
 from sync.jobfile import load_job
 from sync.model import Setting
 from tests.conftest import REPO, RunCli, syncx_command
-from writers.sql import CDC_STAGE_PREFIX, MARKER_TABLE, STAGE_PREFIX, SqlWriter, SqlWriterParams
+from writers.sql import (
+    CDC_STAGE_PREFIX,
+    MARKER_TABLE,
+    STAGE_PREFIX,
+    CdcHandle,
+    RowsHandle,
+    SqlWriter,
+    SqlWriterParams,
+)
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -352,11 +360,12 @@ def test_resume_round_trip_continues_exactly(db: Db, key: str) -> None:
         batch = next(iterator)
         assert batch is not None
         taken.extend(batch.to_pylist())
-    position = json.loads(json.dumps(first.snapshot()))
+    position = json.loads(json.dumps(first.snapshot().to_json()))  # as a checkpoint stores it
     first.close()
     if key == "int-pk":
-        assert position == {"after": taken[-1]["id"]}
+        assert position == {"v": 1, "after": taken[-1]["id"]}
         assert isinstance(position["after"], int)
+    del position["v"]  # a checkpoint of the previous version: plain dicts without a version
     rest = [row for b in _read_split(reader(), split, position) for row in b.to_pylist()]
     assert taken + rest == full
 
@@ -366,13 +375,13 @@ def test_resume_inside_the_null_key_phase(db: Db) -> None:
     db.insert(name, [{"id": i, "grp": None if i <= 40 else i, "v": "x"} for i in range(1, 101)])
     reader = db.reader(table=name, splitPk="grp", fetchSize=8)
     splits = reader.plan(2)
-    assert [s.data["nulls"] for s in splits] == [True, False]
+    assert [s.data.nulls for s in splits] == [True, False]
     opened = reader.open(splits[0], None)
     iterator = iter(opened.batches())
     head = [r for _ in range(2) for r in next(iterator).to_pylist()]  # type: ignore[union-attr]
     position = opened.snapshot()
     opened.close()
-    assert position == {"nulls": 16}
+    assert position == SqlPosition(nulls=16)
     rest = [r for b in _read_split(reader, splits[0], position) for r in b.to_pylist()]
     second = [r for b in _read_split(reader, splits[1]) for r in b.to_pylist()]
     ids = [r["id"] for r in head + rest + second]
@@ -400,27 +409,29 @@ def test_range_splits_are_disjoint_and_cover_a_skewed_key(
     reader = db.reader(db.ctx(**setting), table=name, splitPk="k", fetchSize=32)
     splits = reader.plan(parallelism)
     assert len(splits) == parallelism
-    assert {s.data["key"] for s in splits} == {restore_column or "k"}
+    assert {s.data.key for s in splits} == {restore_column or "k"}
     if parallelism > 1:
-        ranges = [s.data["range"] for s in splits]
+        ranges = [s.data.range for s in splits]
         assert ranges[0]["lo"] is None and ranges[-1]["hi"] is None
         for left, right in itertools.pairwise(ranges):
             assert left["hi"] == right["lo"]
             assert left["hiInclusive"] is False and right["loInclusive"] is True
     seen: list[int] = []
     for split in splits:
-        span = split.data["range"] or {"lo": None, "hi": None}
+        span = split.data.range or {"lo": None, "hi": None}
         for batch in _read_split(reader, split):
             for row_id, k in zip(
                 batch["id"].to_pylist(), [keys[i] for i in batch["id"].to_pylist()], strict=True
             ):
                 seen.append(row_id)
-                if k is not None and not split.data["nulls"]:
+                if k is not None and not split.data.nulls:
                     assert span["lo"] is None or k >= span["lo"]
                     assert span["hi"] is None or k < span["hi"]
     assert sorted(seen) == list(range(len(keys)))  # every row exactly once
     # splits survive a checkpoint (JSON) and read the same
-    again = [Split.from_json(json.loads(json.dumps(s.to_json()))) for s in splits]
+    again = [
+        Split.from_json(json.loads(json.dumps(s.to_json())), reader.split_type) for s in splits
+    ]
     assert again == splits
 
 
@@ -433,7 +444,7 @@ def test_keyless_sources_resume_by_offset(db: Db) -> None:
     source = view  # a view has neither primary key nor rowid
     reader = db.reader(table=source, fetchSize=10)
     (split,) = reader.plan(3)
-    assert split.data == {"mode": "stream"}
+    assert split.data == SqlSplit(mode="stream")
     full = [tuple(r.values()) for b in _read_split(reader, split) for r in b.to_pylist()]
     assert len(full) == 100
     opened = reader.open(split, None)
@@ -441,13 +452,13 @@ def test_keyless_sources_resume_by_offset(db: Db) -> None:
     head = [tuple(r.values()) for _ in range(3) for r in next(iterator).to_pylist()]  # type: ignore[union-attr]
     position = opened.snapshot()
     opened.close()
-    assert position == {"offset": 30}
+    assert position == SqlPosition(offset=30)
     rest = [tuple(r.values()) for b in _read_split(reader, split, position) for r in b.to_pylist()]
     assert head + rest == full
     if db.kind == "sqlite":  # a table without primary key is paginated by rowid
         (split,) = db.reader(table=name).plan(1)
-        assert split.data["mode"] == "keyset"
-        assert split.data["key"] == "rowid"
+        assert split.data.mode == "keyset"
+        assert split.data.key == "rowid"
         assert len(_read_all(db.reader(table=name, fetchSize=7))) == 100
 
 
@@ -456,7 +467,7 @@ def test_custom_sql_with_and_without_key(db: Db) -> None:
     sql = f'SELECT id, v, id * 2 AS twice FROM "{name}" WHERE id > 10'
     plain = db.reader(customSql=sql, where="id <= 40", fetchSize=8)
     (split,) = plain.plan(2)
-    assert split.data == {"mode": "custom"}
+    assert split.data == SqlSplit(mode="custom")
     assert plain.schema() is None
     opened = plain.open(split, None)
     rows = [r for b in opened.batches() if b is not None for r in b.to_pylist()]
@@ -472,7 +483,7 @@ def test_custom_sql_with_and_without_key(db: Db) -> None:
     )
     assert typed.schema() == pa.schema([pa.field("twice", pa.int64()), pa.field("v", pa.string())])
     splits = typed.plan(2)
-    assert [s.data["mode"] for s in splits] == ["keyset", "keyset"]
+    assert [s.data.mode for s in splits] == ["keyset", "keyset"]
     got = sorted(r["twice"] for s in splits for b in _read_split(typed, s) for r in b.to_pylist())
     assert got == [2 * i for i in range(11, 51)]
 
@@ -499,7 +510,7 @@ def test_schema_qualified_tables_and_restore_column_index(db: Db) -> None:
     ctx = db.ctx(restore={"isRestore": True, "restoreColumnName": "", "restoreColumnIndex": 1})
     reader = db.reader(ctx, table=source, schema=schema, column=["v", "id"], fetchSize=4)
     (split,) = reader.plan(1)
-    assert split.data["key"] == "id"  # column[1]
+    assert split.data.key == "id"  # column[1]
     batches = _read_split(reader, split)
     assert [r["id"] for b in batches for r in b.to_pylist()] == list(range(1, 31))
     target = db.name("dst")
@@ -627,7 +638,8 @@ def test_commit_is_idempotent_and_abort_leaves_the_target_untouched(db: Db) -> N
     task = writer.open(0, 1, None)
     task.write(_batch([1, 2], ["a", "b"]))
     first = task.prepare(7)
-    assert json.loads(json.dumps(first)) == first
+    assert isinstance(first, RowsHandle)
+    assert SqlWriter.handle_type.from_json(json.loads(json.dumps(first.to_json()))) == first
     assert db.rows(name) == []  # durable but not visible
     task.commit(first)
     task.commit(first)
@@ -663,9 +675,22 @@ def test_begin_commits_handles_and_removes_other_staged_rows(db: Db) -> None:
     foreign_task = foreign.open(0, 1, None)
     foreign_task.write(_batch([9], ["z"]))
     assert db.staged() == 6
-    # the process dies; a restore of checkpoint 1 begins a new attempt
+    # the process dies; a restore of checkpoint 1 begins a new attempt, from a checkpoint
+    # written by the previous version of syncx (handles were plain dicts without a kind)
+    assert isinstance(stored, RowsHandle)
+    legacy = {
+        "schema": stored.schema,
+        "job": "orders",
+        "run": "run-1",
+        "subtask": 0,
+        "checkpoint": 1,
+        "segment": stored.segment,
+        "table": stored.table,
+        "columns": stored.columns,
+    }
     restored = db.writer(db.ctx(job="orders", run="run-1"), table=name)
-    restored.begin([stored], fresh=False)
+    assert decode(restored.handle_type, legacy) == stored
+    restored.begin([decode(restored.handle_type, legacy)], fresh=False)
     assert db.rows(name) == [(1, "a", 1), (2, "b", 1)]
     assert db.staged() == 1  # only the other job's row
     restored.begin([stored], fresh=False)  # a second restore commits nothing twice
@@ -775,7 +800,8 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
     )
     first = task.prepare(1)
     if semantic == "exactly-once":
-        assert first["kind"] == "cdc" and json.loads(json.dumps(first)) == first
+        assert isinstance(first, CdcHandle)
+        assert SqlWriter.handle_type.from_json(json.loads(json.dumps(first.to_json()))) == first
         assert db.rows(name) == []  # staged: durable, not visible
         task.commit(first)
         task.commit(first)  # once only
@@ -794,7 +820,9 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
         task.abort(third)  # checkpoint 3 never completes
         task.close()
         restored = db.writer(table=name, semantic=semantic)
-        restored.begin([second], fresh=False)  # a restore of checkpoint 2 commits it
+        assert isinstance(second, CdcHandle)
+        legacy = {k: v for k, v in second.to_json().items() if k != "v"}  # the previous form
+        restored.begin([decode(SqlWriter.handle_type, legacy)], fresh=False)  # commits it
         restored.begin([second], fresh=False)
         assert db.staged(CDC_STAGE_PREFIX) == 0
         expected = [(2, "bb", 5, "x"), (4, "d", 4, "n"), (10, "a", 1, None)]
@@ -803,6 +831,47 @@ def test_changes_apply_by_key_with_a_ddl_in_either_semantic(db: Db, semantic: st
         task.close()
         expected = [(2, "bb", 5, "x"), (10, "a", 1, None)]
     assert db.rows(name) == expected
+
+
+def test_a_ddl_waits_for_the_commit_of_the_changes_before_it(db: Db) -> None:
+    """Exactly-once: a DDL (and what follows it) is deferred until its checkpoint commits. A kill
+    after a DROP COLUMN arrived, before its checkpoint, leaves the column there, so the restore
+    can replay the older changes that still carry it; the commit then drops it."""
+    name = _target(db)
+    old = [("id", pa.int64()), ("name", pa.string()), ("qty", pa.int64())]
+    new = old[:2]
+    drop = ddl_batch("shop", "orders", "ALTER TABLE orders DROP COLUMN qty", _AT)
+    writer = db.writer(table=name)
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    assert not task.write(_changes(old, ("c", None, [1, "a", 1])))
+    first = task.prepare(1)
+    task.commit(first)
+    after_first = [
+        _changes(old, ("u", [1, "a", 1], [1, "a", 5])),
+        drop,
+        _changes(new, ("c", None, [2, "b"])),
+    ]
+    for batch in after_first:
+        assert not task.write(batch)
+    assert db.rows(name) == [(1, "a", 1)]  # the DDL has not run
+    task.prepare(2)  # checkpoint 2 never completes: the process dies
+    task.close()
+    restored = db.writer(table=name)
+    restored.begin([first], fresh=False)  # restore checkpoint 1: the reader sends it all again
+    task = restored.open(0, 1, None)
+    for batch in after_first:
+        assert not task.write(batch)
+    second = task.prepare(2)
+    assert isinstance(second, CdcHandle) and second.deferred == 2
+    task.commit(second)
+    task.commit(second)  # once only
+    assert db.rows(name) == [(1, "a"), (2, "b")]
+    with db.engine.connect() as conn:
+        assert sa.inspect(conn).has_table("_syncx_deferred", schema=db.schema)
+        left = conn.execute(sa.text("SELECT COUNT(*) FROM _syncx_deferred")).scalar_one()
+    assert left == 0
+    task.close()
 
 
 # -- bad inputs -----------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 What the two plugins (and ``binlogreader``) share, on top of :mod:`libs.sql`, one module each:
 
 - **Where to connect** (``connect``). ``jdbc:mysql://host:port/db?k=v`` (and ``jdbc:mariadb:``) map to
-  SQLAlchemy's ``mysql+pymysql``; :class:`MysqlEndpoint` adds the plain ``host`` / ``port`` /
-  ``database`` form. Every connection uses ``utf8mb4`` and the session time zone ``+00:00``, so
+  SQLAlchemy's ``mysql+pymysql`` through the MySQL dialect of :mod:`libs.sql` (a static table:
+  ``sqlreader``/``sqlwriter`` get it too, whatever else is loaded); :class:`MysqlEndpoint` adds
+  the plain ``host`` / ``port`` / ``database`` form. Every connection — the dialect's engines and
+  :func:`connect`'s DB-API ones — uses ``utf8mb4`` and the session time zone ``+00:00``, so
   ``TIMESTAMP`` values travel as UTC. JDBC driver properties (``useSSL``, ...) are ignored.
 - **Types** (``types``: :class:`MysqlType`, :func:`mysql_type`, :func:`mysql_type_of_field`): one Arrow
   type per MySQL column type, the same for every driver; the table is in the README ("MySQL
@@ -21,7 +23,8 @@ What the two plugins (and ``binlogreader``) share, on top of :mod:`libs.sql`, on
   run); the page is cut into ``fetchSize`` batches without copying. Memory: what connectorx
   allocated for a page is given back to the system after it (glibc ``malloc_trim``), and glibc's
   arenas are capped at two (:func:`limit_malloc_arenas`): together about 70 MB less peak RSS on
-  the benchmark, at no measurable cost in time.
+  the benchmark, at no measurable cost in time. The cap is set when a split starts reading,
+  not when a plugin is built (``syncx validate`` and other plugins are left alone).
 - **Errors** (``connect``): MySQL error codes sorted into lost connections (retried, then
   :class:`~sync.errors.RetriableError`), rejected rows (dirty records) and the rest.
 - **Writing** (``text``: :func:`tsv_text`, :func:`sql_values`): an Arrow batch as ``LOAD DATA`` text or as

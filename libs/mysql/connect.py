@@ -20,9 +20,7 @@ from sqlalchemy.engine import URL
 
 from libs.sql import (
     DEFAULT_CONNECT_TIMEOUT,
-    DIALECT_SETUP,
-    DRIVER_PACKAGES,
-    JDBC_DRIVERS,
+    SESSION_TIME_ZONE,
     parse_url,
     safe_url,
     scrub,
@@ -33,28 +31,6 @@ from sync.model import Params
 from sync.registry import require
 
 log = logging.getLogger(__name__)
-
-JDBC_DRIVERS.setdefault("mysql", "mysql+pymysql")
-JDBC_DRIVERS.setdefault("mariadb", "mysql+pymysql")
-DRIVER_PACKAGES.setdefault("connectorx", "connectorx")
-
-SESSION_TIME_ZONE = "+00:00"
-"""Every connection's time zone: TIMESTAMP values are read and written as UTC."""
-
-
-def _setup_mysql(url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
-    """Engine settings: utf8mb4, UTC session, connect timeout, ``queryTimeOut`` as read timeout."""
-    args = kwargs.setdefault("connect_args", {})
-    args.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    args.setdefault("charset", "utf8mb4")
-    args.setdefault("init_command", f"SET time_zone = '{SESSION_TIME_ZONE}'")
-    if query_timeout:
-        args.setdefault("read_timeout", int(query_timeout))
-    return url
-
-
-DIALECT_SETUP.setdefault("mysql", _setup_mysql)
-DIALECT_SETUP.setdefault("mariadb", _setup_mysql)
 
 
 class MysqlConfigError(JobFileError, FatalError):

@@ -1,77 +1,25 @@
-"""``sqlreader``: a table (or a query) of any SQLAlchemy database, read by keyset pagination.
-
-SQLite works with nothing installed; PostgreSQL needs ``psycopg`` (``pip install
-'psycopg[binary]'``); dialect plugins (``mysqlreader``) subclass :class:`SqlReader` and override
-its hooks.
-
-**Splits.** With ``splitPk`` (a numeric column) and more than one reader channel, ``[MIN, MAX]``
-of ``splitPk`` (under ``where``) is cut into that many disjoint key ranges of equal width; the
-first range is open below and the last open above, so rows outside ``[MIN, MAX]`` are read too,
-and each bound says whether it is inclusive (``split.data["range"]``). Otherwise one split.
-
-**Keyset pagination.** A split is read page by page with
-``SELECT cols FROM t WHERE (where) AND <range> AND key > :last ORDER BY key LIMIT :n`` (values are
-bound parameters; names are always quoted by the dialect; ``where`` is inserted as SQL, by
-design). Each page is a short transaction, so no cursor stays open across the table. The key is
-``setting.restore.restoreColumnName`` (or the column at ``restoreColumnIndex`` when the name is
-blank and ``isRestore`` is on), else ``splitPk``, else the table's single-column primary key, else
-SQLite's ``rowid``. A key that is not unique is handled exactly: when a page ends inside a run
-of equal key values, the whole run is fetched before the page is emitted. A split's position is
-``{"after": <last key value>}`` (ints stay ints; dates, decimals, bytes are tagged so they
-round-trip with their type); a restore from it re-reads nothing.
-
-**NULL keys.** ``key > :last`` never matches NULL, so when the key (or ``splitPk``) column is
-nullable, the first split first reads the rows whose key is NULL, ordered by every column and
-resumable by offset (position ``{"nulls": rows}``).
-
-**No key at all** (a view, or a table without primary key on a server without ``rowid``): one
-split streamed with a server-side cursor, ``ORDER BY`` every column so that the order is
-deterministic; the position is ``{"offset": rows}`` and a restore skips that many rows (exact
-while the table does not change; rows that are equal in every column are interchangeable).
-When a column cannot be sorted (PostgreSQL ``json``) the position stays ``None`` and a restore
-reads the split again from its start: rows committed before the failure are then written
-again (at-least-once for that job). A warning says so.
-
-**customSql** replaces the table: ``SELECT <column> FROM (<customSql>) AS syncx_q WHERE (where)``.
-With ``splitPk`` or a restore column among its result columns it is paginated and split like a
-table. Without one it is a single split streamed with one cursor whose position stays ``None``:
-a restore re-reads the whole query (at-least-once). Give ``column`` as ``{name, type}`` to fix
-the batch schema; otherwise types are inferred from each page.
-
-**Types** come from reflection (:func:`libs.sql.arrow_type_of`); ``column: [{name, type}]``
-casts a column to a ChunJun type name. A value that does not convert is a dirty record (kind
-``conversion``) and the rest of its page goes on. ``restoreColumnType`` is informational: the
-reflected type of the column is what counts.
-
-``fetchSize`` is the page size, capped by the runtime's batch size; ``queryTimeOut`` (seconds)
-becomes PostgreSQL's ``statement_timeout`` (SQLite has none).
-"""
+"""The ``sqlreader`` plugin: plans key-range splits of a table or query and opens them."""
 
 from __future__ import annotations
 
 import decimal
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import sqlalchemy as sa
-from pydantic import Field, field_validator, model_validator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
-from sqlalchemy.sql import ColumnElement, FromClause, Select, sqltypes
+from sqlalchemy.sql import ColumnElement, Select, sqltypes
 from typing_extensions import override
 
 from libs.sql import (
     ColumnInfo,
     EngineHolder,
-    SqlConnectionParams,
     TableInfo,
     arrow_type_of,
-    decode_value,
-    encode_value,
     ident,
     is_orderable,
     open_engine,
@@ -83,6 +31,10 @@ from libs.sql import (
     value_converter,
 )
 from libs.types import arrow_type, conform
+from readers.sql.params import SqlColumn, SqlReaderParams
+from readers.sql.source import START, KeyColumn, Source, SourceColumn, infer_batch
+from readers.sql.split import SqlSplitReader
+from readers.sql.state import SqlPosition, SqlSplit, as_state
 from sync.contract import (
     DirtyRecord,
     Estimate,
@@ -93,138 +45,12 @@ from sync.contract import (
     SplitReader,
 )
 from sync.errors import ConfigIssue, JobFailedError, JobFileError
-from sync.model import Params
 
-__all__ = ["SqlColumn", "SqlReader", "SqlReaderParams", "SqlSplitReader"]
+__all__ = ["SqlReader", "explain"]
 
 log = logging.getLogger(__name__)
 
 _CUSTOM_ALIAS = "syncx_q"
-
-
-class SqlColumn(Params):
-    """A column to read: its name and optionally the ChunJun type to cast it to."""
-
-    name: str
-    type: str | None = None
-
-
-class SqlReaderParams(SqlConnectionParams):
-    """``parameter`` of ``sqlreader``."""
-
-    column: list[SqlColumn | str] | str | None = Field(
-        default=None, description="Columns to read: names or {name, type}; `*` or absent = all."
-    )
-    where: str | None = Field(default=None, description="SQL condition, inserted as written.")
-    custom_sql: str | None = Field(
-        default=None, description="A query to read instead of a table (see the module docs)."
-    )
-    split_pk: str | None = Field(
-        default=None, description="Numeric column whose range is split over reader channels."
-    )
-    fetch_size: Annotated[int, Field(gt=0)] = Field(
-        default=4096, description="Rows per page (at most the runtime's batch size)."
-    )
-    query_time_out: Annotated[float, Field(gt=0)] | None = Field(
-        default=None, description="Seconds a statement may run (PostgreSQL statement_timeout)."
-    )
-    request_accumulator_interval: int | None = Field(
-        default=None, description="Accepted for ChunJun compatibility (ignored)."
-    )
-
-    @field_validator("where", "custom_sql", "split_pk", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("fetch_size", mode="before")
-    @classmethod
-    def _chunjun_min_value_is_default(cls, value: Any) -> Any:
-        """ChunJun's default ``Integer.MIN_VALUE`` (MySQL streaming) means "the default" here."""
-        return 4096 if isinstance(value, int) and value <= 0 else value
-
-    @model_validator(mode="after")
-    def _table_or_query(self) -> SqlReaderParams:
-        if self.custom_sql is None and self.table_name() is None:
-            msg = "give `table` (or connection[0].table) or `customSql`"
-            raise ValueError(msg)
-        return self
-
-    def column_specs(self) -> list[SqlColumn] | None:
-        """The columns asked for, or None for all of them."""
-        raw = self.column
-        if raw is None or raw == "*":
-            return None
-        if isinstance(raw, str):
-            return [SqlColumn(name=raw)]
-        specs = [SqlColumn(name=c) if isinstance(c, str) else c for c in raw]
-        if len(specs) == 1 and specs[0].name == "*":
-            return None
-        return specs
-
-
-@dataclass(frozen=True)
-class SourceColumn:
-    """A column the reader selects: its SQL expression, and how it becomes Arrow."""
-
-    name: str
-    expr: ColumnElement[Any]
-    field: pa.Field | None
-    """The Arrow field values are built as (None: inferred per page, customSql without types)."""
-    converter: Any = None
-    orderable: bool = True
-    nullable: bool = True
-
-
-@dataclass(frozen=True)
-class KeyColumn:
-    """The keyset column (or the range column): expression and what is known about it."""
-
-    name: str
-    expr: ColumnElement[Any]
-    unique: bool
-    nullable: bool
-    numeric: bool | None
-    """True/False from reflection; None when unknown (customSql)."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """What a split reads from: a table or a customSql subquery, its columns, its keys."""
-
-    from_: FromClause
-    describe: str
-    columns: list[SourceColumn]
-    key: KeyColumn | None
-    range: KeyColumn | None
-    declared: pa.Schema | None
-    """The batch schema after the ``column[].type`` casts (None when types are inferred)."""
-    table: TableInfo | None = None
-
-    @property
-    def hidden_key(self) -> bool:
-        """Whether the key is selected only to paginate (not one of the output columns)."""
-        return self.key is not None and all(c.name != self.key.name for c in self.columns)
-
-    @property
-    def key_index(self) -> int:
-        """Where the key is in a fetched row."""
-        assert self.key is not None
-        for index, column in enumerate(self.columns):
-            if column.name == self.key.name:
-                return index
-        return len(self.columns)
-
-    def select_list(self) -> list[ColumnElement[Any]]:
-        """Output columns, then the key when it is not one of them."""
-        exprs = [c.expr for c in self.columns]
-        if self.key is not None and self.hidden_key:
-            exprs.append(self.key.expr)
-        return exprs
-
-
-_START = object()
-"""No key value yet: the split's first page."""
 
 
 def explain(conn: Connection, prefix: str, query: Select[Any]) -> CursorResult[Any]:
@@ -240,15 +66,16 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
     Hooks for dialect plugins: :meth:`create_engine`, :meth:`implicit_key`,
-    :meth:`column_specs`, :meth:`column_field`, :meth:`cut_points`, :meth:`page_query`,
-    :meth:`tie_query`, :meth:`stream_query`, :meth:`fetch_rows`, :meth:`to_batch` and
-    :attr:`split_reader_class`.
+    :meth:`column_specs`, :meth:`column_field`, :meth:`cut_points`, :meth:`conditions`,
+    :meth:`page_query`, :meth:`tie_query`, :meth:`stream_query`, :meth:`fetch_rows`,
+    :meth:`to_batch` and :meth:`open_split`; ``position_type`` and ``split_type``.
     """
 
     Parameters = SqlReaderParams
+    position_type: ClassVar[type[SqlPosition]] = SqlPosition
+    split_type: ClassVar[type[SqlSplit]] = SqlSplit
     plugin_name: ClassVar[str] = "sqlreader"
     param_path: ClassVar[str] = "job.content[0].reader.parameter"
-    split_reader_class: ClassVar[type[SqlSplitReader]]
 
     def __init__(self, params: SqlReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
@@ -283,9 +110,9 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 log.warning(
                     "%s: no key column to split on; one reader channel reads", self.plugin_name
                 )
-            return [Split(mode, {"mode": mode})]
+            return [Split(mode, self.split_type(mode=mode))]
         nulls = source.key.nullable or bool(source.range and source.range.nullable)
-        base = {"mode": "keyset", "key": source.key.name}
+        key = source.key.name
         bounds = (
             self.range_bounds(parallelism) if source.range is not None and parallelism > 1 else []
         )
@@ -296,7 +123,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                     self.plugin_name,
                     parallelism,
                 )
-            return [Split("all", {**base, "range": None, "nulls": nulls})]
+            return [Split("all", self.split_type(mode="keyset", key=key, nulls=nulls))]
         assert source.range is not None
         splits = []
         for index, (lo, hi) in enumerate(bounds):
@@ -307,28 +134,17 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 "hi": hi,
                 "hiInclusive": False,
             }
-            splits.append(
-                Split(f"range-{index}", {**base, "range": span, "nulls": nulls and index == 0})
-            )
+            data = self.split_type(mode="keyset", key=key, range=span, nulls=nulls and index == 0)
+            splits.append(Split(f"range-{index}", data))
         return splits
 
     @override
     def open(self, split: Split, position: Position | None) -> SplitReader:
-        source = self.source()
-        if split.data.get("mode") == "keyset":
-            span = split.data.get("range") or {}
-            planned = (split.data.get("key"), span.get("column"))
-            now = (
-                source.key.name if source.key is not None else None,
-                source.range.name if source.range is not None and span else None,
-            )
-            if planned != now:
-                msg = (
-                    f"split {split.id} was planned with key/range column {planned} but the job "
-                    f"now uses {now} (restoreColumnName or splitPk changed); start the job anew"
-                )
-                raise JobFailedError(msg)
-        return self.split_reader_class(self, split, position)
+        """Open a split (its data and position typed, or in their stored form)."""
+        data = as_state(self.split_type, split.data)
+        assert data is not None
+        split = Split(split.id, data)
+        return self.open_split(split, as_state(self.position_type, position))
 
     @override
     def estimate(self, splits: Sequence[Split]) -> Estimate | None:
@@ -350,6 +166,29 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 plan = explain(conn, "EXPLAIN (FORMAT JSON)", rows).scalar_one()
                 total += int(plan[0]["Plan"]["Plan Rows"])
         return Estimate(rows=total)
+
+    def open_split(self, split: Split, position: SqlPosition | None) -> SplitReader:
+        """Open a split whose data and position are typed; its key must not have changed."""
+        source = self.source()
+        data: SqlSplit = split.data
+        if data.mode == "keyset":
+            span = data.range or {}
+            planned = (data.key, span.get("column"))
+            now = (
+                source.key.name if source.key is not None else None,
+                source.range.name if source.range is not None and span else None,
+            )
+            if planned != now:
+                msg = (
+                    f"split {split.id} was planned with key/range column {planned} but the job "
+                    f"now uses {now} (restoreColumnName or splitPk changed); start the job anew"
+                )
+                raise JobFailedError(msg)
+        return self.new_split_reader(split, position)
+
+    def new_split_reader(self, split: Split, position: SqlPosition | None) -> SplitReader:
+        """The reader of an open split (a dialect plugin gives its own)."""
+        return SqlSplitReader(self, split, position)
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -423,7 +262,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         conds: list[ColumnElement[bool]] = []
         if self.params.where is not None:
             conds.append(sql_text(f"({self.params.where})"))  # type: ignore[arg-type]
-        span = split.data.get("range")
+        span = split.data.range
         if span and source.range is not None:
             column = source.range.expr
             if span.get("lo") is not None:
@@ -442,7 +281,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         assert source.key is not None
         key = source.key.expr
         conds = self.conditions(split)
-        conds.append(key.is_not(None) if after is _START else key > after)
+        conds.append(key.is_not(None) if after is START else key > after)
         query = sa.select(*source.select_list()).select_from(source.from_).where(*conds)
         return query.order_by(key).limit(limit)
 
@@ -462,7 +301,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         if nulls:
             assert source.key is not None
             null_conds = [source.key.expr.is_(None)]
-            ranged = bool(split.data.get("range"))  # only then do range bounds exclude NULLs
+            ranged = bool(split.data.range)  # only then do range bounds exclude NULLs
             if ranged and source.range is not None and source.range.name != source.key.name:
                 null_conds.append(source.range.expr.is_(None))
             conds.append(sa.or_(*null_conds))
@@ -493,7 +332,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
             converters = [c.converter for c in source.columns]
             batch, bad = rows_to_batch(rows, schema, converters)
         else:
-            batch, bad = _infer_batch(rows, [c.name for c in source.columns])
+            batch, bad = infer_batch(rows, [c.name for c in source.columns])
         for item in bad:
             self._report(rows[item.row], item.error, item.field)
         if source.declared is not None and not batch.schema.equals(source.declared):
@@ -516,7 +355,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
 
     def source(self) -> Source:
         """The reflected source (connects and checks on first use)."""
-        with self._lock:
+        with self.lock:
             if self._source is None:
                 with self.engine().connect() as conn:
                     if self.params.custom_sql is not None:
@@ -720,152 +559,3 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
                 self.plugin_name,
             )
         return Source(subquery, "customSql", columns, key, range_key, declared)
-
-
-def _infer_batch(
-    rows: Sequence[Sequence[Any]], names: list[str]
-) -> tuple[pa.RecordBatch, list[Any]]:
-    """A batch with Arrow-inferred types (customSql without declared types)."""
-    width = len(names)
-    columns = list(zip(*rows, strict=False))[:width] if rows else [() for _ in names]
-    arrays = []
-    for values in columns:
-        try:
-            arrays.append(pa.array(values))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-            arrays.append(
-                pa.array([None if v is None else str(v) for v in values], type=pa.string())
-            )
-    return pa.RecordBatch.from_arrays(arrays, names=names), []
-
-
-class SqlSplitReader(SplitReader):
-    """One open split: keyset pages (after a NULL-key phase), or one ordered stream.
-
-    Positions: ``None`` (start), ``{"nulls": n}`` (n NULL-key rows emitted), ``{"after": key}``
-    (keyset), ``{"offset": n}`` (ordered stream). :meth:`snapshot` returns the position after
-    the last batch :meth:`batches` yielded.
-    """
-
-    def __init__(self, reader: SqlReader, split: Split, position: Position | None) -> None:
-        self._reader = reader
-        self._split = split
-        self._position: Position | None = position
-        self._conn: Connection | None = None
-        self._result: Any = None
-
-    @override
-    def batches(self) -> Iterator[pa.RecordBatch | None]:
-        try:
-            yield from self._read(self._split.data.get("mode"))
-        finally:
-            self._release()
-
-    @override
-    def snapshot(self) -> Position:
-        return self._position
-
-    @override
-    def close(self) -> None:
-        self._release()
-
-    # -- phases ------------------------------------------------------------------------------
-
-    def _read(self, mode: str | None) -> Iterator[pa.RecordBatch | None]:
-        """The phases of a split of ``mode``. Dialect plugins override the phases
-        (``_keyset``, ``_stream``, ``_custom``, ``_release``) and may add modes here."""
-        if mode == "keyset":
-            if self._split.data.get("nulls") and not self._in_keyset():
-                yield from self._stream(nulls=True)
-            yield from self._keyset()
-        elif mode == "stream":
-            yield from self._stream(nulls=False)
-        else:
-            yield from self._custom()
-
-    def _in_keyset(self) -> bool:
-        return isinstance(self._position, dict) and "after" in self._position
-
-    def _connection(self) -> Connection:
-        if self._conn is None:
-            self._conn = self._reader.engine().connect()
-        return self._conn
-
-    def _release(self) -> None:
-        if self._result is not None:
-            try:
-                self._result.close()
-            finally:
-                self._result = None
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-    def _keyset(self) -> Iterator[pa.RecordBatch | None]:
-        reader = self._reader
-        source = reader.source()
-        assert source.key is not None
-        key_index, unique = source.key_index, source.key.unique
-        after: Any = _START
-        if self._in_keyset():
-            after = decode_value(self._position["after"])  # type: ignore[index]
-        limit = reader.page_rows
-        conn = self._connection()
-        stopping = reader.ctx.stopping
-        while not stopping.is_set():
-            try:
-                rows = list(reader.fetch_rows(conn, reader.page_query(self._split, after, limit)))
-                full = len(rows) == limit
-                if not rows:
-                    return
-                last = rows[-1][key_index]
-                if full and not unique:
-                    cut = len(rows)
-                    while cut > 0 and rows[cut - 1][key_index] == last:
-                        cut -= 1
-                    ties = reader.fetch_rows(conn, reader.tie_query(self._split, last))
-                    rows = rows[:cut] + list(ties)
-            finally:
-                conn.rollback()
-            batch = reader.to_batch(rows)
-            after = last
-            self._position = {"after": encode_value(last)}
-            yield batch if batch.num_rows else None
-            if not full:
-                return
-
-    def _stream(self, *, nulls: bool) -> Iterator[pa.RecordBatch | None]:
-        reader = self._reader
-        tag = "nulls" if nulls else "offset"
-        resumable = reader.stream_resumable()
-        offset = 0
-        if resumable and isinstance(self._position, dict) and tag in self._position:
-            offset = int(self._position[tag])
-        query = reader.stream_query(self._split, offset, nulls=nulls)
-        yield from self._run_stream(query, tag if resumable else None, offset)
-
-    def _custom(self) -> Iterator[pa.RecordBatch | None]:
-        yield from self._run_stream(self._reader.custom_query(), None, 0)
-
-    def _run_stream(
-        self, query: Select[Any], tag: str | None, offset: int
-    ) -> Iterator[pa.RecordBatch | None]:
-        reader = self._reader
-        limit = reader.page_rows
-        conn = self._connection()
-        self._result = conn.execution_options(stream_results=True, yield_per=limit).execute(query)
-        for rows in self._result.partitions(limit):
-            if reader.ctx.stopping.is_set():
-                return
-            batch = reader.to_batch(rows)
-            offset += len(rows)
-            self._position = {tag: offset} if tag is not None else None
-            yield batch if batch.num_rows else None
-        self._result.close()
-        self._result = None
-        conn.rollback()
-
-
-SqlReader.split_reader_class = SqlSplitReader
