@@ -50,7 +50,13 @@ from readers.binlog.decoder import RowDecoder, TableShape
 from readers.binlog.positions import BinlogPosition, SnapshotPosition, SnapshotSplit, StreamSplit
 from readers.binlog.server import privilege_problems, settings_problems
 from readers.binlog.stream import DDL_EMITTED
-from sync.contract import JobContext, StateVersionError, encode, job_identity
+from sync.contract import (
+    CompletedCheckpoint,
+    JobContext,
+    StateVersionError,
+    encode,
+    job_identity,
+)
 from sync.contract import decode as decode_state
 from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
@@ -975,6 +981,52 @@ def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_p
     pair.same()
     assert_applied_in_xa(pair, job, tmp_path / "state")
     work.close()
+
+
+def test_stream_restored_before_its_handover_waits_for_the_snapshot_again(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A checkpoint taken while the stream split waits for the snapshot (two reader channels:
+    the other one is still copying) stores no stream position; a run restored from it waits
+    again for a checkpoint with every snapshot split done before it emits a change. (A stream
+    that streamed at once beside a snapshot split still being read put a key's snapshot row and
+    its changes into two writer subtasks of one checkpoint: a duplicate key at their commits.)"""
+    work = Workload(pair.server, pair.source, seed=5)
+    work.insert("orders", 40)
+    work.close()
+    spec = binlog_job(pair, snapshot="initial", reader={"table": [f"{pair.source}.orders"]})
+    params = BinlogReaderParams.model_validate(spec["job"]["content"][0]["reader"]["parameter"])
+    setting = Setting.model_validate(spec["job"]["setting"] | {"speed": {"channel": 2}})
+
+    def reader() -> BinlogReader:
+        ctx = JobContext.of("handover", tmp_path, setting, run_id="20260101000000-abcdef")
+        return BinlogReader(params, ctx)
+
+    first = reader()
+    splits = first.plan(2)
+    stream, snapshot = splits[-1], frozenset(s.id for s in splits[:-1])
+    waiting = first.open(stream, None)
+    assert next(iter(waiting.batches())) is None  # waiting for the snapshot
+    stored = waiting.snapshot()
+    waiting.close()
+    first.close()
+    assert stored is None, f"a waiting stream stored {stored}: a restore would not wait"
+
+    pair.execute(pair.source, "UPDATE orders SET qty = -1 WHERE id = 1")  # after the handover
+    restored = reader()
+    opened = restored.open(stream, stored)
+    items = iter(opened.batches())
+    try:
+        deadline = time.monotonic() + 1.5  # more than a flush window and a tick
+        while time.monotonic() < deadline:
+            item = next(items)
+            assert not isinstance(item, pa.RecordBatch), "streamed before the handover"
+        restored.notify_checkpoint_complete(CompletedCheckpoint(7, {}, snapshot))
+        changes = [row for b in items if isinstance(b, pa.RecordBatch) for row in b.to_pylist()]
+    finally:
+        opened.close()
+        restored.close()
+    assert [(c["op"], c["after"]["id"], c["after"]["qty"]) for c in changes] == [("u", 1, -1)]
 
 
 def test_stream_survives_rotation_and_checkpoints_while_idle(pair: Pair, tmp_path: Path) -> None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from tests.crash import mixed_kill_plan, run_until_done
+from tests.crash import latest_checkpoint, mixed_kill_plan, run_until_done, syncx_command
 from tests.servers.mariadb import MariaDB, ensure_server
 from tests.test_binlog import (
     TABLES,
@@ -209,6 +212,72 @@ def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_pat
     pair.same()
     _no_staged_changes(pair)
     work.close()
+
+
+HANDOVER_TABLES = {
+    # no numeric key: one snapshot split, read by one channel while the other reaches the stream
+    "big": "CREATE TABLE big (k VARCHAR(20) PRIMARY KEY, v INT NOT NULL)",
+    "small": "CREATE TABLE small (id INT PRIMARY KEY, v INT NOT NULL)",
+}
+
+
+def test_killed_while_the_stream_waits_for_the_snapshot(server: MariaDB, tmp_path: Path) -> None:
+    """Killed after a checkpoint taken while one channel still copies a table and the other's
+    stream split waits for the snapshot; the source changes keys of the table not copied yet:
+    the restored run's stream waits again (it streamed at once before, beside the copy, so a
+    key's snapshot row and its changes met at two writer subtasks' commits) and the target ends
+    equal to the source."""
+    pair = make_pair(server, HANDOVER_TABLES)
+    try:
+        pair.execute(pair.source, "INSERT INTO small VALUES (1, 1), (2, 2), (3, 3)")
+        values = ", ".join(f"('k{i:05d}', {i})" for i in range(5000))
+        pair.execute(pair.source, f"INSERT INTO big VALUES {values}")
+        job = write_job(
+            tmp_path / "job.json",
+            binlog_job(
+                pair,
+                snapshot="initial",
+                setting={
+                    "speed": {"readerChannel": 2, "writerChannel": 2, "record": 500},
+                    "restore": {"isRestore": True, "checkpointInterval": 0.3},
+                },
+            ),
+        )
+        state = tmp_path / "state"
+        log = tmp_path / "killed.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*syncx_command(), "run", str(job), f"--state-dir={state}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 90
+            try:  # SIGKILL once a stored checkpoint has the stream split (waiting) in it
+                while time.monotonic() < deadline and process.poll() is None:
+                    stored = latest_checkpoint(state)
+                    if stored is not None and "binlog" in stored["positions"]:
+                        break
+                    time.sleep(0.02)
+            finally:
+                process.kill()
+                process.wait()
+        shown = log.read_text(errors="replace")[-3000:]
+        assert process.returncode == -signal.SIGKILL, shown
+        stored = latest_checkpoint(state)
+        assert stored is not None and "binlog" in stored["positions"], shown
+        big = [v for k, v in stored["positions"].items() if k.endswith(".big:all")]
+        assert big and not big[0]["done"], f"the copy ended before the kill: {shown}"
+        pair.execute(pair.source, "UPDATE big SET v = -v WHERE k >= 'k03000'")
+        pair.execute(pair.source, "DELETE FROM big WHERE k >= 'k04900'")
+        pair.execute(pair.source, "INSERT INTO big VALUES ('k09999', 9999)")
+        restored = ok(run(job, state, "--restore", "latest"))
+        assert "the stream waits for the snapshot" in restored, restored[-3000:]
+        pair.same()
+        _no_staged_changes(pair)
+    finally:
+        server.drop_database(pair.source)
+        server.drop_database(pair.target)
 
 
 def test_changelog_files_hold_every_change_once(server: MariaDB, tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ every snapshot split is done *and covered by a stored checkpoint* (commits of ch
 every writer precede those of *n* + 1, so snapshot rows are visible before any streamed change):
 with one reader channel it simply runs after the snapshot splits; with several it waits until the engine reports a stored checkpoint that records every
 snapshot split done (:meth:`BinlogReader.notify_checkpoint_complete`; that needs checkpoints:
-``setting.restore.isRestore``). ``when_needed`` snapshots when there is no position to resume
+``setting.restore.isRestore``). Until then its position is ``None`` (it has not started): a run
+restored from a checkpoint taken while it waited, with snapshot splits still to read, waits
+again rather than streaming beside them. ``when_needed`` snapshots when there is no position to resume
 from or it was purged from the server. A bounded run (``stopAt``) saves its end position as the
 job's incremental state, so the next run (``--restore latest-or-new``) continues from there
 without a new snapshot.

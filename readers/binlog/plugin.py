@@ -197,8 +197,9 @@ class BinlogReader(Reader[BinlogReaderParams]):
         after a batch, so a stream that ended in this process reports its own (it may have moved
         past transactions of other tables, or emitted nothing at all)."""
         stream = self._stream_reader
-        if stream is not None and stream.finished:
-            return {"binlog": stream.snapshot().to_json()}
+        end = stream.snapshot() if stream is not None and stream.finished else None
+        if end is not None:
+            return {"binlog": end.to_json()}
         position = positions.get("binlog") or self._stream_start
         if position is None:
             return None

@@ -119,7 +119,9 @@ class StreamSplitReader(SplitReader):
         self._server = owner.server
         self._params = owner.params
         self._split = split
-        self._started_fresh = position is None
+        self._awaiting = position is None and bool(split.snapshot)
+        """Not handed over yet: the snapshot is not known to be done and committed, so no
+        change may be emitted, and a restore must wait again (see :meth:`snapshot`)."""
         self._position = position or BinlogPosition.from_json(split.start)
         """The last emitted position (what :meth:`snapshot` returns)."""
         self._opened_at = self._position
@@ -143,7 +145,12 @@ class StreamSplitReader(SplitReader):
     # -- contract ----------------------------------------------------------------------------
 
     @override
-    def snapshot(self) -> BinlogPosition:
+    def snapshot(self) -> BinlogPosition | None:
+        # Before the handover the stream has not started: its position is its start (None),
+        # so a run restored from a checkpoint taken while it waited waits again rather than
+        # streaming beside snapshot splits that are still being read.
+        if self._awaiting:
+            return None
         return self._position
 
     @override
@@ -166,7 +173,7 @@ class StreamSplitReader(SplitReader):
     @override
     def batches(self) -> Iterator[pa.RecordBatch | None]:
         ctx = self._owner.ctx
-        if self._started_fresh and self._split.snapshot:
+        if self._awaiting:
             yield from self._await_snapshot()
         if ctx.stopping.is_set():
             return
@@ -220,6 +227,7 @@ class StreamSplitReader(SplitReader):
         expected = frozenset(self._split.snapshot)
         ctx = self._owner.ctx
         if ctx.readers == 1:
+            self._awaiting = False
             return
         log.info("binlogreader: the stream waits for the snapshot's %d split(s)", len(expected))
         while not ctx.stopping.is_set():
@@ -230,6 +238,7 @@ class StreamSplitReader(SplitReader):
                     covered,
                     self._position.describe(),
                 )
+                self._awaiting = False
                 return
             yield None
 
