@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from pydantic import AliasChoices, Field
 from typing_extensions import override
 
-from libs.formats import FileFormat, format_named
+from libs.formats import format_named
+from libs.formats.base import FileFormat
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, expand_paths
 from libs.types import arrow_type, conform
 from readers.stream import RowsRead

@@ -42,7 +42,8 @@ from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import override
 
-from libs.formats import FileFormat, FormatWriter, Opener, format_named
+from libs.formats import format_named
+from libs.formats.base import FileFormat, FormatWriter, Opener
 from libs.fs import FileInfo, FileSystem, LocalFileSystem, is_hidden
 from libs.types import arrow_type, conform
 from sync.contract import DirtyRecord, JobContext, State, Writer, WriterTask

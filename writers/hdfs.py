@@ -72,7 +72,9 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from typing_extensions import override
 
-from libs.formats import ORC_TIMESTAMPS, format_named, hive_text
+from libs.formats import format_named
+from libs.formats.base import hive_text
+from libs.formats.columnar import ORC_TIMESTAMPS
 from libs.fs import FileSystem, is_hidden
 from libs.types import arrow_type, conform
 from libs.webhdfs import HdfsConnectionParams, TextParams
