@@ -28,24 +28,20 @@ _OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
 
 def _quoted(text: pa.Array) -> pa.Array:
     """``"text"`` with JSON escapes (nulls stay null)."""
+    escaped = text
     for old, new in _ESCAPES:
-        text = pc.replace_substring(text, old, new)
-    quoted = pc.binary_join_element_wise('"', text, '"', "")
-    if len(text) and pc.any(pc.match_substring_regex(text, _OTHER_CONTROL)).as_py():
-        odd = pc.match_substring_regex(text, _OTHER_CONTROL).to_pylist()
-        values = pc.binary_join_element_wise(text, "", "").to_pylist()
+        escaped = pc.replace_substring(escaped, old, new)
+    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+    odd = pc.match_substring_regex(text, _OTHER_CONTROL)
+    if len(text) and pc.any(odd).as_py():
         fixed = [
-            json.dumps(_unescape(v)) if bad and v is not None else q
-            for v, q, bad in zip(values, quoted.to_pylist(), odd, strict=True)
+            json.dumps(value) if bad else done
+            for value, done, bad in zip(
+                text.to_pylist(), quoted.to_pylist(), odd.to_pylist(), strict=True
+            )
         ]
         return pa.array(fixed, pa.string())
     return quoted
-
-
-def _unescape(text: str) -> str:
-    for old, new in reversed(_ESCAPES):
-        text = text.replace(new, old)
-    return text
 
 
 def json_column(column: pa.Array | pa.ChunkedArray) -> pa.Array:

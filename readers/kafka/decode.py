@@ -148,6 +148,8 @@ class Decoder:
                     "us",
                     error_is_null=True,
                 )
+            elif pa.types.is_time(field.type) and pa.types.is_string(array.type):
+                array = _time_of_day(array, field.type)
             arrays.append(array)
         loose = pa.RecordBatch.from_arrays(arrays, names=[c.name for c in self.columns])
         shaped, dirty = conform(loose, self.schema)
@@ -230,6 +232,16 @@ class Decoder:
             )
             changes.append((change["op"], image(change, "before"), image(change, "after"), info))
         return cdc.build_changes(layout, "envelope", changes)
+
+
+def _time_of_day(text: pa.Array, kind: pa.DataType) -> pa.Array:
+    """``HH:MM:SS[.ffffff]`` text as a time column (Arrow casts no text to time); text that is
+    not a time stays text, and the row becomes dirty when the batch is cast."""
+    try:
+        stamps = pc.cast(pc.binary_join_element_wise("1970-01-01 ", text, ""), pa.timestamp("us"))
+        return pc.cast(stamps, kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return text
 
 
 def _loads(raw: bytes | None) -> Any:

@@ -6,7 +6,8 @@ while it runs, so a split is a reader *channel*: channel ``i`` of ``n`` owns the
 few seconds (a new partition is read from its beginning, as Flink does). A split's position is
 the next offset of every partition it has read (``topic:partition`` → offset).
 
-**Where a partition starts**: at the position of the checkpoint being restored; else by
+**Where a partition starts**: at the position of the checkpoint being restored, or where the
+last successful run of the job ended (its incremental state); else by
 ``mode``: ``group-offsets`` (the group's committed offset; without one, the settings'
 ``auto.offset.reset``, default latest), ``earliest-offset``, ``latest-offset``, ``timestamp``
 (the first message at or after it), ``specific-offsets`` (listed partitions; others by the
@@ -16,7 +17,8 @@ never holds "latest".
 **Guarantees.** Partitions are assigned, never subscribed (no rebalancing; the group is only
 where offsets are committed). Consumers read ``isolation.level=read_committed``, with auto
 commit off. The group's offsets are committed when a checkpoint is stored
-(:meth:`SplitReader.notify_checkpoint_complete`), only then, so external lag monitors see the
+(:meth:`Reader.notify_checkpoint_complete`, for every split: one read to its end is closed
+before the final checkpoint), only then, so external lag monitors see the
 job's progress and a restart from the group's offsets never skips a message.
 
 **Bounded runs** (``stopAt``): ``latest`` reads every partition up to its end offset as of the
@@ -44,7 +46,15 @@ from libs.kafka.client import describe, driver, ensure_topics, list_topics, quie
 from libs.kafka.settings import client_config
 from readers.kafka.decode import Decoder, Raw
 from readers.kafka.params import KafkaReaderParams, parse_offsets
-from sync.contract import JobContext, Position, Reader, Split, SplitReader, State
+from sync.contract import (
+    CompletedCheckpoint,
+    JobContext,
+    Position,
+    Reader,
+    Split,
+    SplitReader,
+    State,
+)
 from sync.errors import JobFailedError, RetriableError
 
 __all__ = ["KafkaChannel", "KafkaOffsets", "KafkaReader"]
@@ -90,6 +100,7 @@ class KafkaReader(Reader[KafkaReaderParams]):
         self._kafka: ModuleType | None = None
         self._lock = threading.Lock()
         self._ends: dict[tuple[str, int], int] | None = None
+        self._committer: Any = None
 
     @property
     def kafka(self) -> ModuleType:
@@ -149,6 +160,47 @@ class KafkaReader(Reader[KafkaReaderParams]):
         data: KafkaChannel = split.data
         offsets = position.offsets if isinstance(position, KafkaOffsets) else {}
         return _ChannelReader(self, data, offsets)
+
+    @override
+    def next_job_state(self, positions: dict[str, Position]) -> dict[str, Any] | None:
+        """Every partition's next offset, for the next run (a scheduled catch-up run starts
+        there, not by ``mode``)."""
+        offsets = dict(self.ctx.job_state.get("offsets") or {})
+        for position in positions.values():
+            if isinstance(position, KafkaOffsets):
+                offsets.update(position.offsets)
+        return {"offsets": offsets}
+
+    @override
+    def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
+        """Commit the group's offsets to the checkpoint's positions (every split's, those read
+        to their end included), so lag monitors see progress and a group restart never skips."""
+        offsets = []
+        for position in checkpoint.positions.values():
+            if isinstance(position, KafkaOffsets):
+                for key, offset in position.offsets.items():
+                    topic, _, partition = key.rpartition(":")
+                    offsets.append(self.kafka.TopicPartition(topic, int(partition), offset))
+        if not offsets:
+            return
+        if self._committer is None:
+            self._committer = self.kafka.Consumer(quiet(self.config()))
+        try:
+            self._committer.commit(offsets=offsets, asynchronous=False)
+        except self.kafka.KafkaException as exc:
+            log.warning(
+                "kafkareader: committing group %s's offsets of checkpoint %d failed (%s); the "
+                "checkpoint holds them, the next one retries",
+                self.params.group_id,
+                checkpoint.id,
+                describe(exc),
+            )
+
+    @override
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.close()
+            self._committer = None
 
     def ends(self, consumer: Any) -> dict[tuple[str, int], int]:
         """Every partition's end offset when the run started (``stopAt``), read once."""
@@ -226,8 +278,13 @@ class _ChannelReader(SplitReader):
             yield from batches
 
     def _accept(self, polled: list[Any]) -> list[Raw]:
-        """Messages to decode; advances the offsets, stops partitions at their bounded end."""
+        """Messages to decode; advances the offsets, stops partitions at their bounded end.
+
+        A partition that reaches its end still delivers the rest of this poll: a broker that
+        under-reports its end offset (Tansu counts the last batch's first offset) loses nothing.
+        """
         kept: list[Raw] = []
+        reached: set[tuple[str, int]] = set()
         for message in polled:
             error = message.error()
             if error is not None:
@@ -248,7 +305,9 @@ class _ChannelReader(SplitReader):
             kept.append(Raw(tp[0], message.key(), message.value()))
             end = self.ends.get(tp)
             if end is not None and message.offset() + 1 >= end:
-                self._finish(tp)
+                reached.add(tp)
+        for tp in reached:
+            self._finish(tp)
         return kept
 
     def _at_end(self, eof: Any) -> None:
@@ -296,8 +355,10 @@ class _ChannelReader(SplitReader):
         """Where each new partition starts: its stored position, else by ``mode``."""
         starts: dict[tuple[str, int], int] = {}
         pending: list[tuple[str, int]] = []
+        saved = self.reader.ctx.job_state.get("offsets") or {}
         for tp in new:
-            stored = self.offsets.get(f"{tp[0]}:{tp[1]}")
+            key = f"{tp[0]}:{tp[1]}"
+            stored = self.offsets.get(key, saved.get(key))
             if stored is not None:
                 starts[tp] = stored
             else:
@@ -360,25 +421,6 @@ class _ChannelReader(SplitReader):
     @override
     def snapshot(self) -> KafkaOffsets:
         return KafkaOffsets(dict(self.offsets))
-
-    @override
-    def notify_checkpoint_complete(self, checkpoint_id: int, position: Position) -> None:
-        if not isinstance(position, KafkaOffsets) or not position.offsets:
-            return
-        offsets = []
-        for key, offset in position.offsets.items():
-            topic, _, partition = key.rpartition(":")
-            offsets.append(self.kafka.TopicPartition(topic, int(partition), offset))
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-        except self.kafka.KafkaException as exc:
-            log.warning(
-                "kafkareader: committing group %s's offsets of checkpoint %d failed (%s); the "
-                "checkpoint holds them, the next one retries",
-                self.params.group_id,
-                checkpoint_id,
-                describe(exc),
-            )
 
     @override
     def close(self) -> None:
