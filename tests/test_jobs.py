@@ -48,6 +48,10 @@ NEEDS_SERVER = {
     "binlog_chunjun.json": "tests/test_binlog.py",
     "mysql_to_hdfs_parquet.yaml": "tests/test_mysql_hdfs.py",
     "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
+    "kafka_to_parquet.yaml": "tests/test_kafka_cdc.py",
+    "mysql_to_kafka.yaml": "tests/test_kafka_cdc.py",
+    "binlog_to_kafka.yaml": "tests/test_kafka_cdc.py",
+    "kafka_to_mysql.yaml": "tests/test_kafka_cdc.py",
 }
 
 

@@ -502,6 +502,8 @@ def test_killed_runs_lose_no_key(bootstrap: str, tmp_path: Path) -> None:
         path, tmp_path / "state", plan, extra_args=["--checkpoint-interval", "0.5"], run_timeout=90
     )
     assert report.runs[-1].exit_code == 0
+    outputs = "".join(run.output for run in report.runs)
+    assert "did not commit before the process stopped" in outputs  # checkpoint-stored@2
     messages = consume_all(bootstrap, topic)
     keys = [(json.loads(m.key())["id"], json.loads(m.value())["v"]) for m in messages]
     assert {k for k, _ in keys} == set(range(20_000))  # ids repeat per channel: both present

@@ -101,6 +101,8 @@ class KafkaReader(Reader[KafkaReaderParams]):
         self._lock = threading.Lock()
         self._ends: dict[tuple[str, int], int] | None = None
         self._committer: Any = None
+        self.started_ms = 0
+        """When the bounded run read its end offsets (ms since the epoch)."""
 
     @property
     def kafka(self) -> ModuleType:
@@ -206,6 +208,7 @@ class KafkaReader(Reader[KafkaReaderParams]):
         """Every partition's end offset when the run started (``stopAt``), read once."""
         with self._lock:
             if self._ends is None:
+                self.started_ms = int(time.time() * 1000)
                 ends: dict[tuple[str, int], int] = {}
                 for topic, count in self.partitions(consumer).items():
                     for partition in range(count):
@@ -280,11 +283,12 @@ class _ChannelReader(SplitReader):
     def _accept(self, polled: list[Any]) -> list[Raw]:
         """Messages to decode; advances the offsets, stops partitions at their bounded end.
 
-        A partition that reaches its end still delivers the rest of this poll: a broker that
-        under-reports its end offset (Tansu counts the last batch's first offset) loses nothing.
+        A bounded partition ends at the end-of-partition event at or past its end offset, or at
+        a message past it that was written after the run started. A message past the end offset
+        written before the start is still read: a broker may under-report its end offset (Tansu
+        counts its last batch's first offset), and such a message was there at the start.
         """
         kept: list[Raw] = []
-        reached: set[tuple[str, int]] = set()
         for message in polled:
             error = message.error()
             if error is not None:
@@ -298,16 +302,16 @@ class _ChannelReader(SplitReader):
             tp = (message.topic(), message.partition())
             if tp in self.done:
                 continue
-            if self.stop_ms is not None and message.timestamp()[1] >= self.stop_ms:
+            written = message.timestamp()[1]
+            if self.stop_ms is not None and written >= self.stop_ms:
+                self._finish(tp)
+                continue
+            end = self.ends.get(tp)
+            if end is not None and message.offset() >= end and written >= self.reader.started_ms:
                 self._finish(tp)
                 continue
             self.offsets[f"{tp[0]}:{tp[1]}"] = message.offset() + 1
             kept.append(Raw(tp[0], message.key(), message.value()))
-            end = self.ends.get(tp)
-            if end is not None and message.offset() + 1 >= end:
-                reached.add(tp)
-        for tp in reached:
-            self._finish(tp)
         return kept
 
     def _at_end(self, eof: Any) -> None:

@@ -10,7 +10,8 @@ hashing by key keeps each key's changes in order on one partition. The value is 
 row (``paving``) or Debezium's envelope (``before``, ``after``, ``op``, ``source`` with
 ``ts_ms``/``db``/``table``/``file``/``pos``/``gtid``/``snapshot``, and ``ts_ms``); with
 ``tombstones`` a delete is followed by a message of the same key and a null value, so a
-compacted topic forgets the key. The topic is the table's in ``tableIdToTopicMapping``
+compacted topic forgets the key. An update that changes the key is written as a delete of the
+old key and an insert of the new one (as Debezium does), each on its key's partition. The topic is the table's in ``tableIdToTopicMapping``
 (``db.table`` or ``table``), or ``topic`` with ``{db}``/``{schema}``/``{table}`` filled.
 """
 
@@ -104,6 +105,7 @@ def _changes(params: KafkaWriterParams, batch: pa.RecordBatch) -> Messages:
             "layout: set binlogreader's pavingData to match, or cdcFormat: auto"
         )
         raise FatalError(msg)
+    batch = _split_key_changes(batch, kind, key)
     if kind == "envelope":
         ops = batch.column("op")
         deleted = tombstone = pc.equal(ops, "d")
@@ -146,6 +148,50 @@ def _changes(params: KafkaWriterParams, batch: pa.RecordBatch) -> Messages:
     if params.tombstones:
         texts, keys, rows = _with_tombstones(texts, keys, tombstone.to_pylist())
     return Messages(topic_of(params, table), keys, texts, rows)
+
+
+def _split_key_changes(batch: pa.RecordBatch, kind: str, key: list[str]) -> pa.RecordBatch:
+    """An update that changes the primary key as a delete of the old key and an insert of the
+    new one (as Debezium does): the two keys may hash to different partitions, and a consumer
+    applying by key must see the old key's delete after that key's earlier changes."""
+    if not key:
+        return batch
+    if kind == "envelope":
+        update = pc.equal(batch.column("op"), "u")
+        old = [pc.struct_field(batch.column("before"), k) for k in key]
+        new = [pc.struct_field(batch.column("after"), k) for k in key]
+        codes = ("d", "c")
+    else:
+        update = pc.equal(batch.column("type"), "UPDATE")
+        old = [batch.column(f"before_{k}") for k in key]
+        new = [batch.column(f"after_{k}") for k in key]
+        codes = ("DELETE", "INSERT")
+    changed = pa.array([False] * batch.num_rows)
+    for left, right in zip(old, new, strict=True):
+        changed = pc.or_(changed, pc.fill_null(pc.not_equal(left, right), True))
+    flags = pc.and_(update, changed).to_pylist()
+    if not any(flags):
+        return batch
+    take: list[int] = []
+    role: list[int] = []  # 0 as is, 1 the delete half, 2 the insert half
+    for index, flag in enumerate(flags):
+        take.extend([index, index] if flag else [index])
+        role.extend([1, 2] if flag else [0])
+    taken = batch.take(pa.array(take, pa.int64()))
+    roles = pa.array(role, pa.int8())
+    is_delete, is_insert = pc.equal(roles, 1), pc.equal(roles, 2)
+    columns = []
+    for name, column in zip(taken.schema.names, taken.columns, strict=True):
+        if name in ("op", "type"):
+            split = pc.if_else(is_delete, codes[0], pc.if_else(is_insert, codes[1], column))
+        elif name == "before" or name.startswith("before_"):
+            split = pc.if_else(is_insert, pa.scalar(None, column.type), column)
+        elif name == "after" or name.startswith("after_"):
+            split = pc.if_else(is_delete, pa.scalar(None, column.type), column)
+        else:
+            split = column
+        columns.append(split)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _with_tombstones(
