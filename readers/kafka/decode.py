@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import decimal
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,18 +34,21 @@ from libs.types import arrow_type, conform, java_date_format
 from readers.kafka.params import KafkaReaderParams
 from sync.contract import DirtyRecord
 
-__all__ = ["Decoder", "Raw"]
+__all__ = ["Decoder", "Polled"]
 
 _OPS = frozenset({"c", "u", "d", "r"})
 
 
 @dataclass(frozen=True)
-class Raw:
-    """One message as the decoder needs it."""
+class Polled:
+    """Messages of one poll as the decoder needs them, column-wise."""
 
-    topic: str
-    key: bytes | None
-    value: bytes | None
+    topics: list[str]
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.values)
 
 
 class Decoder:
@@ -65,30 +68,46 @@ class Decoder:
             else None
         )
         self.utf8 = params.encoding.replace("-", "").lower() in ("utf8", "")
+        self.parse_options = (
+            pajson.ParseOptions(
+                explicit_schema=pa.schema([(f.name, _json_type(f.type)) for f in self.schema]),
+                unexpected_field_behavior="ignore",
+            )
+            if self.schema is not None
+            else None
+        )
 
     def text_of(self, value: bytes) -> str:
         """A message value as text in ``encoding`` (undecodable bytes replaced)."""
         return value.decode("utf-8" if self.utf8 else self.params.encoding, errors="replace")
 
-    def decode(self, messages: Sequence[Raw]) -> list[pa.RecordBatch]:
-        """Batches for ``messages`` (in order)."""
-        kept = [m for m in messages if m.value is not None]
-        if self.params.blank_ignore:
-            kept = [m for m in kept if m.value and m.value.strip()]
-        if not kept:
+    def decode(self, polled: Polled) -> list[pa.RecordBatch]:
+        """Batches for the polled messages (in order); null values (tombstones) are skipped."""
+        values = polled.values
+        if self.params.blank_ignore or None in values:
+            keep = [
+                i
+                for i, v in enumerate(values)
+                if v is not None and (not self.params.blank_ignore or v.strip())
+            ]
+            polled = Polled(
+                [polled.topics[i] for i in keep],
+                [polled.keys[i] for i in keep],
+                [values[i] for i in keep],
+            )
+        if not len(polled):
             return []
         if self.params.codec == "text":
-            texts = [self.text_of(m.value or b"") for m in kept]
+            texts = [self.text_of(v or b"") for v in polled.values]
             return [pa.record_batch({"message": pa.array(texts, pa.string())})]
-        first = _loads(kept[0].value or b"")
-        if _change(first) is not None:
-            return self._changes(kept)
-        return [self._rows(kept)]
+        if _change(_loads(polled.values[0])) is not None:
+            return self._changes(polled)
+        return [self._rows(polled.values)]
 
     # -- rows ---------------------------------------------------------------------------------
 
-    def _rows(self, messages: Sequence[Raw]) -> pa.RecordBatch:
-        raws = [m.value or b"" for m in messages]
+    def _rows(self, values: list[bytes | None]) -> pa.RecordBatch:
+        raws = [v or b"" for v in values]
         batch = self._parse_all(raws)
         if batch is None:
             batch, texts = self._rows_one_by_one(raws)
@@ -96,15 +115,20 @@ class Decoder:
         return self._shape(batch, lambda: pa.array([self.text_of(r) for r in raws], pa.string()))
 
     def _parse_all(self, raws: list[bytes]) -> pa.RecordBatch | None:
-        """The messages parsed together by Arrow, or ``None`` when one of them does not parse
-        (or is not one line, or not UTF-8)."""
+        """The messages parsed together by Arrow (with the declared fields' JSON types first,
+        inferred types next), or ``None`` when one of them does not parse (or is not one line,
+        or not UTF-8)."""
         if not self.utf8:
             return None
-        try:
-            table = pajson.read_json(pa.py_buffer(b"\n".join(raws)))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            return None
-        return _combine(table) if table.num_rows == len(raws) else None
+        buffer = pa.py_buffer(b"\n".join(raws))
+        read = pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, buffer.size + 1))
+        for parse in (self.parse_options, None):
+            try:
+                table = pajson.read_json(buffer, read_options=read, parse_options=parse)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                continue
+            return _combine(table) if table.num_rows == len(raws) else None
+        return None
 
     def _rows_one_by_one(self, raws: list[bytes]) -> tuple[pa.RecordBatch, pa.Array]:
         rows: list[dict[str, Any]] = []
@@ -159,16 +183,16 @@ class Decoder:
 
     # -- Debezium envelopes -------------------------------------------------------------------
 
-    def _changes(self, messages: Sequence[Raw]) -> list[pa.RecordBatch]:
+    def _changes(self, polled: Polled) -> list[pa.RecordBatch]:
         batches: list[pa.RecordBatch] = []
         run: list[tuple[dict[str, Any], list[str]]] = []
         run_table: str | None = None
-        for message in messages:
-            change = _change(_loads(message.value or b""))
+        for topic, raw_key, value in zip(polled.topics, polled.keys, polled.values, strict=True):
+            change = _change(_loads(value))
             if change is None or change.get("op") not in _OPS:
                 self.report_dirty(
                     DirtyRecord(
-                        {"message": self.text_of(message.value or b"")},
+                        {"message": self.text_of(value or b"")},
                         "not a Debezium change (op c/u/d/r with before/after)",
                         "conversion",
                     )
@@ -178,9 +202,9 @@ class Decoder:
             table = (
                 f"{source['db']}.{source['table']}"
                 if source.get("db") and source.get("table")
-                else f"{message.topic}.{message.topic}"
+                else f"{topic}.{topic}"
             )
-            key = _payload(_loads(message.key))
+            key = _payload(_loads(raw_key))
             key_names = list(key) if isinstance(key, dict) else []
             if run and table != run_table:
                 batches.append(self._change_batch(run_table or "", run))
@@ -232,6 +256,18 @@ class Decoder:
             )
             changes.append((change["op"], image(change, "before"), image(change, "after"), info))
         return cdc.build_changes(layout, "envelope", changes)
+
+
+def _json_type(kind: pa.DataType) -> pa.DataType:
+    """How Arrow's JSON reader should read a declared column: JSON-native types as they are,
+    the rest as text (cast to the declared type afterwards)."""
+    if pa.types.is_integer(kind):
+        return pa.int64()
+    if pa.types.is_floating(kind):
+        return pa.float64()
+    if pa.types.is_boolean(kind):
+        return kind
+    return pa.string()
 
 
 def _time_of_day(text: pa.Array, kind: pa.DataType) -> pa.Array:

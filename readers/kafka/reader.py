@@ -44,7 +44,7 @@ from typing_extensions import override
 
 from libs.kafka.client import describe, driver, ensure_topics, list_topics, quiet
 from libs.kafka.settings import client_config
-from readers.kafka.decode import Decoder, Raw
+from readers.kafka.decode import Decoder, Polled
 from readers.kafka.params import KafkaReaderParams, parse_offsets
 from sync.contract import (
     CompletedCheckpoint,
@@ -272,7 +272,7 @@ class _ChannelReader(SplitReader):
             except self.kafka.KafkaException as exc:
                 raise RetriableError(f"Kafka consumer: {describe(exc)}") from exc
             kept = self._accept(polled)
-            if not kept:
+            if not len(kept):
                 yield None
                 continue
             batches = self.decoder.decode(kept)
@@ -280,7 +280,7 @@ class _ChannelReader(SplitReader):
                 yield None
             yield from batches
 
-    def _accept(self, polled: list[Any]) -> list[Raw]:
+    def _accept(self, polled: list[Any]) -> Polled:
         """Messages to decode; advances the offsets, stops partitions at their bounded end.
 
         A bounded partition ends at the end-of-partition event at or past its end offset, or at
@@ -288,31 +288,41 @@ class _ChannelReader(SplitReader):
         written before the start is still read: a broker may under-report its end offset (Tansu
         counts its last batch's first offset), and such a message was there at the start.
         """
-        kept: list[Raw] = []
+        topics: list[str] = []
+        keys: list[bytes | None] = []
+        values: list[bytes | None] = []
+        last: dict[tuple[str, int], int] = {}
+        done, ends, stop_ms = self.done, self.ends, self.stop_ms
         for message in polled:
             error = message.error()
             if error is not None:
-                if error.code() == self.kafka.KafkaError._PARTITION_EOF:
-                    self._at_end(message)
-                    continue
-                if error.fatal() or not error.retriable():
-                    msg = f"Kafka consumer, {message.topic()}:{message.partition()}: {error.str()}"
-                    raise JobFailedError(msg)
+                self._event(message, error)
                 continue
             tp = (message.topic(), message.partition())
-            if tp in self.done:
+            if done and tp in done:
                 continue
-            written = message.timestamp()[1]
-            if self.stop_ms is not None and written >= self.stop_ms:
-                self._finish(tp)
-                continue
-            end = self.ends.get(tp)
-            if end is not None and message.offset() >= end and written >= self.reader.started_ms:
-                self._finish(tp)
-                continue
-            self.offsets[f"{tp[0]}:{tp[1]}"] = message.offset() + 1
-            kept.append(Raw(tp[0], message.key(), message.value()))
-        return kept
+            offset = message.offset()
+            if stop_ms is not None or (ends and offset >= ends.get(tp, offset + 1)):
+                written = message.timestamp()[1]
+                past_end = offset >= ends.get(tp, offset + 1) and written >= self.reader.started_ms
+                if past_end or (stop_ms is not None and written >= stop_ms):
+                    self._finish(tp)
+                    continue
+            last[tp] = offset
+            topics.append(tp[0])
+            keys.append(message.key())
+            values.append(message.value())
+        for (topic, partition), offset in last.items():
+            self.offsets[f"{topic}:{partition}"] = offset + 1
+        return Polled(topics, keys, values)
+
+    def _event(self, message: Any, error: Any) -> None:
+        """An end-of-partition event, or an error: fatal ones fail the job."""
+        if error.code() == self.kafka.KafkaError._PARTITION_EOF:
+            self._at_end(message)
+        elif error.fatal() or not error.retriable():
+            msg = f"Kafka consumer, {message.topic()}:{message.partition()}: {error.str()}"
+            raise JobFailedError(msg)
 
     def _at_end(self, eof: Any) -> None:
         """A bounded run's partition is done when the consumer caught up with its end offset
