@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from types import ModuleType
-from typing import Any
 
 from sync.errors import FatalError, JobFailedError, RetriableError
 from sync.registry import require
@@ -112,14 +111,3 @@ def ensure_topics(
             log.info("created topic %s (%d partitions)", name, partitions)
             found[name] = partitions
     return {t: found[t] for t in topics}
-
-
-def raise_for(kafka: ModuleType, exc: Any, what: str) -> None:
-    """Raise a syncx error for a librdkafka error: fatal ones stop the job, others restart it."""
-    error = exc.args[0] if isinstance(exc, BaseException) and exc.args else exc
-    fatal = bool(getattr(error, "fatal", lambda: False)())
-    text = describe(exc) if isinstance(exc, BaseException) else str(error)
-    msg = f"{what}: {text}"
-    if fatal:
-        raise FatalError(msg)
-    raise RetriableError(msg)

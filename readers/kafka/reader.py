@@ -112,7 +112,11 @@ class KafkaReader(Reader[KafkaReaderParams]):
         return self._kafka
 
     def config(self) -> dict[str, str]:
-        """The consumer's librdkafka config with syncx's keys."""
+        """The consumer's librdkafka config with syncx's keys.
+
+        The prefetch queue is capped lower than librdkafka's defaults (100,000 messages and
+        64 MiB per partition) unless the settings say otherwise: memory stays flat whatever the
+        topic's size, and a poll still finds thousands of messages waiting."""
         config, _ = client_config(
             self.params.consumer_settings,
             "consumer",
@@ -123,6 +127,8 @@ class KafkaReader(Reader[KafkaReaderParams]):
                 "isolation.level": "read_committed",
             },
         )
+        config.setdefault("queued.min.messages", "20000")
+        config.setdefault("queued.max.messages.kbytes", "8192")
         return config
 
     @override
@@ -379,9 +385,8 @@ class _ChannelReader(SplitReader):
                 pending.append(tp)
         if not pending:
             return starts
-        mode = self.params.mode if first_run or not self.assigned else "earliest-offset"
-        if not first_run:
-            mode = "earliest-offset"  # a partition added while running: from its beginning
+        # a partition added while the job runs is read from its beginning
+        mode = self.params.mode if first_run else "earliest-offset"
         specific = (
             parse_offsets(self.params.offset or "", self.params.topic_list())
             if mode == "specific-offsets"

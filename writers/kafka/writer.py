@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import pyarrow as pa
 from typing_extensions import override
@@ -178,16 +178,29 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         """The syncx-owned group whose committed offset is a channel's last committed checkpoint."""
         return f"{self.prefix}-{subtask}-token"
 
-    def producer(self, transactional_id: str | None) -> Any:
-        """A producer; transactional (and initialized, fencing older ones) when given an id."""
+    def producer(self, transactional_id: str | None, on_delivery: Any = None) -> Any:
+        """A producer; transactional (and initialized, fencing older ones) when given an id;
+        ``on_delivery`` hears of failed deliveries only."""
         overrides = {"transactional.id": transactional_id} if transactional_id else {}
-        producer = self.kafka.Producer(quiet(self.config(**overrides)))
+        config: dict[str, Any] = quiet(self.config(**overrides))
+        if on_delivery is not None:
+            config.update({"delivery.report.only.error": "true", "on_delivery": on_delivery})
+        producer = self.kafka.Producer(config)
         if transactional_id:
             try:
                 producer.init_transactions(_TIMEOUT)
             except self.kafka.KafkaException as exc:
-                fail(self.kafka, exc, transactional_id, self.transaction_timeout_ms())
+                fail(exc, transactional_id, self.transaction_timeout_ms())
         return producer
+
+    def group_metadata(self, group: str) -> Any:
+        """The consumer-group metadata ``send_offsets_to_transaction`` needs for ``group``."""
+        config = {"bootstrap.servers": self.config()["bootstrap.servers"], "group.id": group}
+        consumer = self.kafka.Consumer(quiet(config))
+        try:
+            return consumer.consumer_group_metadata()
+        finally:
+            consumer.close()
 
     @override
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
@@ -206,7 +219,7 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         return _IdempotentTask(self, subtask)
 
 
-def fail(kafka: ModuleType, exc: BaseException, transactional_id: str, timeout_ms: int) -> None:
+def fail(exc: BaseException, transactional_id: str, timeout_ms: int) -> NoReturn:
     """Raise the syncx error for a failed transactional call."""
     code = error_code(exc)
     if code in _FENCED:
@@ -226,7 +239,6 @@ def fail(kafka: ModuleType, exc: BaseException, transactional_id: str, timeout_m
     error = exc.args[0] if exc.args else None
     if error is not None and getattr(error, "fatal", lambda: False)():
         raise FatalError(f"Kafka producer {transactional_id}: {describe(exc)}") from exc
-    del kafka
     raise RetriableError(f"Kafka producer {transactional_id}: {describe(exc)}") from exc
 
 
@@ -301,6 +313,7 @@ class _TransactionalTask(_Task):
         self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._serial = 0
         self._watermarks: Any = None
+        self._metadata: Any = None
 
     def _begin(self) -> _Txn:
         busy = {t.slot for t in self._prepared.values()}
@@ -310,7 +323,7 @@ class _TransactionalTask(_Task):
         try:
             producer.begin_transaction()
         except self.kafka.KafkaException as exc:
-            fail(self.kafka, exc, tid, self.writer.transaction_timeout_ms())
+            fail(exc, tid, self.writer.transaction_timeout_ms())
         self._serial += 1
         tag = f"{tid}/{self._nonce}/{self._serial}".encode()
         return _Txn(slot, producer, tid, tag)
@@ -352,7 +365,7 @@ class _TransactionalTask(_Task):
         try:
             dirty = self.produce_all(txn.producer, messages, batch, [(TAG, txn.tag)])
         except self.kafka.KafkaException as exc:
-            fail(self.kafka, exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
         txn.count += len(messages.keys) - len(dirty)
         return dirty
 
@@ -368,11 +381,13 @@ class _TransactionalTask(_Task):
             if remaining:
                 msg = f"{remaining} message(s) not delivered within {_TIMEOUT}s"
                 raise RetriableError(f"Kafka producer {txn.transactional_id}: {msg}")
-            metadata = self._group_metadata(group)
+            if self._metadata is None:
+                self._metadata = self.writer.group_metadata(group)
+            metadata = self._metadata
             offsets = [self.kafka.TopicPartition(token_topic, 0, checkpoint_id)]
             txn.producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
         except self.kafka.KafkaException as exc:
-            fail(self.kafka, exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
         txn.checkpoint = checkpoint_id
         self._prepared[checkpoint_id] = txn
         return KafkaTxn(
@@ -386,15 +401,6 @@ class _TransactionalTask(_Task):
             count=txn.count,
         )
 
-    def _group_metadata(self, group: str) -> Any:
-        consumer = self.kafka.Consumer(
-            {"bootstrap.servers": self.writer.config()["bootstrap.servers"], "group.id": group}
-        )
-        try:
-            return consumer.consumer_group_metadata()
-        finally:
-            consumer.close()
-
     @override
     def commit(self, handle: Handle) -> None:
         txn = self._prepared.pop(handle.checkpoint, None)
@@ -405,7 +411,7 @@ class _TransactionalTask(_Task):
             txn.producer.commit_transaction(_TIMEOUT)
         except self.kafka.KafkaException as exc:
             self._prepared[handle.checkpoint] = txn
-            fail(self.kafka, exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
         self._free[txn.slot] = txn.producer
 
     @override
@@ -438,12 +444,17 @@ class _TransactionalTask(_Task):
 
 
 class _IdempotentTask(_Task):
-    """At-least-once: an idempotent producer, flushed at each checkpoint."""
+    """At-least-once: an idempotent producer, flushed at each checkpoint; a message the broker
+    did not take (after librdkafka's retries) fails the checkpoint."""
 
     def __init__(self, writer: KafkaWriter, subtask: int) -> None:
         super().__init__(writer, subtask)
         self._errors: list[str] = []
-        self._producer = writer.producer(None)
+        self._producer = writer.producer(None, on_delivery=self._delivered)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self._errors.append(error.str())
 
     @override
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
@@ -455,8 +466,9 @@ class _IdempotentTask(_Task):
     @override
     def prepare(self, checkpoint_id: int) -> Handle:
         remaining = self._producer.flush(_TIMEOUT)
-        if remaining:
-            msg = f"Kafka producer: {remaining} message(s) not delivered within {_TIMEOUT}s"
+        if remaining or self._errors:
+            first = self._errors[0] if self._errors else f"not delivered within {_TIMEOUT}s"
+            msg = f"Kafka producer: {remaining + len(self._errors)} message(s) lost: {first}"
             raise RetriableError(msg)
         return None
 
@@ -529,17 +541,12 @@ class Recovery:
                         break
                     except BufferError:
                         producer.poll(0.05)
-            metadata = self.kafka.Consumer(
-                {
-                    "bootstrap.servers": self.writer.config()["bootstrap.servers"],
-                    "group.id": handle.token_group,
-                }
-            ).consumer_group_metadata()
+            metadata = self.writer.group_metadata(handle.token_group)
             tp = self.kafka.TopicPartition(handle.token_topic, 0, handle.checkpoint)
             producer.send_offsets_to_transaction([tp], metadata, _TIMEOUT)
             producer.commit_transaction(_TIMEOUT)
         except self.kafka.KafkaException as exc:
-            fail(self.kafka, exc, handle.transactional_id, self.writer.transaction_timeout_ms())
+            fail(exc, handle.transactional_id, self.writer.transaction_timeout_ms())
 
     def read_back(
         self,
