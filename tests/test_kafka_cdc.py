@@ -26,7 +26,7 @@ pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed"
 
 from confluent_kafka import Producer
 
-from tests.conftest import REPO, syncx_command
+from tests.conftest import REPO, compat_file, syncx_command
 from tests.crash import mixed_kill_plan, run_until_done
 from tests.servers.mariadb import MariaDB, ensure_server
 from tests.test_kafka import REAL_KAFKA, consume_all, new_topic
@@ -275,3 +275,31 @@ def test_binlog_to_kafka_killed_and_restored_keeps_every_key_in_order(
         assert set(values) == set(range(steps)), f"key {key}: {values}"
         if REAL_KAFKA:
             assert values == list(range(steps)), f"key {key}: {values}"
+
+
+def test_chunjun_mysql_kafka_example_runs_with_hosts_replaced(
+    server: MariaDB, dbs: tuple[str, str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    source, _ = dbs
+    execute(
+        server,
+        source,
+        "CREATE TABLE sync_ods (id INT PRIMARY KEY, raw_date VARCHAR(30))",
+        "INSERT INTO sync_ods VALUES (1, 'x'), (2, 'y'), (3, NULL)",
+    )
+    name = new_topic(kafka_bootstrap, 1)
+    text = (
+        compat_file("chunjun/kafka__mysql_kafka.json")
+        .read_text()
+        .replace("localhost:3306/test", f"{server.host}:{server.port}/{source}")
+        .replace('"password": "root"', f'"password": "{server.password}"')
+        .replace('"username": "root"', f'"username": "{server.user}"')
+        .replace("localhost:9092", kafka_bootstrap)
+        .replace('"topic": "cx"', f'"topic": "{name}"')
+    )
+    path = tmp_path / "chunjun.json"
+    path.write_text(text)
+    done = run(["run", str(path), "--state-dir", str(tmp_path / "s")], {}, tmp_path)
+    assert "auto.commit.enable" in done.stderr  # the Java-only key, dropped with a warning
+    values = sorted((json.loads(m.value()) for m in consume_all(kafka_bootstrap, name)), key=str)
+    assert values == [{"id": i, "raw_date": "2014-12-12 14:24:16"} for i in (1, 2, 3)]

@@ -7,40 +7,59 @@ quoted, temporal values as quoted ISO text, nulls as ``null``, structs as nested
 row's document is the element-wise join of ``"name":`` and the column texts. Binary and other
 types without a text kernel go through Python (base64 for binary), column by column.
 
-Strings are escaped for ``"`` and ``\\`` and the common control characters; a string holding any
-other control character is encoded by :func:`json.dumps` (rare in practice, still correct).
+Strings are escaped for ``"`` and ``\\``; a string holding a control character is encoded by
+:func:`json.dumps` (rare in practice, still correct). Times
+with a zone are written in UTC with a ``Z``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ["json_column", "json_object", "json_objects"]
 
-_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))
-_OTHER_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+
+def _text(value: str) -> pa.Scalar:
+    """An Arrow string scalar: compute calls given Python strings convert them on every call,
+    and pyarrow's conversion retries a failed optional import each time (slow without pandas)."""
+    return pa.scalar(value, pa.string())
+
+
+_QUOTE = _text('"')
+_EMPTY = _text("")
+_NULL = _text("null")
+_QUOTE_Z = _text('Z"')
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 def _quoted(text: pa.Array) -> pa.Array:
-    """``"text"`` with JSON escapes (nulls stay null)."""
+    """``"text"`` with JSON escapes (nulls stay null).
+
+    The bytes of the whole column are scanned once (NumPy) for ``"``, ``\\`` and control
+    characters; ``"`` and ``\\`` are then escaped column-wise, and a value holding a control
+    character is encoded by :func:`json.dumps`, which is always right and rarely needed."""
+    data = text.buffers()[2]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
     escaped = text
-    for old, new in _ESCAPES:
-        escaped = pc.replace_substring(escaped, old, new)
-    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
-    odd = pc.match_substring_regex(text, _OTHER_CONTROL)
-    if len(text) and pc.any(odd).as_py():
-        fixed = [
-            json.dumps(value) if bad else done
-            for value, done, bad in zip(
-                text.to_pylist(), quoted.to_pylist(), odd.to_pylist(), strict=True
-            )
-        ]
-        return pa.array(fixed, pa.string())
+    for byte, old, new in ((0x5C, "\\", "\\\\"), (0x22, '"', '\\"')):
+        if (raw == byte).any():
+            escaped = pc.replace_substring(escaped, pattern=old, replacement=new)
+    quoted = pc.binary_join_element_wise(_QUOTE, escaped, _QUOTE, _EMPTY)
+    if (raw < 0x20).any():
+        return pa.array(
+            [
+                json.dumps(value) if value is not None and _CONTROL.search(value) else done
+                for value, done in zip(text.to_pylist(), quoted.to_pylist(), strict=True)
+            ],
+            pa.string(),
+        )
     return quoted
 
 
@@ -59,12 +78,13 @@ def json_column(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     elif pa.types.is_floating(kind):
         finite = pc.is_finite(column)
         text = pc.if_else(finite, pc.cast(column, pa.string()), pa.scalar(None, pa.string()))
-    elif (
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or (pa.types.is_temporal(kind) and not pa.types.is_duration(kind))
-    ):
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = _quoted(pc.cast(column, pa.string()))
+    elif pa.types.is_timestamp(kind) and kind.tz is not None:
+        utc = pc.cast(column.view(pa.timestamp(kind.unit)), pa.string())
+        text = pc.binary_join_element_wise(_QUOTE, utc, _QUOTE_Z, _EMPTY)
+    elif pa.types.is_temporal(kind) and not pa.types.is_duration(kind):
+        text = pc.binary_join_element_wise(_QUOTE, pc.cast(column, pa.string()), _QUOTE, _EMPTY)
     elif pa.types.is_struct(kind):
         return json_object(
             [kind.field(i).name for i in range(kind.num_fields)],
@@ -84,7 +104,7 @@ def json_column(column: pa.Array | pa.ChunkedArray) -> pa.Array:
             [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
             pa.string(),
         )
-    return pc.fill_null(text, "null")
+    return pc.fill_null(text, _NULL)
 
 
 def json_object(
@@ -93,18 +113,18 @@ def json_object(
     valid: pa.Array | None = None,
 ) -> pa.Array:
     """One JSON object per row from named columns (``null`` where ``valid`` is false)."""
-    parts: list[pa.Array | str] = []
+    parts: list[pa.Array | pa.Scalar] = []
     for index, (name, column) in enumerate(zip(names, columns, strict=True)):
         prefix = ("{" if index == 0 else ",") + json.dumps(name) + ":"
-        parts.extend([prefix, json_column(column)])
+        parts.extend([_text(prefix), json_column(column)])
     if not parts:
         length = len(valid) if valid is not None else 0
         text = pa.array(["{}"] * length, pa.string())
     else:
-        parts.append("}")
-        text = pc.binary_join_element_wise(*parts, "")
+        parts.append(_text("}"))
+        text = pc.binary_join_element_wise(*parts, _EMPTY)
     if valid is not None:
-        text = pc.if_else(valid, text, pa.scalar("null", pa.string()))
+        text = pc.if_else(valid, text, _NULL)
     return text
 
 

@@ -115,6 +115,8 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         """The producer's librdkafka config with syncx's keys."""
         forced = {"enable.idempotence": "true", "acks": "all", "partitioner": "murmur2_random"}
         config, _ = client_config(self.params.settings(), "producer", {**forced, **overrides})
+        # librdkafka buffers up to 1 GiB by default: capped, a slow broker slows the job instead
+        config.setdefault("queue.buffering.max.kbytes", "65536")
         if self.params.semantic == "exactly-once":
             config.setdefault("transaction.timeout.ms", str(self.transaction_timeout_ms()))
         return config
