@@ -285,7 +285,8 @@ def test_chunjun_mysql_kafka_example_runs_with_hosts_replaced(
         server,
         source,
         "CREATE TABLE sync_ods (id INT PRIMARY KEY, raw_date VARCHAR(30))",
-        "INSERT INTO sync_ods VALUES (1, 'x'), (2, 'y'), (3, NULL)",
+        "INSERT INTO sync_ods VALUES (1, '2014-12-12 14:24:16'), (2, '2014-12-12 14:24:16'), "
+        "(3, '2014-12-12 14:24:16')",
     )
     name = new_topic(kafka_bootstrap, 1)
     text = (
