@@ -481,6 +481,7 @@ def test_a_second_job_with_the_same_id_is_fenced(bootstrap: str, tmp_path: Path)
         task.commit(task.prepare(1))
 
 
+@pytest.mark.slow
 def test_killed_runs_lose_no_key(bootstrap: str, tmp_path: Path) -> None:
     """stream → Kafka, exactly-once, SIGKILLed at random moments and at every crash point."""
     topic = new_topic(bootstrap)

@@ -115,8 +115,10 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         """The producer's librdkafka config with syncx's keys."""
         forced = {"enable.idempotence": "true", "acks": "all", "partitioner": "murmur2_random"}
         config, _ = client_config(self.params.settings(), "producer", {**forced, **overrides})
-        # librdkafka buffers up to 1 GiB by default: capped, a slow broker slows the job instead
-        config.setdefault("queue.buffering.max.kbytes", "65536")
+        # librdkafka buffers up to 1 GiB (and 100,000 messages) per producer by default; a
+        # channel has a producer per open transaction: capped, a slow broker slows the job
+        config.setdefault("queue.buffering.max.kbytes", "16384")
+        config.setdefault("queue.buffering.max.messages", "50000")
         if self.params.semantic == "exactly-once":
             config.setdefault("transaction.timeout.ms", str(self.transaction_timeout_ms()))
         return config
