@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -125,15 +124,28 @@ def raw_consume(bootstrap: str, name: str, count: int) -> float:
     return count / elapsed
 
 
+_MEASURE = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+)
+"""Runs a command and prints its peak RSS (KiB): the job's alone, not the bench's other children."""
+
+
 def run_job(job: dict[str, Any], folder: Path, name: str) -> tuple[float, float]:
-    """Run a job in a child process; (seconds, peak RSS of the children so far in MB: run the
-    smaller job first)."""
+    """Run a job in a child process; (seconds, the job's peak RSS in MB)."""
     path = folder / f"{name}.json"
     path.write_text(json.dumps(job), encoding="utf-8")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     done = subprocess.run(
-        [*SYNCX, "run", str(path), f"--state-dir={folder / (name + '-state')}"],
+        [
+            sys.executable,
+            "-c",
+            _MEASURE,
+            *SYNCX,
+            "run",
+            str(path),
+            f"--state-dir={folder / (name + '-state')}",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -142,8 +154,7 @@ def run_job(job: dict[str, Any], folder: Path, name: str) -> tuple[float, float]
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024
+    return elapsed, int(done.stdout.split()[-1]) / 1024
 
 
 def consume_job(bootstrap: str, name: str, out: Path) -> dict[str, Any]:
