@@ -332,6 +332,28 @@ def _rows_in(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
+def test_specific_offsets_and_a_timestamp_bound(
+    bootstrap: str, write_job: Callable[..., Path], run_cli: RunCli
+) -> None:
+    topic = new_topic(bootstrap, 1)
+    produce(bootstrap, topic, [json.dumps({"id": i}).encode() for i in range(10)])
+    time.sleep(1.0)
+    bound = int(time.time() * 1000)
+    time.sleep(0.2)
+    produce(bootstrap, topic, [json.dumps({"id": i}).encode() for i in range(10, 15)])
+    reader = kafka_reader(
+        bootstrap,
+        topic,
+        mode="specific-offsets",
+        offset="partition:0,offset:3",
+        stopAt=bound,
+        column=[{"name": "id", "type": "int"}],
+    )
+    sink = {"name": "streamwriter", "parameter": {"print": True}}
+    done = ok(run_cli("run", write_job(job_of(reader, sink))))
+    assert [int(v) for v in done.stdout.split()] == list(range(3, 10))
+
+
 def test_dirty_json_and_blank_messages(
     bootstrap: str, write_job: Callable[..., Path], run_cli: RunCli, tmp_path: Path
 ) -> None:
