@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,all
 scripts/mariadb-test-server.sh start
+scripts/kafka-test-server.sh start
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # the layers: the engine never imports a connector or a connector library (pyproject.toml)

@@ -106,3 +106,21 @@ def stream_job(
             "setting": setting or {},
         }
     }
+
+
+KAFKA_SCRIPT = REPO / "scripts" / "kafka-test-server.sh"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """A Kafka broker for the tests: ``$KAFKA_BOOTSTRAP`` (a real Kafka), else the private Tansu
+    broker started by ``scripts/kafka-test-server.sh`` (idempotent)."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        return given
+    port = os.environ.get("SYNCX_TEST_KAFKA_PORT", "19092")
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run(
+        ["bash", str(KAFKA_SCRIPT), "start"], check=True, env=env, stdin=subprocess.DEVNULL
+    )
+    return f"127.0.0.1:{port}"

@@ -39,6 +39,10 @@ NEEDS_SERVER = {
     "mysql_to_hdfs_chunjun.json": "tests/test_mysql_hdfs.py",
     "applog_example.yaml": "tests/test_conformance_example.py",  # needs the example package
     "mysql_schedule.yaml": "tests/test_schedule_mysql.py",
+    "kafka_to_parquet.yaml": "tests/test_kafka_cdc.py",
+    "mysql_to_kafka.yaml": "tests/test_kafka_cdc.py",
+    "binlog_to_kafka.yaml": "tests/test_kafka_cdc.py",
+    "kafka_to_mysql.yaml": "tests/test_kafka_cdc.py",
 }
 
 

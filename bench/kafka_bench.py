@@ -1,0 +1,373 @@
+"""Kafka benchmarks against the private broker, each with its physical limit measured in the same run.
+
+    .venv/bin/python bench/kafka_bench.py [--messages 1000000] [--rows 2000000] [--lag-seconds 20]
+
+1. **Consume**: ``--messages`` JSON order messages in a 3-partition topic. The limit: a
+   confluent-kafka consume loop that only counts messages (3 partitions assigned). The job:
+   ``kafkareader`` (codec json, 7 typed columns, 3 channels, ``stopAt: latest``) → ``filewriter``
+   Parquet. Ratio job / limit (target 0.7). Peak RSS of the job at ``--messages`` and at a
+   fifth of it (flat when it does not grow with the message count).
+2. **Produce**: the ``orders`` table (``--rows``, bench/orders.py) into a 3-partition topic by
+   ``mysqlreader → kafkawriter`` exactly-once (keyed by id, hash-by-key, 2 channels). The limit:
+   a produce loop of the same number of pre-serialized ~200-byte messages (idempotent producer,
+   acks=all, one flush). Ratio job / limit (target 0.6).
+3. **Lag**: an endless ``binlogreader → kafkawriter`` job (exactly-once, checkpoints every
+   0.5 s: a change becomes visible when its checkpoint's transaction commits) while 5,000
+   changes/s run on the source; a read_committed consumer measures, for every inserted row, the
+   time from its source transaction to its arrival (target: p99 under 2 s).
+
+Rates are messages (rows) per second of a real ``syncx run`` process, start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from bench.binlog_bench import _database, _gtid, _Load  # noqa: E402
+from bench.orders import create_orders  # noqa: E402
+from tests.servers.mariadb import MariaDB, ensure_server  # noqa: E402
+
+SYNCX = [sys.executable, "-c", "from sync.cli import main; main()"]
+
+
+def broker() -> str:
+    """``$KAFKA_BOOTSTRAP``, else the private Tansu broker (started when needed)."""
+    given = os.environ.get("KAFKA_BOOTSTRAP")
+    if given:
+        return given
+    env = {**os.environ, "PYTHON": sys.executable}
+    subprocess.run([str(REPO / "scripts" / "kafka-test-server.sh"), "start"], check=True, env=env)
+    return f"127.0.0.1:{os.environ.get('SYNCX_TEST_KAFKA_PORT', '19092')}"
+
+
+def topic(bootstrap: str, partitions: int = 3) -> str:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result(10)
+    return name
+
+
+def messages(count: int) -> list[bytes]:
+    """``count`` pre-serialized JSON orders (~150-200 bytes each)."""
+    return [
+        json.dumps(
+            {
+                "id": i,
+                "user_id": i % 9973,
+                "sku": f"SKU-{i % 5000:05d}",
+                "qty": i % 7 + 1,
+                "price": f"{(i % 10000) / 100:.2f}",
+                "status": "paid",
+                "created_at": "2024-01-01 10:00:00.000000",
+            }
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def raw_produce(bootstrap: str, name: str, values: list[bytes]) -> float:
+    """The produce limit: pre-serialized messages, idempotent, acks=all, one flush; msg/s."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "log_level": 0,
+        }
+    )
+    started = time.perf_counter()
+    for index, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(name, value, str(index).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(120)
+    return len(values) / (time.perf_counter() - started)
+
+
+def raw_consume(bootstrap: str, name: str, count: int) -> float:
+    """The consume limit: 3 partitions assigned, messages only counted; msg/s."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{name}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(name, p, 0) for p in range(3)])
+    seen = 0
+    started = time.perf_counter()
+    while seen < count:
+        seen += sum(1 for m in consumer.consume(10_000, 1.0) if m.error() is None)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return count / elapsed
+
+
+_MEASURE = (
+    "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+)
+"""Runs a command and prints its peak RSS (KiB): the job's alone, not the bench's other children."""
+
+
+def run_job(job: dict[str, Any], folder: Path, name: str) -> tuple[float, float]:
+    """Run a job in a child process; (seconds, the job's peak RSS in MB)."""
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MEASURE,
+            *SYNCX,
+            "run",
+            str(path),
+            f"--state-dir={folder / (name + '-state')}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return elapsed, int(done.stdout.split()[-1]) / 1024
+
+
+def consume_job(bootstrap: str, name: str, out: Path) -> dict[str, Any]:
+    columns = [
+        {"name": "id", "type": "bigint"},
+        {"name": "user_id", "type": "int"},
+        {"name": "sku", "type": "string"},
+        {"name": "qty", "type": "int"},
+        {"name": "price", "type": "decimal(12,2)"},
+        {"name": "status", "type": "string"},
+        {"name": "created_at", "type": "timestamp"},
+    ]
+    reader = {
+        "name": "kafkareader",
+        "parameter": {
+            "topic": name,
+            "mode": "earliest-offset",
+            "codec": "json",
+            "column": columns,
+            "stopAt": "latest",
+            "consumerSettings": {"bootstrap.servers": bootstrap},
+        },
+    }
+    writer = {"name": "filewriter", "parameter": {"path": str(out), "fileType": "parquet"}}
+    content = [{"reader": reader, "writer": writer}]
+    return {"job": {"content": content, "setting": {"speed": {"channel": 3}}}}
+
+
+def consume(bootstrap: str, count: int, folder: Path) -> None:
+    small = topic(bootstrap)
+    raw_produce(bootstrap, small, messages(count // 5))
+    _, rss_small = run_job(
+        consume_job(bootstrap, small, folder / "out-small"), folder, "consume-small"
+    )
+    name = topic(bootstrap)
+    raw_produce(bootstrap, name, messages(count))
+    limit = raw_consume(bootstrap, name, count)
+    seconds, rss = run_job(consume_job(bootstrap, name, folder / "out-big"), folder, "consume")
+    rate = count / seconds
+    print(
+        f"consume: limit {limit:,.0f} msg/s; kafka → parquet {rate:,.0f} msg/s "
+        f"(ratio {rate / limit:.2f}, target 0.7); peak RSS {rss_small:.0f} MB at "
+        f"{count // 5:,} messages, {rss:.0f} MB at {count:,}",
+        flush=True,
+    )
+
+
+def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
+    database = f"kafka_bench_{uuid.uuid4().hex[:8]}"
+    conn = server.connect()
+    conn.local_infile = True
+    create_orders(server.connect(), database, rows)
+    conn.close()
+    try:
+        name = topic(bootstrap)
+        values = [v + b" " * 40 for v in messages(rows)]  # about the size of a row's JSON
+        limit = raw_produce(bootstrap, topic(bootstrap), values)
+        del values
+        reader = {
+            "name": "mysqlreader",
+            "parameter": {
+                "connection": [
+                    {
+                        "jdbcUrl": [f"jdbc:mysql://{server.host}:{server.port}/{database}"],
+                        "table": ["orders"],
+                    }
+                ],
+                "username": server.user,
+                "password": server.password,
+                "column": ["*"],
+                "splitPk": "id",
+            },
+        }
+        writer = {
+            "name": "kafkawriter",
+            "parameter": {
+                "topic": name,
+                "partitionAssignColumns": ["id"],
+                "tableFields": [
+                    "id",
+                    "user_id",
+                    "sku",
+                    "qty",
+                    "price",
+                    "status",
+                    "note",
+                    "created_at",
+                    "updated_at",
+                ],
+                "partitionStrategy": "hash-by-key",
+                "producerSettings": {"bootstrap.servers": bootstrap, "linger.ms": 20},
+            },
+        }
+        job = {
+            "job": {
+                "content": [{"reader": reader, "writer": writer}],
+                "setting": {"speed": {"channel": 2}},
+            }
+        }
+        seconds, rss = run_job(job, folder, "produce")
+        rate = rows / seconds
+        print(
+            f"produce: limit {limit:,.0f} msg/s; mysql orders → kafka exactly-once "
+            f"{rate:,.0f} rows/s (ratio {rate / limit:.2f}, target 0.6); peak RSS {rss:.0f} MB",
+            flush=True,
+        )
+    finally:
+        server.drop_database(database)
+
+
+def lag(server: MariaDB, bootstrap: str, rate: int, seconds: float, folder: Path) -> None:
+    source = _database(server, "kafka_lag")
+    name = f"lag-{uuid.uuid4().hex[:8]}"
+    job = {
+        "job": {
+            "content": [
+                {
+                    "reader": {
+                        "name": "binlogreader",
+                        "parameter": {
+                            "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{source}",
+                            "username": server.user,
+                            "password": server.password,
+                            "pavingData": False,
+                            "snapshot": "never",
+                            "start": {"gtid": _gtid(server)},
+                        },
+                    },
+                    "writer": {
+                        "name": "kafkawriter",
+                        "parameter": {
+                            "topic": name,
+                            "createTopic": True,
+                            "topicPartitions": 3,
+                            "partitionStrategy": "hash-by-key",
+                            "producerSettings": {"bootstrap.servers": bootstrap},
+                        },
+                    },
+                }
+            ],
+            "setting": {"restore": {"isRestore": True, "checkpointInterval": 0.5}},
+        }
+    }
+    path = folder / "lag.json"
+    path.write_text(json.dumps(job), encoding="utf-8")
+    process = subprocess.Popen(
+        [*SYNCX, "run", str(path), f"--state-dir={folder / 'lag-state'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    time.sleep(3.0)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"lag-{name}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(name, p, 0) for p in range(3)])
+    load = _Load(server, source, rate)
+    load.thread.start()
+    samples: list[float] = []
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is not None or message.value() is None:
+                    continue
+                change = json.loads(message.value())
+                if change["op"] == "c" and change["after"]["created_ms"]:
+                    samples.append(time.time() - change["after"]["created_ms"] / 1000)
+    finally:
+        load.stop.set()
+        load.thread.join()
+        achieved = load.done / (time.monotonic() - started)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        consumer.close()
+        server.drop_database(source)
+    samples.sort()
+
+    def pct(p: float) -> float:
+        return samples[min(len(samples) - 1, int(p * len(samples)))] if samples else float("nan")
+
+    print(
+        f"lag: {achieved:,.0f} changes/s offered {rate:,}; {len(samples):,} inserts seen; "
+        f"p50 {pct(0.5):.2f}s p95 {pct(0.95):.2f}s p99 {pct(0.99):.2f}s (target p99 < 2 s)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--lag-rate", type=int, default=5000)
+    parser.add_argument("--lag-seconds", type=float, default=20)
+    parser.add_argument("--only", choices=["consume", "produce", "lag"], default=None)
+    args = parser.parse_args()
+    bootstrap = broker()
+    with tempfile.TemporaryDirectory(prefix="syncx-kafka-bench-") as tmp:
+        folder = Path(tmp)
+        if args.only in (None, "consume"):
+            consume(bootstrap, args.messages, folder)
+        if args.only in (None, "produce"):
+            produce(ensure_server(), bootstrap, args.rows, folder)
+        if args.only in (None, "lag"):
+            lag(ensure_server(), bootstrap, args.lag_rate, args.lag_seconds, folder)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Kafka code shared by ``kafkareader`` and ``kafkawriter``: settings, the driver, JSON encoding."""

@@ -1,0 +1,606 @@
+"""``kafkawriter`` (``kafkasink``): JSON messages into Kafka, exactly once with transactions.
+
+**Exactly-once** (default). Each writer channel writes a checkpoint's messages inside one Kafka
+transaction; ``prepare`` flushes it and adds the *commit token*, ``commit`` commits it after the
+checkpoint is stored. A channel's producers have stable transactional ids,
+``<prefix>-<channel>-<slot>`` (prefix ``syncx-<job id>``, the same across runs and restores of
+one job): the next checkpoint's messages go to the next free slot while the previous one waits
+for its commit, so a channel uses at most ``tolerableFailedCheckpoints + 2`` slots. Starting an
+attempt initializes every slot's id once, which fences a zombie producer of an earlier process
+and aborts what it left open. ``enable.idempotence`` and ``acks=all`` are forced;
+``transaction.timeout.ms`` is sized from the checkpoint interval (a run without periodic
+checkpoints keeps one transaction open to its end: 15 minutes, Kafka's default maximum), and a
+broker whose ``transaction.max.timeout.ms`` is lower refuses it at start with a message saying
+which knob to turn.
+
+*The commit token.* librdkafka cannot commit a transaction prepared by a process that died, so
+the crash window between "checkpoint stored" and "transaction committed" would lose that
+checkpoint's messages. Each transaction therefore also commits, through
+``send_offsets_to_transaction``, an offset of the checkpoint id for a syncx-owned group
+(``<prefix>-<channel>-token``), and every message carries a header ``syncx.txn`` naming its
+transaction. On restore, a handle whose token is below its checkpoint belongs to a transaction
+that never committed: its producer id is fenced (the broker aborts the transaction), its
+messages are read back from the partition offsets recorded when it began (with
+``read_uncommitted``: aborted records stay in the log until retention removes them), and written
+again in one new transaction with the token, in their partition order. A transaction that did
+commit is left alone, so a restore neither loses nor repeats a message.
+
+**At-least-once** (``semantic: at-least-once``): one idempotent producer per channel, flushed at
+each checkpoint; messages after the last checkpoint are written again on a restore.
+
+Bad input: a message over ``message.max.bytes`` is a dirty record; a transaction fenced by
+another process (a second run of the same job) fails the job naming the transactional id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, ClassVar, NoReturn
+
+import pyarrow as pa
+from typing_extensions import override
+
+from libs.kafka.client import describe, driver, ensure_topics, error_code, list_topics, quiet
+from libs.kafka.settings import client_config
+from sync.contract import DirtyRecord, Handle, JobContext, Semantic, State, Writer, WriterTask
+from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
+from writers.kafka.messages import WHERE, Messages, encode
+from writers.kafka.params import KafkaWriterParams
+
+__all__ = ["KafkaTxn", "KafkaWriter"]
+
+log = logging.getLogger(__name__)
+
+TAG = "syncx.txn"
+"""The header naming the transaction a message was written in (for the read-back on restore)."""
+
+_MAX_TXN_MS = 900_000
+_TIMEOUT = 30.0
+_FENCED = {
+    "_FENCED",
+    "PRODUCER_FENCED",
+    "INVALID_PRODUCER_EPOCH",
+    "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+}
+
+
+@dataclass(frozen=True)
+class KafkaTxn(State):
+    """The handle of one prepared transaction: enough to find out whether it committed and, if
+    not, to read its messages back."""
+
+    subtask: int
+    transactional_id: str
+    checkpoint: int
+    tag: str
+    token_group: str
+    token_topic: str
+    starts: dict[str, int]
+    """``topic:partition`` → the partition's end offset when the transaction began."""
+    count: int
+
+
+class KafkaWriter(Writer[KafkaWriterParams]):
+    """Writes JSON messages to Kafka topics."""
+
+    Parameters = KafkaWriterParams
+    handle_type: ClassVar[type[State] | None] = KafkaTxn
+
+    def __init__(self, params: KafkaWriterParams, ctx: JobContext) -> None:
+        super().__init__(params, ctx)
+        self.prefix = params.transactional_id_prefix or f"syncx-{ctx.job_id}"
+        self.slots = ctx.restore.tolerable_failed_checkpoints + 2
+        self._kafka: ModuleType | None = None
+        self._topics: dict[str, int] = {}
+
+    @property
+    def kafka(self) -> ModuleType:
+        """The confluent_kafka module (imported on first use)."""
+        if self._kafka is None:
+            self._kafka = driver("kafkawriter")
+        return self._kafka
+
+    @override
+    def effective_semantic(self) -> Semantic:
+        return self.params.semantic
+
+    def config(self, **overrides: str) -> dict[str, str]:
+        """The producer's librdkafka config with syncx's keys."""
+        forced = {"enable.idempotence": "true", "acks": "all", "partitioner": "murmur2_random"}
+        config, _ = client_config(self.params.settings(), "producer", {**forced, **overrides})
+        # librdkafka buffers up to 1 GiB (and 100,000 messages) per producer by default; a
+        # channel has a producer per open transaction: capped, a slow broker slows the job
+        config.setdefault("queue.buffering.max.kbytes", "16384")
+        config.setdefault("queue.buffering.max.messages", "50000")
+        if self.params.semantic == "exactly-once":
+            config.setdefault("transaction.timeout.ms", str(self.transaction_timeout_ms()))
+        return config
+
+    def transaction_timeout_ms(self) -> int:
+        """How long a transaction may stay open: a checkpoint interval per slot, plus a minute."""
+        if not self.ctx.checkpoints:
+            return _MAX_TXN_MS
+        interval = self.ctx.restore.checkpoint_interval or 10.0
+        return int(min(_MAX_TXN_MS, max(60_000, (interval * self.slots + 60) * 1000)))
+
+    @override
+    def check(self) -> None:
+        settings_key = "producerSettings" if self.params.producer_settings else "consumerSettings"
+        if settings_key == "consumerSettings":
+            log.warning(
+                "%s.consumerSettings is read as producerSettings (ChunJun 1.10's docs name it "
+                "so); rename it",
+                WHERE,
+            )
+        _, dropped = client_config(self.params.settings(), "producer", {})
+        if dropped:
+            log.warning(
+                "%s.%s: ignoring Java client key(s) librdkafka has no equivalent for: %s",
+                WHERE,
+                settings_key,
+                ", ".join(dropped),
+            )
+        if self.params.data_compel_order and self.ctx.writers > 1:
+            msg = (
+                f"{WHERE}.dataCompelOrder: true keeps the input order, which needs one writer "
+                f"channel: set setting.speed.writerChannel to 1 (it is {self.ctx.writers})"
+            )
+            raise JobFileError(msg)
+        self._topics = list_topics(self.kafka, self.config(), f"{WHERE}.{settings_key}")
+        fixed = [self.params.topic] if self.params.topic and "{" not in self.params.topic else []
+        self.ensure_topics([*fixed, *self.params.table_id_to_topic_mapping.values()])
+
+    def ensure_topics(self, topics: list[str]) -> None:
+        """Check (or create, with createTopic) topics before writing to them."""
+        new = [t for t in topics if t not in self._topics]
+        if not topics or (not new and self._topics):
+            return
+        self._topics.update(
+            ensure_topics(
+                self.kafka,
+                self.config(),
+                new,
+                create=self.params.create_topic,
+                partitions=self.params.topic_partitions,
+                where=f"{WHERE}.topic",
+                known=self._topics,
+            )
+        )
+
+    def transactional_id(self, subtask: int, slot: int) -> str:
+        """The stable transactional id of a channel's slot."""
+        return f"{self.prefix}-{subtask}-{slot}"
+
+    def token_group(self, subtask: int) -> str:
+        """The syncx-owned group whose committed offset is a channel's last committed checkpoint."""
+        return f"{self.prefix}-{subtask}-token"
+
+    def producer(self, transactional_id: str | None, on_delivery: Any = None) -> Any:
+        """A producer; transactional (and initialized, fencing older ones) when given an id;
+        ``on_delivery`` hears of failed deliveries only."""
+        overrides = {"transactional.id": transactional_id} if transactional_id else {}
+        config: dict[str, Any] = quiet(self.config(**overrides))
+        if on_delivery is not None:
+            config.update({"delivery.report.only.error": "true", "on_delivery": on_delivery})
+        producer = self.kafka.Producer(config)
+        if transactional_id:
+            try:
+                producer.init_transactions(_TIMEOUT)
+            except self.kafka.KafkaException as exc:
+                fail(exc, transactional_id, self.transaction_timeout_ms())
+        return producer
+
+    def group_metadata(self, group: str) -> Any:
+        """The consumer-group metadata ``send_offsets_to_transaction`` needs for ``group``."""
+        config = {"bootstrap.servers": self.config()["bootstrap.servers"], "group.id": group}
+        consumer = self.kafka.Consumer(quiet(config))
+        try:
+            return consumer.consumer_group_metadata()
+        finally:
+            consumer.close()
+
+    @override
+    def begin(self, handles: list[Handle], *, fresh: bool) -> None:
+        if self.params.semantic != "exactly-once":
+            return
+        for handle in sorted(handles, key=lambda h: (h.subtask, h.checkpoint)):
+            Recovery(self, handle).run()
+        for subtask in range(self.ctx.writers):
+            for slot in range(self.slots):
+                self.producer(self.transactional_id(subtask, slot)).flush(0)
+
+    @override
+    def open(self, subtask: int, subtasks: int, schema: pa.Schema | None) -> WriterTask:
+        if self.params.semantic == "exactly-once":
+            return _TransactionalTask(self, subtask)
+        return _IdempotentTask(self, subtask)
+
+
+def fail(exc: BaseException, transactional_id: str, timeout_ms: int) -> NoReturn:
+    """Raise the syncx error for a failed transactional call."""
+    code = error_code(exc)
+    if code in _FENCED:
+        msg = (
+            f"Kafka transactional id {transactional_id} was taken over by another producer: "
+            "another run of this job (same job name and state directory, or the same "
+            "transactionalIdPrefix) is writing to Kafka. Stop it; this run wrote nothing visible"
+        )
+        raise FatalError(msg) from exc
+    if code == "INVALID_TRANSACTION_TIMEOUT":
+        msg = (
+            f"the broker refuses transaction.timeout.ms={timeout_ms}: it is above the broker's "
+            "transaction.max.timeout.ms. Raise that on the broker, checkpoint more often "
+            "(setting.restore.checkpointInterval), or set producerSettings.transaction.timeout.ms"
+        )
+        raise FatalError(msg) from exc
+    error = exc.args[0] if exc.args else None
+    if error is not None and getattr(error, "fatal", lambda: False)():
+        raise FatalError(f"Kafka producer {transactional_id}: {describe(exc)}") from exc
+    raise RetriableError(f"Kafka producer {transactional_id}: {describe(exc)}") from exc
+
+
+@dataclass
+class _Txn:
+    """A transaction being written or waiting for its commit, on one slot's producer."""
+
+    slot: int
+    producer: Any
+    transactional_id: str
+    tag: bytes = b""
+    starts: dict[str, int] = field(default_factory=dict)
+    count: int = 0
+    checkpoint: int | None = None
+
+
+class _Task(WriterTask):
+    """What both semantics share: encoding, producing with backpressure, dirty records."""
+
+    def __init__(self, writer: KafkaWriter, subtask: int) -> None:
+        self.writer = writer
+        self.kafka = writer.kafka
+        self.subtask = subtask
+        self.params = writer.params
+        self.partition = 0 if self.params.partition_strategy == "all-to-zero" else -1
+
+    def produce_all(
+        self, producer: Any, messages: Messages, batch: pa.RecordBatch, headers: Any
+    ) -> list[DirtyRecord]:
+        """Produce ``messages``, waiting while the local queue is full; oversize ones are dirty."""
+        dirty: list[DirtyRecord] = []
+        produce = producer.produce
+        topic, partition = messages.topic, self.partition
+        for key, value, row in zip(messages.keys, messages.values, messages.rows, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key, partition, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+                except self.kafka.KafkaException as exc:
+                    if error_code(exc) != "MSG_SIZE_TOO_LARGE":
+                        raise
+                    dirty.append(
+                        DirtyRecord(
+                            batch.slice(row, 1).to_pylist()[0],
+                            f"message of {len(value or '')} bytes is over the producer's "
+                            "message.max.bytes (producerSettings.message.max.bytes, and the "
+                            "topic's max.message.bytes)",
+                        )
+                    )
+                    break
+        producer.poll(0)
+        return dirty
+
+    def messages(self, batch: pa.RecordBatch) -> Messages | None:
+        """The batch's messages, their topic checked first."""
+        messages = encode(self.params, batch)
+        if messages is not None:
+            self.writer.ensure_topics([messages.topic])
+        return messages
+
+
+class _TransactionalTask(_Task):
+    """One transaction per checkpoint on a pool of slots (see the module docstring)."""
+
+    def __init__(self, writer: KafkaWriter, subtask: int) -> None:
+        super().__init__(writer, subtask)
+        self._free: dict[int, Any] = {}
+        self._open: _Txn | None = None
+        self._prepared: dict[int, _Txn] = {}
+        self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._serial = 0
+        self._watermarks: Any = None
+        self._metadata: Any = None
+
+    def _begin(self) -> _Txn:
+        busy = {t.slot for t in self._prepared.values()}
+        slot = next(s for s in range(self.writer.slots) if s not in busy)
+        tid = self.writer.transactional_id(self.subtask, slot)
+        producer = self._free.pop(slot, None) or self.writer.producer(tid)
+        try:
+            producer.begin_transaction()
+        except self.kafka.KafkaException as exc:
+            fail(exc, tid, self.writer.transaction_timeout_ms())
+        self._serial += 1
+        tag = f"{tid}/{self._nonce}/{self._serial}".encode()
+        return _Txn(slot, producer, tid, tag)
+
+    def _mark_start(self, txn: _Txn, topic: str) -> None:
+        """Record where ``topic``'s partitions end before this transaction writes to them."""
+        if any(key.startswith(f"{topic}:") for key in txn.starts):
+            return
+        if self._watermarks is None:
+            config = self.writer.config()
+            consumer_config = {
+                "bootstrap.servers": config["bootstrap.servers"],
+                "group.id": f"{self.writer.prefix}-watermarks",
+                "enable.auto.commit": "false",
+                "isolation.level": "read_uncommitted",
+            }
+            extra = {
+                k: v for k, v in config.items() if k.startswith(("security.", "sasl.", "ssl."))
+            }
+            self._watermarks = self.kafka.Consumer(quiet({**consumer_config, **extra}))
+        partitions = self.writer._topics.get(topic) or 1
+        for partition in range(partitions):
+            tp = self.kafka.TopicPartition(topic, partition)
+            try:
+                _low, high = self._watermarks.get_watermark_offsets(tp, _TIMEOUT, cached=False)
+            except self.kafka.KafkaException as exc:
+                raise RetriableError(f"Kafka watermarks of {topic}: {describe(exc)}") from exc
+            txn.starts[f"{topic}:{partition}"] = max(0, high)
+
+    @override
+    def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        messages = self.messages(batch)
+        if messages is None or not messages.keys:
+            return []
+        if self._open is None:
+            self._open = self._begin()
+        txn = self._open
+        self._mark_start(txn, messages.topic)
+        try:
+            dirty = self.produce_all(txn.producer, messages, batch, [(TAG, txn.tag)])
+        except self.kafka.KafkaException as exc:
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+        txn.count += len(messages.keys) - len(dirty)
+        return dirty
+
+    @override
+    def prepare(self, checkpoint_id: int) -> Handle:
+        txn, self._open = self._open, None
+        if txn is None:
+            return None
+        token_topic = next(iter(txn.starts)).rpartition(":")[0]
+        group = self.writer.token_group(self.subtask)
+        try:
+            remaining = txn.producer.flush(_TIMEOUT)
+            if remaining:
+                msg = f"{remaining} message(s) not delivered within {_TIMEOUT}s"
+                raise RetriableError(f"Kafka producer {txn.transactional_id}: {msg}")
+            if self._metadata is None:
+                self._metadata = self.writer.group_metadata(group)
+            metadata = self._metadata
+            offsets = [self.kafka.TopicPartition(token_topic, 0, checkpoint_id)]
+            txn.producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
+        except self.kafka.KafkaException as exc:
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+        txn.checkpoint = checkpoint_id
+        self._prepared[checkpoint_id] = txn
+        return KafkaTxn(
+            subtask=self.subtask,
+            transactional_id=txn.transactional_id,
+            checkpoint=checkpoint_id,
+            tag=txn.tag.decode(),
+            token_group=group,
+            token_topic=token_topic,
+            starts=dict(txn.starts),
+            count=txn.count,
+        )
+
+    @override
+    def commit(self, handle: Handle) -> None:
+        txn = self._prepared.pop(handle.checkpoint, None)
+        if txn is None:
+            Recovery(self.writer, handle).run()
+            return
+        try:
+            txn.producer.commit_transaction(_TIMEOUT)
+        except self.kafka.KafkaException as exc:
+            self._prepared[handle.checkpoint] = txn
+            fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
+        self._free[txn.slot] = txn.producer
+
+    @override
+    def abort(self, handle: Handle) -> None:
+        txn = self._prepared.pop(handle.checkpoint, None)
+        if txn is not None:
+            self._abort(txn)
+
+    def _abort(self, txn: _Txn) -> None:
+        try:
+            txn.producer.abort_transaction(_TIMEOUT)
+            self._free[txn.slot] = txn.producer
+        except self.kafka.KafkaException as exc:
+            log.warning(
+                "aborting %s failed (%s); the next start fences it",
+                txn.transactional_id,
+                describe(exc),
+            )
+
+    @override
+    def discard(self) -> None:
+        txn, self._open = self._open, None
+        if txn is not None:
+            self._abort(txn)
+
+    @override
+    def close(self) -> None:
+        if self._watermarks is not None:
+            self._watermarks.close()
+
+
+class _IdempotentTask(_Task):
+    """At-least-once: an idempotent producer, flushed at each checkpoint; a message the broker
+    did not take (after librdkafka's retries) fails the checkpoint."""
+
+    def __init__(self, writer: KafkaWriter, subtask: int) -> None:
+        super().__init__(writer, subtask)
+        self._errors: list[str] = []
+        self._producer = writer.producer(None, on_delivery=self._delivered)
+
+    def _delivered(self, error: Any, _message: Any) -> None:
+        if error is not None:
+            self._errors.append(error.str())
+
+    @override
+    def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
+        messages = self.messages(batch)
+        if messages is None:
+            return []
+        return self.produce_all(self._producer, messages, batch, None)
+
+    @override
+    def prepare(self, checkpoint_id: int) -> Handle:
+        remaining = self._producer.flush(_TIMEOUT)
+        if remaining or self._errors:
+            first = self._errors[0] if self._errors else f"not delivered within {_TIMEOUT}s"
+            msg = f"Kafka producer: {remaining + len(self._errors)} message(s) lost: {first}"
+            raise RetriableError(msg)
+        return None
+
+    @override
+    def commit(self, handle: Handle) -> None:
+        return None
+
+    @override
+    def abort(self, handle: Handle) -> None:
+        return None
+
+    @override
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._producer.flush(5)
+
+
+class Recovery:
+    """Make sure a restored handle's transaction is committed: by its token, or by writing its
+    messages again from the log (see the module docstring)."""
+
+    def __init__(self, writer: KafkaWriter, handle: KafkaTxn) -> None:
+        self.writer = writer
+        self.kafka = writer.kafka
+        self.handle = handle
+
+    def committed(self) -> bool:
+        """Whether the token group's offset shows the handle's checkpoint (or a later one)."""
+        config = self.writer.config()
+        consumer = self.kafka.Consumer(
+            quiet(
+                {
+                    "bootstrap.servers": config["bootstrap.servers"],
+                    "group.id": self.handle.token_group,
+                    "enable.auto.commit": "false",
+                }
+            )
+        )
+        try:
+            tp = self.kafka.TopicPartition(self.handle.token_topic, 0)
+            (found,) = consumer.committed([tp], _TIMEOUT)
+        except self.kafka.KafkaException as exc:
+            raise RetriableError(
+                f"reading the commit token of {self.handle.transactional_id}: {describe(exc)}"
+            ) from exc
+        finally:
+            consumer.close()
+        return found.offset >= self.handle.checkpoint
+
+    def run(self) -> None:
+        """Commit the handle's messages unless they already are."""
+        handle = self.handle
+        if self.committed():
+            return
+        producer = self.writer.producer(handle.transactional_id)  # fences: the broker aborts it
+        messages = list(self.read_back())
+        log.warning(
+            "kafkawriter: checkpoint %d's transaction %s did not commit before the process "
+            "stopped; writing its %d message(s) again",
+            handle.checkpoint,
+            handle.transactional_id,
+            len(messages),
+        )
+        try:
+            producer.begin_transaction()
+            for topic, partition, key, value, headers in messages:
+                while True:
+                    try:
+                        producer.produce(topic, value, key, partition, headers=headers)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            metadata = self.writer.group_metadata(handle.token_group)
+            tp = self.kafka.TopicPartition(handle.token_topic, 0, handle.checkpoint)
+            producer.send_offsets_to_transaction([tp], metadata, _TIMEOUT)
+            producer.commit_transaction(_TIMEOUT)
+        except self.kafka.KafkaException as exc:
+            fail(exc, handle.transactional_id, self.writer.transaction_timeout_ms())
+
+    def read_back(
+        self,
+    ) -> Iterator[tuple[str, int, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+        """The transaction's messages, in partition order, found by their header."""
+        handle = self.handle
+        config = self.writer.config()
+        consumer = self.kafka.Consumer(
+            quiet(
+                {
+                    "bootstrap.servers": config["bootstrap.servers"],
+                    "group.id": f"{self.writer.prefix}-recovery",
+                    "enable.auto.commit": "false",
+                    "isolation.level": "read_uncommitted",
+                    "enable.partition.eof": "true",
+                }
+            )
+        )
+        tag = handle.tag.encode()
+        assigned = []
+        for key, offset in handle.starts.items():
+            topic, _, partition = key.rpartition(":")
+            assigned.append(self.kafka.TopicPartition(topic, int(partition), offset))
+        consumer.assign(assigned)
+        found = 0
+        deadline = time.monotonic() + 60
+        try:
+            while found < handle.count and time.monotonic() < deadline:
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() == self.kafka.KafkaError._PARTITION_EOF:
+                        continue
+                    msg = f"reading back {handle.transactional_id}: {error.str()}"
+                    raise RetriableError(msg)
+                headers = message.headers() or []
+                if (TAG, tag) not in headers:
+                    continue
+                found += 1
+                replayed = [(TAG, tag + b"/again")]
+                yield message.topic(), message.partition(), message.key(), message.value(), replayed
+        finally:
+            consumer.close()
+        if found < handle.count:
+            msg = (
+                f"checkpoint {handle.checkpoint}'s Kafka transaction {handle.transactional_id} "
+                f"did not commit, and only {found} of its {handle.count} messages are still in "
+                "the topic log (retention removed the rest?): those messages are lost; restore "
+                "an earlier checkpoint or start anew"
+            )
+            raise JobFailedError(msg)
