@@ -156,6 +156,19 @@ def run(
     retain_checkpoints: Annotated[
         int, typer.Option("--retain-checkpoints", min=1, help="Completed checkpoints to keep.")
     ] = 3,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            "--runner", help="Where subtasks run: 'local' threads or 'ray' actors (setting.runner)."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="--runner ray: the cluster to join, 'auto' or HOST:PORT (default: a local Ray).",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
@@ -164,7 +177,13 @@ def run(
     restore_mode: Any = restore
     if restore not in (None, "latest", "latest-or-new"):
         restore_mode = Path(str(restore))
+    if runner not in (None, "local", "ray"):
+        _fail(f"--runner: unknown runner '{runner}'; known: local, ray", 2)
+    if address is not None and (runner or loaded.file.job.setting.runner) != "ray":
+        _fail("--address joins a Ray cluster: pass --runner ray (or setting.runner: ray)", 2)
     options = RunOptions(
+        runner=runner,  # type: ignore[arg-type]
+        address=address,
         state_dir=state_dir,
         restore=restore_mode,
         force_restore=force_restore,
@@ -239,6 +258,8 @@ def _summary(report: RunReport) -> str:
         text += f"; restored from checkpoint {report.restored_from}"
     if report.restarts:
         text += f"; {report.restarts} restart(s)"
+    if report.runner != "local":
+        text += f"; runner {report.runner} on {report.nodes} node(s)"
     if report.dirty_path:
         text += f"; dirty records in {report.dirty_path}"
     if report.status == "stopped":

@@ -57,6 +57,10 @@ class RunOptions:
     checkpoint_interval: float | None = None
     retain_checkpoints: int = 3
     stop_request: threading.Event = field(default_factory=threading.Event)
+    runner: Literal["local", "ray"] | None = None
+    """``--runner``; ``None``: ``setting.runner``."""
+    address: str | None = None
+    """``--address`` of a Ray cluster (``None``: start a local Ray)."""
     on_start: Callable[[Metrics], None] | None = None
 
 
@@ -73,6 +77,9 @@ class RunReport:
     restarts: int
     dirty_path: str | None
     state_dir: str
+    runner: str = "local"
+    nodes: int = 1
+    """Nodes the subtasks ran on (in the last attempt)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--metrics-file`` content."""
@@ -164,6 +171,7 @@ def run_job(job: LoadedJob, options: RunOptions) -> RunReport:
             return runner.run(checkpoint)
         finally:
             dirty.close()
+            runner.close()
     finally:
         state.unlock()
 
@@ -229,6 +237,20 @@ class _Runner:
         content = job.file.content
         self.transform = build_transform(content.transformer, content.reader.table)
         self.semantic: Semantic = "at-least-once"
+        self.runner = options.runner or self.setting.runner
+        self.attempts = 0
+        self.nodes = 1
+        if self.runner == "ray":
+            from sync.runners import ray  # noqa: PLC0415 - Ray is imported only when used
+
+            ray.connect(options.address)
+
+    def close(self) -> None:
+        """Leave the cluster a Ray run joined."""
+        if self.runner == "ray":
+            from sync.runners import ray  # noqa: PLC0415 - imported when the run started
+
+            ray.disconnect()
 
     def run(self, checkpoint: Checkpoint | None) -> RunReport:
         restored_from = checkpoint.id if checkpoint else None
@@ -273,6 +295,8 @@ class _Runner:
             restarts=restarts,
             dirty_path=str(self.dirty.path) if self.dirty.path.exists() else None,
             state_dir=str(self.state.root),
+            runner=self.runner,
+            nodes=self.nodes,
         )
 
     def _may_restart(self, restarts: int, failures: list[float]) -> bool:
@@ -329,7 +353,17 @@ class _Runner:
         else:
             splits, positions = reader.plan(setting.speed.readers), {}
         writer.begin([decode(writer.handle_type, h) for h in handles], fresh=checkpoint is None)
-        execution = Execution(
+        self.attempts += 1
+        options: dict[str, Any] = {}
+        execution_class = Execution
+        if self.runner == "ray":
+            from sync.runners.ray import RayExecution  # noqa: PLC0415 - Ray only when used
+
+            speed = setting.speed
+            options = {"attempt": self.attempts, "limits": (speed.bytes, speed.record)}
+            execution_class = RayExecution
+        execution = execution_class(
+            **options,
             reader=reader,
             writer=writer,
             splits=splits,
@@ -351,7 +385,10 @@ class _Runner:
             stop_request=self.options.stop_request,
             transform=self.transform,
         )
-        result = execution.run()
+        try:
+            result = execution.run()
+        finally:
+            self.nodes = len(getattr(execution, "nodes", ())) or 1
         if result.completed:
             writer.finish()
             if result.job_state is not None and result.last_checkpoint is not None:

@@ -161,6 +161,11 @@ class Setting(Params):
     dirty: DirtySetting = Field(default_factory=DirtySetting)
     log: LogSetting = Field(default_factory=LogSetting)
     restart: RestartSetting = Field(default_factory=RestartSetting)
+    runner: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the subtasks run: local threads, or actors on a Ray cluster "
+        "(`syncx run --runner` overrides it).",
+    )
 
 
 class TableRef(Params):
