@@ -53,7 +53,12 @@ ParamOpt = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="Fill ${name} placeholders: name=value.")
 ]
 StateOpt = Annotated[
-    Path | None, typer.Option("--state-dir", help="State folder (default .syncx/state/<job>).")
+    str | None,
+    typer.Option(
+        "--state-dir",
+        help="State folder (default .syncx/state/<job>), or shared storage: file:///mount, "
+        "webhdfs://namenode:9870/path, hdfs://...",
+    ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 
@@ -323,7 +328,8 @@ def schema(
 def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = None) -> None:
     """List the stored checkpoints of a job."""
     loaded = _load(job, param, False)
-    state = StateDir(state_dir or default_state_dir(loaded))
+    with _errors(False):
+        state = StateDir(state_dir or default_state_dir(loaded))
     paths = state.checkpoint_paths()
     if not paths:
         typer.echo(f"no checkpoints in {state.checkpoints}")
@@ -333,7 +339,7 @@ def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = 
             try:
                 chk = state.load(path)
             except SyncxError as exc:
-                typer.echo(f"{path.name}  unreadable: {exc}")
+                typer.echo(f"{path.rsplit('/', 1)[-1]}  unreadable: {exc}")
                 continue
         done = sum(1 for s in chk.positions.values() if s.done)
         typer.echo(
@@ -353,7 +359,8 @@ def checkpoints_show(
 ) -> None:
     """Print one checkpoint: positions, writer handles, metrics (never secrets)."""
     loaded = _load(job, param, False)
-    state = StateDir(state_dir or default_state_dir(loaded))
+    with _errors(False):
+        state = StateDir(state_dir or default_state_dir(loaded))
     with _errors(False, _REDACTOR.secrets):
         chk = state.load(state.find(checkpoint_id)) if checkpoint_id is not None else state.latest()
         if chk is None:

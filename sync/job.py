@@ -51,7 +51,8 @@ RestoreMode = Literal["latest", "latest-or-new"] | Path | None
 class RunOptions:
     """What the command line adds to the job file."""
 
-    state_dir: Path | None = None
+    state_dir: Path | str | None = None
+    """A path, or a URL of shared storage (``file:///mnt/x``, ``webhdfs://nn:9870/x``)."""
     restore: RestoreMode = None
     force_restore: bool = False
     checkpoint_interval: float | None = None
@@ -240,10 +241,6 @@ class _Runner:
         self.runner = options.runner or self.setting.runner
         self.attempts = 0
         self.nodes = 1
-        if self.runner == "ray":
-            from sync.runners import ray  # noqa: PLC0415 - Ray is imported only when used
-
-            ray.connect(options.address)
 
     def close(self) -> None:
         """Leave the cluster a Ray run joined."""
@@ -252,7 +249,25 @@ class _Runner:
 
             ray.disconnect()
 
+    def _connect(self) -> None:
+        """Join (or start) the Ray cluster; refuse state that its nodes cannot share."""
+        if self.runner != "ray":
+            return
+        from sync.runners import ray  # noqa: PLC0415 - Ray is imported only when used
+
+        ray.connect(self.options.address)
+        nodes = ray.node_count()
+        if nodes > 1 and not self.state.shared:
+            msg = (
+                f"--state-dir {self.state}: a path on this machine, but the Ray cluster has "
+                f"{nodes} nodes: a driver restarted on another node would not find the "
+                "checkpoints. Pass shared storage: --state-dir file:///a/shared/mount or "
+                "webhdfs://namenode:9870/path"
+            )
+            raise JobFileError(msg)
+
     def run(self, checkpoint: Checkpoint | None) -> RunReport:
+        self._connect()
         restored_from = checkpoint.id if checkpoint else None
         restarts = 0
         failures: list[float] = []
@@ -294,7 +309,7 @@ class _Runner:
             restored_from=restored_from,
             restarts=restarts,
             dirty_path=str(self.dirty.path) if self.dirty.path.exists() else None,
-            state_dir=str(self.state.root),
+            state_dir=str(self.state),
             runner=self.runner,
             nodes=self.nodes,
         )
@@ -318,7 +333,7 @@ class _Runner:
         job_state, handles = self._recovery(checkpoint)
         ctx = JobContext.of(
             job.name,
-            self.state.root,
+            self.state.identity_path,
             setting,
             run_id=self.run_id,
             checkpoints=self.interval is not None,

@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -45,7 +46,7 @@ from sync.contract import (
     Split,
     Writer,
 )
-from sync.errors import FatalError, JobFailedError, SyncxError
+from sync.errors import FatalError, JobFailedError, JobFileError, SyncxError
 from sync.metrics import Metric, Metrics
 from sync.ratelimit import RateLimiter
 from sync.runtime import (
@@ -83,6 +84,7 @@ _IN_FLIGHT = 2
 _QUEUE_BATCHES = 4
 """Batches a writer actor buffers per input."""
 _POLL_SECONDS = 0.5
+_CONNECT_SECONDS = 5.0
 PLACEMENT_TIMEOUT = float(os.environ.get("SYNCX_RAY_PLACEMENT_TIMEOUT", "120"))
 """Seconds to wait for CPUs for every channel before the attempt fails."""
 
@@ -95,6 +97,8 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if address not in (None, "auto"):
+        _check_reachable(address)
     try:
         if address is None:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -103,6 +107,22 @@ def connect(address: str | None) -> None:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except ConnectionError as exc:
         msg = f"--address {address}: no Ray cluster answers there ({exc})"
+        raise JobFailedError(msg) from exc
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast when nothing listens at ``address`` (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"--address {address}: expected HOST:PORT of a Ray head (or auto)"
+        raise JobFileError(msg)
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_SECONDS).close()
+    except OSError as exc:
+        msg = (
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+            "one with `ray start --head`, or leave --address out to run on a local Ray"
+        )
         raise JobFailedError(msg) from exc
 
 
