@@ -15,6 +15,11 @@ commit. A bounded job ends with a final checkpoint and succeeds only after its c
 Once a checkpoint is stored, the reader hears of it (``Reader.notify_checkpoint_complete``, on the
 coordinator) and so does every open split (``SplitReader.notify_checkpoint_complete``, on its own
 reader thread between two items, with the position stored for it).
+
+The subtask loops (:func:`run_reader`, :func:`run_writer`: barrier alignment, commit-upto,
+position snapshots) and the coordinator (:meth:`Execution.run`) are shared by every runner; a
+runner supplies only the channel between them, a :class:`SubtaskLink` (here: threads and bounded
+queues; :mod:`sync.runners.ray`: actors and calls).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "Execution",
     "ExecutionResult",
     "Inbox",
+    "PendingCheckpoint",
     "Stop",
     "SubtaskLink",
     "run_reader",
@@ -165,7 +171,7 @@ class ExecutionResult:
 
 
 @dataclass
-class _Pending:
+class PendingCheckpoint:
     """An in-flight checkpoint."""
 
     checkpoint_id: int
@@ -475,7 +481,7 @@ class Execution(SubtaskLink):
         self._pool: deque[Split] = deque(
             s for s in splits if not self.base_positions.get(s.id, SplitState()).done
         )
-        self._inflight: _Pending | None = None
+        self._inflight: PendingCheckpoint | None = None
         self._completed: CompletedCheckpoint | None = None
         self._finished_readers = 0
         self._failure: BaseException | None = None
@@ -548,16 +554,16 @@ class Execution(SubtaskLink):
         checkpoint_id = self.next_id
         self.next_id += 1
         with self._cond:
-            self._inflight = _Pending(checkpoint_id, final, time.monotonic())
+            self._inflight = PendingCheckpoint(checkpoint_id, final, time.monotonic())
             self._cond.notify_all()
         self._broadcast(Barrier(checkpoint_id))
         log.debug("checkpoint %d triggered (final=%s)", checkpoint_id, final)
 
-    def _acknowledged(self, pending: _Pending) -> bool:
+    def _acknowledged(self, pending: PendingCheckpoint) -> bool:
         with self._cond:
             return len(pending.readers) == self.n_readers and len(pending.writers) == self.n_writers
 
-    def _complete(self, pending: _Pending) -> None:
+    def _complete(self, pending: PendingCheckpoint) -> None:
         positions = dict(self.base_positions)
         for states in pending.readers.values():
             positions.update(states)

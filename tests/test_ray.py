@@ -4,9 +4,9 @@ One cluster serves the module: a head and a worker node of one CPU each, a small
 health checks every second (a dead node is seen in about two). A channel is a reader and a writer
 actor sharing one CPU on one node, so two channels land one on each node.
 
-Node loss: the worker node is started with ``SYNCX_CRASH_AT`` in its environment, so the actor of
-that node (and only it) is SIGKILLed at an exact point (its reader's barrier sent, its writer's
-prepare, its writer's commit); the test then kills the whole node, checks through Ray that it is
+Node loss: the worker node is started with ``SYNCX_CRASH_AT`` in its environment, so an actor of
+that node (and only there) is SIGKILLed at an exact point (its reader's barrier sent, its
+writer's prepare, its writer's commit); the test then kills the whole node, checks through Ray that it is
 dead, and adds a replacement node. The job restarts under ``setting.restart`` on the nodes left
 and the new one, and the target must be exact with no prepared or staged work left.
 """
@@ -74,7 +74,7 @@ class TwoNodes:
 
     def replace_worker(self, env: dict[str, str] | None = None) -> None:
         """Kill the worker node for real, prove Ray sees it dead, start a new one."""
-        dead = self.worker.unique_id
+        dead = self.worker.node_id
         self.cluster.remove_node(self.worker, allow_graceful=False)
         deadline = time.monotonic() + 30
         while dead in self.alive():
@@ -160,12 +160,14 @@ def test_channels_land_on_both_nodes_and_copy_exactly(nodes: TwoNodes, tmp_path:
 def test_rebalanced_channels(nodes: TwoNodes, tmp_path: Path) -> None:
     job = _parquet_job(tmp_path / "out", [20_000, 20_000])
     job["job"]["setting"]["speed"] = {"readerChannel": 2, "writerChannel": 1}
+    job["job"]["setting"]["runner"] = "ray"  # the job file's setting instead of --runner
     path = _write(tmp_path / "job.json", job)
     done = _syncx(
-        tmp_path, "run", path, "--runner", "ray", "--address", nodes.address, "--state-dir",
+        tmp_path, "run", path, "--address", nodes.address, "--state-dir",
         f"file://{tmp_path / 'state'}", "--checkpoint-interval", "0.2",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert "runner ray on" in done.stderr
     _each_slice_once(pq.read_table(tmp_path / "out").column("id").to_pylist(), 2, 20_000)
 
 
@@ -226,7 +228,9 @@ def test_ray_not_installed_names_the_extra(tmp_path: Path) -> None:
 # -- a node lost ---------------------------------------------------------------------------------
 
 POINTS = ["barrier-sent@3", "writer-prepared@3", "writer-committed@2"]
-"""Before a commit (a barrier out, nothing prepared), mid-checkpoint, during a commit."""
+"""Mid-checkpoint (the worker's reader sent its barrier), before a commit (its writer prepared,
+the checkpoint not stored), during a commit (its writer committed one handle, the other node's
+writer maybe not)."""
 
 
 def _run_losing_the_worker(
@@ -250,7 +254,7 @@ def _run_losing_the_worker(
         assert process.stderr is not None
         for line in process.stderr:
             lines.append(line)
-            if not replaced and "job failed (" in line and "restart 1" in line:
+            if not replaced and "; restart 1 in" in line:
                 nodes.replace_worker()
                 replaced = True
         process.wait(timeout=240)
@@ -258,6 +262,7 @@ def _run_losing_the_worker(
         if process.poll() is None:
             process.kill()
     text = "".join(lines)
+    print(text)  # shown when the test fails
     assert replaced, f"the armed node never failed the job:\n{text}"
     assert process.returncode == 0, text
     assert "a Ray node or actor was lost" in text

@@ -47,6 +47,7 @@ from sync.contract import (
     Writer,
 )
 from sync.errors import FatalError, JobFailedError, JobFileError, SyncxError
+from sync.faults import crash_point
 from sync.metrics import Metric, Metrics
 from sync.ratelimit import RateLimiter
 from sync.runtime import (
@@ -55,6 +56,7 @@ from sync.runtime import (
     Commit,
     Execution,
     Inbox,
+    PendingCheckpoint,
     Stop,
     SubtaskLink,
     run_reader,
@@ -472,7 +474,8 @@ class _WriterActor:
 
 
 def _lost(exc: BaseException) -> JobFailedError:
-    return JobFailedError(f"a Ray node or actor was lost ({type(exc).__name__}: {exc})")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return JobFailedError(f"a Ray node or actor was lost ({type(exc).__name__}: {first})")
 
 
 class RayExecution(Execution):
@@ -488,12 +491,15 @@ class RayExecution(Execution):
         self._writers: list[Any] = []
         self._groups: list[Any] = []
         self._polls: dict[Any, tuple[Any, int, str]] = {}
+        self._schema: pa.Schema | None = None
+        self._final_handles: dict[int, list[Handle]] = {}
         self.nodes: set[str] = set()
 
     # -- start -------------------------------------------------------------------------------
 
     @override
     def _start(self, schema: pa.Schema | None) -> None:
+        self._schema = schema
         channels = max(self.n_readers, self.n_writers)
         self._groups = [
             placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="STRICT_PACK")
@@ -646,19 +652,34 @@ class RayExecution(Execution):
             return
         for actor in self._readers:
             actor.complete.remote(news)
+        if news.final:
+            return  # committed by the driver itself (see _finish)
         for actor in self._writers:
             actor.control.remote(Commit(news.id), news.id)
+
+    @override
+    def _complete(self, pending: PendingCheckpoint) -> None:
+        if pending.final:
+            self._final_handles = dict(pending.writers)
+        super()._complete(pending)
 
     # -- end ---------------------------------------------------------------------------------
 
     @override
     def _finish(self) -> None:
-        completed = self.completed_id()
+        """End the actors, then commit the final checkpoint here, on the driver.
+
+        The writer actors stop with the final checkpoint prepared but not committed; the driver
+        commits its handles through tasks of its own writer, the object whose ``finish`` follows:
+        a writer that keeps state across its tasks' commits (open file groups published at the
+        end) sees them as in a local run. Commits are idempotent, and a restore after a crash
+        here commits the same handles again.
+        """
         for actor in self._readers:
             actor.stop.remote()
         joins = [w.join.remote(300.0) for w in self._writers]
         for actor in self._writers:
-            actor.control.remote(Stop(clean=True), completed)
+            actor.control.remote(Stop(clean=True), self.completed_id())
         try:
             failures = ray.get(joins)
         except RayError as exc:
@@ -667,8 +688,18 @@ class RayExecution(Execution):
             if failure is not None:
                 raise failure
         self._drain()
-        from sync.faults import crash_point  # noqa: PLC0415 - the one point of the driver here
-
+        for index in range(self.n_writers):
+            handles = self._final_handles.get(index, [])
+            if not handles:
+                continue
+            task = self.writer.open(index, self.n_writers, self._schema)
+            try:
+                for handle in handles:
+                    with self.metrics.timed(Metric.WRITE_DURATION):
+                        task.commit(handle)
+                    crash_point("writer-committed")
+            finally:
+                task.close()
         crash_point("final-committed")
 
     def _drain(self) -> None:
