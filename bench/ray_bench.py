@@ -8,7 +8,7 @@ project's private MariaDB), 2 channels, checkpoints every 2 s, into Parquet;
   script (``ray start --head``: the job pays for its actors and the object store, not for
   starting Ray), rounds interleaved, medians compared: at most 1.3x;
 - peak RSS of the driver (the ``syncx`` process) and of each actor's worker process (sampled
-  every 0.2 s), for both runners.
+  from ``/proc`` every 0.2 s; Linux), for both runners.
 
 Usage::
 
@@ -28,8 +28,6 @@ import tempfile
 import threading
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mysql_bench import SYNCX, Run, ensure_table, job_file, measured, reader, server
 
@@ -38,7 +36,7 @@ RAY = Path(sys.executable).with_name("ray")
 
 
 class ActorMemory:
-    """Peak RSS of every Ray actor worker process (``ray::_ReaderActor``/``_WriterActor``)."""
+    """Peak RSS of every Ray actor worker process (``ray::_ChannelActor``)."""
 
     def __init__(self) -> None:
         self.peaks: dict[int, float] = {}
@@ -55,13 +53,17 @@ class ActorMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            for process in psutil.process_iter(["pid", "cmdline", "memory_info"]):
-                cmdline = " ".join(process.info["cmdline"] or [])
-                if "_ReaderActor" in cmdline or "_WriterActor" in cmdline:
-                    rss = process.info["memory_info"].rss / 2**20
-                    self.peaks[process.info["pid"]] = max(
-                        self.peaks.get(process.info["pid"], 0), rss
-                    )
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+                    if "_ChannelActor" not in cmdline:
+                        continue
+                    status = (proc / "status").read_text()
+                except OSError:
+                    continue
+                rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")]
+                pid = int(proc.name)
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(rss[0]) / 1024 if rss else 0.0)
 
 
 def run_job(job: Path, folder: Path, *runner: str) -> tuple[Run, list[float]]:

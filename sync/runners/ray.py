@@ -1,22 +1,28 @@
-"""The Ray runner: the same pipeline with its subtasks as Ray actors spread over a cluster.
+"""The Ray runner: the same pipeline with its subtasks in Ray actors spread over a cluster.
 
 Mapping: the driver process is the checkpoint coordinator (:class:`sync.runtime.Execution`'s
-``run`` loop, unchanged); channel *i* is reader actor *i* and writer actor *i* in one placement
-group (STRICT_PACK: they share a node), and channels spread over the nodes. The actors run the
-very subtask loops of the local runtime (:func:`sync.runtime.run_reader`, :func:`run_writer`) on a
-thread, over a :class:`_RemoteLink` instead of local queues:
+``run`` loop, unchanged). Channel *i* is one actor holding reader subtask *i* and writer subtask
+*i* on two threads, so a reader and its writer always share a node; the channels are the bundles
+(one CPU each) of one placement group spread over the nodes. The actors run the very subtask
+loops of the local runtime (:func:`sync.runtime.run_reader`, :func:`run_writer`) over a
+:class:`_RemoteLink` instead of the local runtime's queues:
 
-- batches travel reader → writer as ``push`` calls of at least :data:`_SEND_BYTES` (small batches
-  are sent together), numbered per (reader, writer) pair so the writer keeps their order, with at
-  most :data:`_IN_FLIGHT` calls in flight per pair: a slow writer slows its readers as locally;
+- chained channels (equal reader and writer counts): a reader feeds its writer through a bounded
+  queue inside the actor, as Flink chains operators: no serialization, no copy, the same
+  backpressure as locally;
+- rebalanced channels: batches travel to other channels as ``push`` calls of at least
+  :data:`_SEND_BYTES` (small batches are sent together), numbered per (reader, writer) pair so
+  the writer keeps their order, with at most :data:`_IN_FLIGHT` calls in flight per pair: a slow
+  writer slows its readers as locally;
 - barriers travel in order with the batches; positions, acknowledgements, split requests, dirty
   records and metric increments go to the driver through a long ``poll`` call per actor;
 - a lost node or actor (any ``RayError``) fails the attempt; ``setting.restart`` starts a new one
   from the last checkpoint with new actors whose names carry the attempt number. Actors are
   created with no Ray-level restarts: Ray's actor restart would lose the subtask's state.
 
-The driver keeps the reader and writer objects it plans, begins and finishes with; each actor
-builds its own from the same class, parameters and context.
+The driver keeps the reader and writer objects it plans, begins and finishes with, and commits
+the final checkpoint itself (see :meth:`RayExecution._finish`); each actor builds its own reader
+and writer from the same class, parameters and context.
 """
 
 from __future__ import annotations
@@ -176,8 +182,10 @@ def _portable_error(exc: BaseException) -> BaseException:
 class _RemoteLink(SubtaskLink):
     """An actor's side of the link: messages to the driver queue up for its ``poll``."""
 
-    def __init__(self, ctx: dict[str, Any], index: int) -> None:
+    def __init__(self, ctx: dict[str, Any], index: int, inbox: Inbox | None) -> None:
         self.index = index
+        self.inbox = inbox
+        """The inbox of this channel's own writer (``None`` when it has none)."""
         self.halt = threading.Event()
         self.metrics = Metrics()
         self.context = JobContext(
@@ -187,6 +195,7 @@ class _RemoteLink(SubtaskLink):
         self._events: list[tuple[Any, ...]] = []
         self._sent: dict[str, float] = dict.fromkeys(Metric, 0.0)
         self._failure: BaseException | None = None
+        self._running = 0
         self._ended = False
         self._pending = 0
         self._completed: CompletedCheckpoint | None = None
@@ -201,8 +210,10 @@ class _RemoteLink(SubtaskLink):
 
     # -- the actor's thread ------------------------------------------------------------------
 
-    def run(self, body: Callable[[], None]) -> None:
+    def run(self, body: Callable[[], None]) -> threading.Thread:
         """Run a subtask loop on its own thread, recording how it ended."""
+        with self._cond:
+            self._running += 1
 
         def guarded() -> None:
             try:
@@ -215,11 +226,13 @@ class _RemoteLink(SubtaskLink):
                 self.halt.set()
             finally:
                 with self._cond:
-                    self._ended = True
+                    self._running -= 1
+                    self._ended = self._running == 0
                     self._cond.notify_all()
 
-        self.thread = threading.Thread(target=guarded, name="subtask", daemon=True)
-        self.thread.start()
+        thread = threading.Thread(target=guarded, name="subtask", daemon=True)
+        thread.start()
+        return thread
 
     def poll(self, timeout: float) -> tuple[list[tuple[Any, ...]], dict[str, float], Any]:
         """Events since the last poll, metric increments, and the failure (or ``"ended"``)."""
@@ -301,6 +314,9 @@ class _RemoteLink(SubtaskLink):
 
     @override
     def send(self, reader: int, writer: int, item: pa.RecordBatch | Barrier) -> None:
+        if writer == self.index and self.inbox is not None:
+            self.inbox.put(reader, item)  # this channel's writer: chained, in this process
+            return
         buffer = self._buffers.setdefault(writer, [])
         if not buffer:
             self._buffered_since[writer] = time.monotonic()
@@ -315,6 +331,8 @@ class _RemoteLink(SubtaskLink):
 
     @override
     def has_room(self, reader: int, writer: int) -> bool:
+        if writer == self.index and self.inbox is not None:
+            return self.inbox.has_room(reader)
         flight = self._in_flight.get(writer)
         if not flight:
             return True
@@ -358,35 +376,98 @@ class _RemoteLink(SubtaskLink):
                 ray.get(flight.popleft())
 
 
-class _ReaderActor:
-    """Reader subtask ``index`` on a Ray node."""
+class _ChannelActor:
+    """Channel ``index`` on a Ray node: reader subtask ``index`` and writer subtask ``index``
+    (either may be absent when the reader and writer counts differ), each on its own thread.
 
-    def __init__(self, spec: _Spec, index: int, targets: list[int]) -> None:
-        self.link = _RemoteLink(spec.context, index)
+    A reader feeds its own channel's writer through a local bounded queue, as the local runtime
+    chains them (Flink's operator chaining: no serialization, no copy); other writers (rebalanced
+    channels) get ``push`` calls.
+    """
+
+    def __init__(
+        self, spec: _Spec, index: int, targets: list[int] | None, inputs: list[int] | None
+    ) -> None:
         self.spec = spec
         self.index = index
         self.targets = targets
+        self.inputs = inputs
+        self.link = _RemoteLink(spec.context, index, None)
+        if inputs is not None:
+            self.link.inbox = Inbox(inputs, _QUEUE_BATCHES, self.link.halt)
+            self._next_seq = dict.fromkeys(inputs, 0)
+        self._turn = threading.Condition()
+        self._writer_thread: threading.Thread | None = None
 
     def node(self) -> str:
         """The node this actor runs on."""
         return ray.get_runtime_context().get_node_id()
 
-    def start(self, writers: list[Any], positions: dict[str, SplitState]) -> None:
-        """Build the reader and start reading."""
-        spec = self.spec
+    def start_writer(self, subtasks: int, schema: pa.Schema | None) -> None:
+        """Build the writer, open subtask ``index`` and start writing."""
+        assert self.link.inbox is not None and self.inputs is not None
+        inbox, inputs = self.link.inbox, set(self.inputs)
+        writer = self.spec.writer_cls(self.spec.writer_params, self.link.context)
+        writer.check()
+        task = writer.open(self.index, subtasks, schema)
+
+        def write() -> None:
+            try:
+                run_writer(self.link, self.index, task, inbox, inputs)
+            finally:
+                writer.close()
+
+        self._writer_thread = self.link.run(write)
+
+    def start_reader(self, channels: list[Any], positions: dict[str, SplitState]) -> None:
+        """Build the reader and start reading (``channels``: every channel's actor)."""
+        assert self.targets is not None
+        spec, targets = self.spec, self.targets
         reader = spec.reader_cls(spec.reader_params, self.link.context)
         reader.check()
-        self.link.writers = writers
+        self.link.writers = channels
         limiter = RateLimiter(*spec.limits)
-        self.link.run(lambda: self._read(reader, positions, limiter))
 
-    def _read(self, reader: Reader, positions: dict[str, SplitState], limiter: RateLimiter) -> None:
+        def read() -> None:
+            try:
+                run_reader(
+                    self.link, self.index, reader, targets, positions, limiter, spec.transform
+                )
+            finally:
+                reader.close()
+
+        self.link.run(read)
+
+    def push(self, source: int, seq: int, items: list[Any]) -> None:
+        """Batches (and barriers) of reader ``source``, its ``seq``-th call to this writer."""
+        assert self.link.inbox is not None
+        with self._turn:
+            while self._next_seq[source] != seq:
+                if self.link.halt.is_set():
+                    return
+                self._turn.wait(0.2)
         try:
-            run_reader(
-                self.link, self.index, reader, self.targets, positions, limiter, self.spec.transform
-            )
+            for item in items:
+                self.link.inbox.put(source, item)
+        except Cancelled:
+            return
         finally:
-            reader.close()
+            with self._turn:
+                self._next_seq[source] = seq + 1
+                self._turn.notify_all()
+
+    def control(self, item: Commit | Stop, completed_id: int) -> None:
+        """A commit or stop message; ``completed_id`` is the newest stored checkpoint."""
+        assert self.link.inbox is not None
+        with self.link._cond:
+            self.link._completed_id = max(self.link._completed_id, completed_id)
+        self.link.inbox.put_control(item)
+
+    def join(self, timeout: float) -> BaseException | None:
+        """Wait for the writer subtask to end; the channel's failure, if any."""
+        if self._writer_thread is not None:
+            self._writer_thread.join(timeout)
+        return self.link._failure
 
     def poll(self, timeout: float) -> tuple[list[tuple[Any, ...]], dict[str, float], Any]:
         """See :meth:`_RemoteLink.poll`."""
@@ -405,72 +486,8 @@ class _ReaderActor:
         self.link.give_split(split)
 
     def stop(self) -> None:
-        """Stop reading."""
+        """Stop the channel's subtasks (the writer, if any, has ended by now or is failing)."""
         self.link.halt.set()
-
-
-class _WriterActor:
-    """Writer subtask ``index`` on a Ray node, fed by ``push`` calls of its inputs."""
-
-    def __init__(self, spec: _Spec, index: int, inputs: list[int]) -> None:
-        self.link = _RemoteLink(spec.context, index)
-        self.spec = spec
-        self.index = index
-        self.inputs = inputs
-        self.inbox = Inbox(inputs, _QUEUE_BATCHES, self.link.halt)
-        self._turn = threading.Condition()
-        self._next_seq = dict.fromkeys(inputs, 0)
-
-    def node(self) -> str:
-        """The node this actor runs on."""
-        return ray.get_runtime_context().get_node_id()
-
-    def start(self, subtasks: int, schema: pa.Schema | None) -> None:
-        """Build the writer, open the subtask and start writing."""
-        spec = self.spec
-        writer = spec.writer_cls(spec.writer_params, self.link.context)
-        writer.check()
-        task = writer.open(self.index, subtasks, schema)
-
-        def write() -> None:
-            try:
-                run_writer(self.link, self.index, task, self.inbox, set(self.inputs))
-            finally:
-                writer.close()
-
-        self.link.run(write)
-
-    def push(self, source: int, seq: int, items: list[Any]) -> None:
-        """Batches (and barriers) of input ``source``, the ``seq``-th call of that input."""
-        with self._turn:
-            while self._next_seq[source] != seq:
-                if self.link.halt.is_set():
-                    return
-                self._turn.wait(0.2)
-        try:
-            for item in items:
-                self.inbox.put(source, item)
-        except Cancelled:
-            return
-        finally:
-            with self._turn:
-                self._next_seq[source] = seq + 1
-                self._turn.notify_all()
-
-    def control(self, item: Commit | Stop, completed_id: int) -> None:
-        """A commit or stop message; ``completed_id`` is the newest stored checkpoint."""
-        with self.link._cond:
-            self.link._completed_id = max(self.link._completed_id, completed_id)
-        self.inbox.put_control(item)
-
-    def join(self, timeout: float) -> BaseException | None:
-        """Wait for the subtask to end; its failure, if any."""
-        self.link.thread.join(timeout)
-        return self.link._failure
-
-    def poll(self, timeout: float) -> tuple[list[tuple[Any, ...]], dict[str, float], Any]:
-        """See :meth:`_RemoteLink.poll`."""
-        return self.link.poll(timeout)
 
 
 def _lost(exc: BaseException) -> JobFailedError:
@@ -487,10 +504,9 @@ class RayExecution(Execution):
         super().__init__(**kwargs)
         self.attempt = attempt
         self.limits = limits
-        self._readers: list[Any] = []
-        self._writers: list[Any] = []
-        self._groups: list[Any] = []
-        self._polls: dict[Any, tuple[Any, int, str]] = {}
+        self._channels: list[Any] = []
+        self._group: Any = None
+        self._polls: dict[Any, Any] = {}
         self._schema: pa.Schema | None = None
         self._final_handles: dict[int, list[Handle]] = {}
         self.nodes: set[str] = set()
@@ -501,10 +517,7 @@ class RayExecution(Execution):
     def _start(self, schema: pa.Schema | None) -> None:
         self._schema = schema
         channels = max(self.n_readers, self.n_writers)
-        self._groups = [
-            placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="STRICT_PACK")
-            for _ in range(channels)
-        ]
+        self._group = placement_group([{"CPU": 1}] * channels, strategy="SPREAD")
         self._await_placement(channels)
         ctx = self.reader.ctx
         limit_bytes, limit_records = self.limits
@@ -521,53 +534,42 @@ class RayExecution(Execution):
             transform=self.transform,
         )
         prefix = f"syncx-{ctx.job_id}-{self.run_id}-a{self.attempt}"
-        reader_actor = ray.remote(_ReaderActor)
-        writer_actor = ray.remote(_WriterActor)
-        for index in range(self.n_writers):
-            inputs = self.inputs[index]
-            self._writers.append(
-                writer_actor.options(
-                    **self._placement(index, 1, f"{prefix}-writer-{index}"),
-                    max_concurrency=len(inputs) * (_IN_FLIGHT + 1) + 4,
-                ).remote(spec, index, inputs)
+        channel_actor = ray.remote(_ChannelActor)
+        for index in range(channels):
+            targets = self.targets.get(index)
+            inputs = self.inputs.get(index)
+            self._channels.append(
+                channel_actor.options(
+                    name=f"{prefix}-channel-{index}",
+                    num_cpus=1,
+                    max_restarts=0,
+                    max_task_retries=0,
+                    max_concurrency=len(inputs or ()) * (_IN_FLIGHT + 1) + 6,
+                    scheduling_strategy=PlacementGroupSchedulingStrategy(
+                        self._group, placement_group_bundle_index=index
+                    ),
+                ).remote(spec, index, targets, inputs)
             )
-        for index in range(self.n_readers):
-            self._readers.append(
-                reader_actor.options(
-                    **self._placement(index, 0, f"{prefix}-reader-{index}"), max_concurrency=6
-                ).remote(spec, index, self.targets[index])
-            )
+        writers = self._channels[: self.n_writers]
+        readers = self._channels[: self.n_readers]
         try:
-            self.nodes = set(ray.get([a.node.remote() for a in self._readers + self._writers]))
-            ray.get([w.start.remote(self.n_writers, schema) for w in self._writers])
-            ray.get([r.start.remote(self._writers, self.base_positions) for r in self._readers])
+            self.nodes = set(ray.get([a.node.remote() for a in self._channels]))
+            ray.get([w.start_writer.remote(self.n_writers, schema) for w in writers])
+            ray.get([r.start_reader.remote(self._channels, self.base_positions) for r in readers])
         except RayError as exc:
             raise self._unwrap(exc) from exc
         log.info(
-            "ray: %d reader and %d writer actors on %d node(s)",
+            "ray: %d reader and %d writer subtasks in %d channel actor(s) on %d node(s)",
             self.n_readers,
             self.n_writers,
+            channels,
             len(self.nodes),
         )
-        for index, actor in enumerate(self._readers):
-            self._poll(actor, index, "reader")
-        for index, actor in enumerate(self._writers):
-            self._poll(actor, index, "writer")
-
-    def _placement(self, channel: int, bundle: int, name: str) -> dict[str, Any]:
-        strategy = PlacementGroupSchedulingStrategy(
-            self._groups[channel], placement_group_bundle_index=bundle
-        )
-        return {
-            "name": name,
-            "num_cpus": 0.5,
-            "max_restarts": 0,
-            "max_task_retries": 0,
-            "scheduling_strategy": strategy,
-        }
+        for actor in self._channels:
+            self._poll(actor)
 
     def _await_placement(self, channels: int) -> None:
-        ready = [group.ready() for group in self._groups]
+        ready = self._group.ready()
         deadline = time.monotonic() + PLACEMENT_TIMEOUT
         told = False
         while True:
@@ -580,15 +582,15 @@ class RayExecution(Execution):
                 free = ray.available_resources().get("CPU", 0)
                 if time.monotonic() >= deadline:
                     msg = (
-                        f"the Ray cluster did not give {channels} channel(s) one CPU each (a reader "
-                        f"and a writer actor on one node) within {PLACEMENT_TIMEOUT:.0f}s; "
-                        f"{free:g} CPU(s) free. Add nodes, or lower setting.speed.channel"
+                        f"the Ray cluster did not give {channels} channel(s) one CPU each "
+                        f"within {PLACEMENT_TIMEOUT:.0f}s; {free:g} CPU(s) free. Add nodes, or "
+                        "lower setting.speed.channel"
                     )
                     raise JobFailedError(msg) from None
                 if not told:
                     log.warning(
-                        "ray: waiting for %d channel(s) of one CPU each on one node (%g CPU(s) "
-                        "free); failing after %.0fs",
+                        "ray: waiting for %d channel(s) of one CPU each (%g CPU(s) free); "
+                        "failing after %.0fs",
                         channels,
                         free,
                         PLACEMENT_TIMEOUT,
@@ -597,8 +599,8 @@ class RayExecution(Execution):
 
     # -- messages ----------------------------------------------------------------------------
 
-    def _poll(self, actor: Any, index: int, kind: str) -> None:
-        self._polls[actor.poll.remote(_POLL_SECONDS)] = (actor, index, kind)
+    def _poll(self, actor: Any) -> None:
+        self._polls[actor.poll.remote(_POLL_SECONDS)] = actor
 
     @override
     def _wait(self, seconds: float) -> None:
@@ -607,7 +609,7 @@ class RayExecution(Execution):
             return
         ready, _ = ray.wait(list(self._polls), num_returns=1, timeout=seconds)
         for ref in ready:
-            actor, index, kind = self._polls.pop(ref)
+            actor = self._polls.pop(ref)
             try:
                 events, delta, failure = ray.get(ref)
             except RayError as exc:
@@ -623,7 +625,7 @@ class RayExecution(Execution):
             if isinstance(failure, BaseException):
                 self.fail(failure)
             elif failure != "ended":
-                self._poll(actor, index, kind)
+                self._poll(actor)
 
     def _handle(self, actor: Any, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -647,14 +649,14 @@ class RayExecution(Execution):
     @override
     def _broadcast(self, news: Barrier | CompletedCheckpoint) -> None:
         if isinstance(news, Barrier):
-            for actor in self._readers:
+            for actor in self._channels[: self.n_readers]:
                 actor.trigger.remote(news.checkpoint_id)
             return
-        for actor in self._readers:
+        for actor in self._channels[: self.n_readers]:
             actor.complete.remote(news)
         if news.final:
             return  # committed by the driver itself (see _finish)
-        for actor in self._writers:
+        for actor in self._channels[: self.n_writers]:
             actor.control.remote(Commit(news.id), news.id)
 
     @override
@@ -675,10 +677,9 @@ class RayExecution(Execution):
         end) sees them as in a local run. Commits are idempotent, and a restore after a crash
         here commits the same handles again.
         """
-        for actor in self._readers:
-            actor.stop.remote()
-        joins = [w.join.remote(300.0) for w in self._writers]
-        for actor in self._writers:
+        writers = self._channels[: self.n_writers]
+        joins = [w.join.remote(300.0) for w in writers]
+        for actor in writers:
             actor.control.remote(Stop(clean=True), self.completed_id())
         try:
             failures = ray.get(joins)
@@ -687,6 +688,8 @@ class RayExecution(Execution):
         for failure in failures:
             if failure is not None:
                 raise failure
+        for actor in self._channels:  # the readers idle since the final barrier
+            actor.stop.remote()
         self._drain()
         for index in range(self.n_writers):
             handles = self._final_handles.get(index, [])
@@ -715,16 +718,15 @@ class RayExecution(Execution):
         completed = self.completed_id()
         waits: list[Any] = []
         with contextlib.suppress(RayError):
-            for actor in self._readers:
-                actor.stop.remote()
-            for actor in self._writers:
+            for actor in self._channels[: self.n_writers]:
                 actor.control.remote(Stop(clean=False), completed)
                 waits.append(actor.join.remote(30.0))
             ray.wait(waits, num_returns=len(waits), timeout=40)
-        for actor in self._readers + self._writers:
+        for actor in self._channels:
             with contextlib.suppress(Exception):
+                actor.stop.remote()
                 ray.kill(actor, no_restart=True)
-        for group in self._groups:
+        if self._group is not None:
             with contextlib.suppress(Exception):
-                remove_placement_group(group)
-        self._readers, self._writers, self._groups, self._polls = [], [], [], {}
+                remove_placement_group(self._group)
+        self._channels, self._group, self._polls = [], None, {}
