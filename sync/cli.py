@@ -33,6 +33,7 @@ from sync.job import (
 )
 from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, ProgressLine
+from sync.runners import RUNNERS
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
 
@@ -182,8 +183,8 @@ def run(
     restore_mode: Any = restore
     if restore not in (None, "latest", "latest-or-new"):
         restore_mode = Path(str(restore))
-    if runner not in (None, "local", "ray"):
-        _fail(f"--runner: unknown runner '{runner}'; known: local, ray", 2)
+    if runner is not None and runner not in RUNNERS:
+        _fail(f"--runner: unknown runner '{runner}'; known: {', '.join(RUNNERS)}", 2)
     if address is not None and (runner or loaded.file.job.setting.runner) != "ray":
         _fail("--address joins a Ray cluster: pass --runner ray (or setting.runner: ray)", 2)
     options = RunOptions(

@@ -256,6 +256,7 @@ class _Runner:
         from sync.runners import ray  # noqa: PLC0415 - Ray is imported only when used
 
         ray.connect(self.options.address)
+        log.debug("ray: connected")
         nodes = ray.node_count()
         if nodes > 1 and not self.state.shared:
             msg = (
@@ -370,7 +371,7 @@ class _Runner:
         writer.begin([decode(writer.handle_type, h) for h in handles], fresh=checkpoint is None)
         self.attempts += 1
         options: dict[str, Any] = {}
-        execution_class = Execution
+        execution_class: Callable[..., Execution] = Execution
         if self.runner == "ray":
             from sync.runners.ray import RayExecution  # noqa: PLC0415 - Ray only when used
 

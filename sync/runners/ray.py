@@ -519,6 +519,7 @@ class RayExecution(Execution):
         channels = max(self.n_readers, self.n_writers)
         self._group = placement_group([{"CPU": 1}] * channels, strategy="SPREAD")
         self._await_placement(channels)
+        log.debug("ray: %d channel bundle(s) placed", channels)
         ctx = self.reader.ctx
         limit_bytes, limit_records = self.limits
         spec = _Spec(
@@ -554,6 +555,7 @@ class RayExecution(Execution):
         readers = self._channels[: self.n_readers]
         try:
             self.nodes = set(ray.get([a.node.remote() for a in self._channels]))
+            log.debug("ray: channel actors up on %d node(s)", len(self.nodes))
             ray.get([w.start_writer.remote(self.n_writers, schema) for w in writers])
             ray.get([r.start_reader.remote(self._channels, self.base_positions) for r in readers])
         except RayError as exc:
