@@ -430,8 +430,6 @@ class Execution(SubtaskLink):
     :meth:`_broadcast`, :meth:`_finish` and :meth:`_shutdown`.
     """
 
-    runner = "local"
-
     def __init__(
         self,
         *,

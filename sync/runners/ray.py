@@ -498,8 +498,6 @@ def _lost(exc: BaseException) -> JobFailedError:
 class RayExecution(Execution):
     """One attempt on a Ray cluster: the coordinator here, the subtasks in actors."""
 
-    runner = "ray"
-
     def __init__(self, *, attempt: int, limits: tuple[int, int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.attempt = attempt
@@ -708,8 +706,9 @@ class RayExecution(Execution):
         crash_point("final-committed")
 
     def _drain(self) -> None:
-        """Take the last metric increments of every actor."""
-        while self._polls:
+        """Take the last metric increments of every actor (they end once stopped)."""
+        deadline = time.monotonic() + 60
+        while self._polls and time.monotonic() < deadline:
             self._wait(1.0)
             if self._failure is not None:
                 raise self._failure
