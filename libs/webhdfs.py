@@ -256,6 +256,17 @@ def open_filesystem(
     )
 
 
+def state_filesystem(url: str) -> tuple[FileSystem, str]:
+    """The ``syncx.filesystems`` entry point: ``--state-dir webhdfs://nn:9870/path`` (or
+    ``hdfs://``, ``swebhdfs://``) as a filesystem and the path in it, for the state backend."""
+    try:
+        fs = open_filesystem(url, {}, where="--state-dir", plugin="hdfs")
+    except JobFileError as exc:
+        msg = f"--state-dir {url}: {exc}".replace(": --state-dir.defaultFS:", ":")
+        raise JobFileError(msg) from exc
+    return fs, filesystem_path(url, url)
+
+
 # -- parameters shared by hdfsreader and hdfswriter ---------------------------------------------
 
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}

@@ -34,6 +34,7 @@ from sync.job import (
 )
 from sync.jobfile import LoadedJob, load_job
 from sync.metrics import Metric, Metrics, MetricsServer, ProgressLine
+from sync.runners import RUNNERS
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
 from sync.template import render as render_template
@@ -56,7 +57,12 @@ ParamOpt = Annotated[
     list[str] | None, typer.Option("--param", "-p", help="Fill ${name} placeholders: name=value.")
 ]
 StateOpt = Annotated[
-    Path | None, typer.Option("--state-dir", help="State folder (default .syncx/state/<job>).")
+    str | None,
+    typer.Option(
+        "--state-dir",
+        help="State folder (default .syncx/state/<job>), or shared storage: file:///mount, "
+        "webhdfs://namenode:9870/path, hdfs://...",
+    ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 
@@ -186,6 +192,19 @@ def run(
             help="When stderr is not a terminal: seconds between progress log lines (0: none).",
         ),
     ] = 30.0,
+    runner: Annotated[
+        str | None,
+        typer.Option(
+            "--runner", help="Where subtasks run: 'local' threads or 'ray' actors (setting.runner)."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="--runner ray: the cluster to join, 'auto' or HOST:PORT (default: a local Ray).",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
@@ -194,7 +213,13 @@ def run(
     restore_mode: Any = restore
     if restore not in (None, "latest", "latest-or-new"):
         restore_mode = Path(str(restore))
+    if runner is not None and runner not in RUNNERS:
+        _fail(f"--runner: unknown runner '{runner}'; known: {', '.join(RUNNERS)}", 2)
+    if address is not None and (runner or loaded.file.job.setting.runner) != "ray":
+        _fail("--address joins a Ray cluster: pass --runner ray (or setting.runner: ray)", 2)
     options = RunOptions(
+        runner=runner,  # type: ignore[arg-type]
+        address=address,
         state_dir=state_dir,
         restore=restore_mode,
         force_restore=force_restore,
@@ -278,6 +303,8 @@ def _summary(report: RunReport) -> str:
         text += f"; restored from checkpoint {report.restored_from}"
     if report.restarts:
         text += f"; {report.restarts} restart(s)"
+    if report.runner != "local":
+        text += f"; runner {report.runner} on {report.nodes} node(s)"
     if report.dirty_path:
         text += f"; dirty records in {report.dirty_path}"
     if report.status == "stopped":
@@ -425,7 +452,8 @@ def template(
 def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = None) -> None:
     """List the stored checkpoints of a job."""
     loaded = _load(job, param, False)
-    state = StateDir(state_dir or default_state_dir(loaded))
+    with _errors(False):
+        state = StateDir(state_dir or default_state_dir(loaded))
     paths = state.checkpoint_paths()
     if not paths:
         typer.echo(f"no checkpoints in {state.checkpoints}")
@@ -435,7 +463,7 @@ def checkpoints_list(job: JobArg, param: ParamOpt = None, state_dir: StateOpt = 
             try:
                 chk = state.load(path)
             except SyncxError as exc:
-                typer.echo(f"{path.name}  unreadable: {exc}")
+                typer.echo(f"{path.rsplit('/', 1)[-1]}  unreadable: {exc}")
                 continue
         done = sum(1 for s in chk.positions.values() if s.done)
         typer.echo(
@@ -455,7 +483,8 @@ def checkpoints_show(
 ) -> None:
     """Print one checkpoint: positions, writer handles, metrics (never secrets)."""
     loaded = _load(job, param, False)
-    state = StateDir(state_dir or default_state_dir(loaded))
+    with _errors(False):
+        state = StateDir(state_dir or default_state_dir(loaded))
     with _errors(False, _REDACTOR.secrets):
         chk = state.load(state.find(checkpoint_id)) if checkpoint_id is not None else state.latest()
         if chk is None:

@@ -51,12 +51,17 @@ RestoreMode = Literal["latest", "latest-or-new"] | Path | None
 class RunOptions:
     """What the command line adds to the job file."""
 
-    state_dir: Path | None = None
+    state_dir: Path | str | None = None
+    """A path, or a URL of shared storage (``file:///mnt/x``, ``webhdfs://nn:9870/x``)."""
     restore: RestoreMode = None
     force_restore: bool = False
     checkpoint_interval: float | None = None
     retain_checkpoints: int = 3
     stop_request: threading.Event = field(default_factory=threading.Event)
+    runner: Literal["local", "ray"] | None = None
+    """``--runner``; ``None``: ``setting.runner``."""
+    address: str | None = None
+    """``--address`` of a Ray cluster (``None``: start a local Ray)."""
     on_start: Callable[[Metrics], None] | None = None
 
 
@@ -73,6 +78,9 @@ class RunReport:
     restarts: int
     dirty_path: str | None
     state_dir: str
+    runner: str = "local"
+    nodes: int = 1
+    """Nodes the subtasks ran on (in the last attempt)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--metrics-file`` content."""
@@ -164,6 +172,7 @@ def run_job(job: LoadedJob, options: RunOptions) -> RunReport:
             return runner.run(checkpoint)
         finally:
             dirty.close()
+            runner.close()
     finally:
         state.unlock()
 
@@ -229,8 +238,37 @@ class _Runner:
         content = job.file.content
         self.transform = build_transform(content.transformer, content.reader.table)
         self.semantic: Semantic = "at-least-once"
+        self.runner = options.runner or self.setting.runner
+        self.attempts = 0
+        self.nodes = 1
+
+    def close(self) -> None:
+        """Leave the cluster a Ray run joined."""
+        if self.runner == "ray":
+            from sync.runners import ray  # noqa: PLC0415 - imported when the run started
+
+            ray.disconnect()
+
+    def _connect(self) -> None:
+        """Join (or start) the Ray cluster; refuse state that its nodes cannot share."""
+        if self.runner != "ray":
+            return
+        from sync.runners import ray  # noqa: PLC0415 - Ray is imported only when used
+
+        ray.connect(self.options.address)
+        log.debug("ray: connected")
+        nodes = ray.node_count()
+        if nodes > 1 and not self.state.shared:
+            msg = (
+                f"--state-dir {self.state}: a path on this machine, but the Ray cluster has "
+                f"{nodes} nodes: a driver restarted on another node would not find the "
+                "checkpoints. Pass shared storage: --state-dir file:///a/shared/mount or "
+                "webhdfs://namenode:9870/path"
+            )
+            raise JobFileError(msg)
 
     def run(self, checkpoint: Checkpoint | None) -> RunReport:
+        self._connect()
         restored_from = checkpoint.id if checkpoint else None
         restarts = 0
         failures: list[float] = []
@@ -272,7 +310,9 @@ class _Runner:
             restored_from=restored_from,
             restarts=restarts,
             dirty_path=str(self.dirty.path) if self.dirty.path.exists() else None,
-            state_dir=str(self.state.root),
+            state_dir=str(self.state),
+            runner=self.runner,
+            nodes=self.nodes,
         )
 
     def _may_restart(self, restarts: int, failures: list[float]) -> bool:
@@ -294,7 +334,7 @@ class _Runner:
         job_state, handles = self._recovery(checkpoint)
         ctx = JobContext.of(
             job.name,
-            self.state.root,
+            self.state.identity_path,
             setting,
             run_id=self.run_id,
             checkpoints=self.interval is not None,
@@ -332,7 +372,17 @@ class _Runner:
         if reader.bounded:
             pending = [s for s in splits if not positions.get(s.id, SplitState()).done]
             self.metrics.progress.begin(_estimate(reader, pending))
-        execution = Execution(
+        self.attempts += 1
+        options: dict[str, Any] = {}
+        execution_class: Callable[..., Execution] = Execution
+        if self.runner == "ray":
+            from sync.runners.ray import RayExecution  # noqa: PLC0415 - Ray only when used
+
+            speed = setting.speed
+            options = {"attempt": self.attempts, "limits": (speed.bytes, speed.record)}
+            execution_class = RayExecution
+        execution = execution_class(
+            **options,
             reader=reader,
             writer=writer,
             splits=splits,
@@ -354,7 +404,10 @@ class _Runner:
             stop_request=self.options.stop_request,
             transform=self.transform,
         )
-        result = execution.run()
+        try:
+            result = execution.run()
+        finally:
+            self.nodes = len(getattr(execution, "nodes", ())) or 1
         if result.completed:
             writer.finish()
             if result.job_state is not None and result.last_checkpoint is not None:

@@ -317,6 +317,11 @@ class Setting(Params):
     schedule: Schedule | None = Field(
         default=None, description="The top-level `schedule` block, ChunJun-JSON style."
     )
+    runner: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the subtasks run: local threads, or actors on a Ray cluster "
+        "(`syncx run --runner` overrides it).",
+    )
 
 
 class TableRef(Params):

@@ -15,6 +15,11 @@ commit. A bounded job ends with a final checkpoint and succeeds only after its c
 Once a checkpoint is stored, the reader hears of it (``Reader.notify_checkpoint_complete``, on the
 coordinator) and so does every open split (``SplitReader.notify_checkpoint_complete``, on its own
 reader thread between two items, with the position stored for it).
+
+The subtask loops (:func:`run_reader`, :func:`run_writer`: barrier alignment, commit-upto,
+position snapshots) and the coordinator (:meth:`Execution.run`) are shared by every runner; a
+runner supplies only the channel between them, a :class:`SubtaskLink` (here: threads and bounded
+queues; :mod:`sync.runners.ray`: actors and calls).
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ import logging
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from typing_extensions import override
 
 from sync.contract import (
     CompletedCheckpoint,
+    DirtyRecord,
     Handle,
     Reader,
     Split,
@@ -47,7 +55,19 @@ from sync.metrics import Metric, Metrics
 from sync.ratelimit import RateLimiter
 from sync.state import Checkpoint, SplitState, StateDir
 
-__all__ = ["Execution", "ExecutionResult", "Inbox"]
+__all__ = [
+    "Barrier",
+    "Cancelled",
+    "Commit",
+    "Execution",
+    "ExecutionResult",
+    "Inbox",
+    "PendingCheckpoint",
+    "Stop",
+    "SubtaskLink",
+    "run_reader",
+    "run_writer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +76,23 @@ _QUEUE_BATCHES = 4
 
 
 @dataclass(frozen=True)
-class _Barrier:
+class Barrier:
+    """Checkpoint ``checkpoint_id``'s barrier, in order with a reader's batches."""
+
     checkpoint_id: int
 
 
 @dataclass(frozen=True)
-class _Commit:
+class Commit:
+    """Checkpoint ``checkpoint_id`` is stored: commit the handles up to it."""
+
     checkpoint_id: int
 
 
 @dataclass(frozen=True)
-class _Stop:
+class Stop:
+    """End the writer subtask."""
+
     clean: bool
     """True when the final checkpoint was committed: nothing is left to throw away."""
 
@@ -74,7 +100,7 @@ class _Stop:
 _END = object()
 
 
-class _Cancelled(Exception):
+class Cancelled(Exception):
     """The job is stopping; unwind a blocked thread."""
 
 
@@ -102,9 +128,9 @@ class Inbox:
         """Append to ``source``'s queue, waiting while it is full."""
         with self._cond:
             queue = self._queues[source]
-            while len(queue) >= self._capacity and not isinstance(item, _Barrier):
+            while len(queue) >= self._capacity and not isinstance(item, Barrier):
                 if self._stopping.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 self._cond.wait(0.2)
             queue.append(item)
             self._cond.notify_all()
@@ -131,7 +157,7 @@ class Inbox:
                         self._cond.notify_all()
                         return source, item
                 if self._stopping.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 self._cond.wait(0.2)
 
 
@@ -145,7 +171,7 @@ class ExecutionResult:
 
 
 @dataclass
-class _Pending:
+class PendingCheckpoint:
     """An in-flight checkpoint."""
 
     checkpoint_id: int
@@ -155,8 +181,257 @@ class _Pending:
     writers: dict[int, list[Handle]] = field(default_factory=dict)
 
 
-class Execution:
-    """One attempt at running a job's pipeline, from a set of splits and positions."""
+class SubtaskLink(ABC):
+    """What a reader or writer subtask sees of its coordinator and of the writers it feeds.
+
+    The subtask loops (:func:`run_reader`, :func:`run_writer`) hold the barrier alignment, the
+    commit-upto rule and the position snapshots; a link only carries messages. The local runtime
+    is its own link (threads, bounded queues); a Ray actor has one that talks to the driver.
+    """
+
+    halt: threading.Event
+    metrics: Metrics
+
+    @abstractmethod
+    def next_split(self, reader: int) -> Split | None:
+        """A split from the shared pool, or ``None`` when the pool is empty."""
+
+    @abstractmethod
+    def pending_barrier(self, after: int) -> int | None:
+        """The in-flight checkpoint's id when it is above ``after``."""
+
+    @abstractmethod
+    def report_positions(
+        self, reader: int, checkpoint_id: int, positions: dict[str, SplitState]
+    ) -> None:
+        """A reader's split positions as of its barrier ``checkpoint_id``."""
+
+    @abstractmethod
+    def completed(self) -> CompletedCheckpoint | None:
+        """The newest stored checkpoint."""
+
+    @abstractmethod
+    def reader_finished(self, reader: int) -> None:
+        """A reader has read all the splits it will get."""
+
+    @abstractmethod
+    def idle(self, seconds: float) -> None:
+        """Wait a little (a finished reader waiting for the next barrier)."""
+
+    @abstractmethod
+    def send(self, reader: int, writer: int, item: pa.RecordBatch | Barrier) -> None:
+        """Deliver a batch or a barrier to one writer input, in order, waiting while it is full."""
+
+    @abstractmethod
+    def has_room(self, reader: int, writer: int) -> bool:
+        """Whether ``send`` to ``writer`` would not wait now."""
+
+    @abstractmethod
+    def ack(self, checkpoint_id: int, writer: int, handles: list[Handle]) -> None:
+        """A writer prepared ``checkpoint_id``; ``handles`` are all its uncommitted ones."""
+
+    @abstractmethod
+    def completed_id(self) -> int:
+        """The newest stored checkpoint's id (0 when none): its handles may be committed."""
+
+    @abstractmethod
+    def report_dirty(self, record: DirtyRecord) -> None:
+        """A record the writer rejected."""
+
+
+def run_reader(
+    link: SubtaskLink,
+    index: int,
+    reader: Reader,
+    targets: list[int],
+    base_positions: dict[str, SplitState],
+    limiter: RateLimiter,
+    transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
+) -> None:
+    """Reader subtask ``index``: read splits from the pool, send batches and barriers."""
+    touched: dict[str, SplitState] = {}
+    last_barrier = 0
+    last_notified = 0
+    halt, metrics = link.halt, link.metrics
+    router = _Router(link, index, targets)
+
+    def barrier_if_pending() -> None:
+        nonlocal last_barrier
+        pending = link.pending_barrier(last_barrier)
+        if pending is None:
+            return
+        last_barrier = pending
+        link.report_positions(
+            index, pending, {k: SplitState(v.position, v.done) for k, v in touched.items()}
+        )
+        for target in targets:
+            link.send(index, target, Barrier(pending))
+        crash_point("barrier-sent")
+
+    def notify_if_completed(split: Split, opened: SplitReader) -> None:
+        nonlocal last_notified
+        completed = link.completed()
+        if completed is None or completed.id <= last_notified:
+            return
+        last_notified = completed.id
+        if split.id in completed.positions:
+            opened.notify_checkpoint_complete(completed.id, completed.positions[split.id])
+
+    while not halt.is_set():
+        split = link.next_split(index)
+        if split is None:
+            break
+        start = base_positions.get(split.id, SplitState())
+        state = touched[split.id] = SplitState(start.position)
+        opened = reader.open(split, start.position)
+        try:
+            batches = iter(opened.batches())
+            while True:
+                with metrics.timed(Metric.READ_DURATION):
+                    batch = next(batches, _END)
+                if batch is _END:
+                    break
+                if halt.is_set():
+                    raise Cancelled
+                if isinstance(batch, pa.RecordBatch) and batch.num_rows:
+                    fail_point("reader-batch")
+                    _emit(router, batch, limiter, metrics, halt, transform)
+                # after a tick too: a stream may have moved past events it did not emit
+                state.position = opened.snapshot()
+                consumed = opened.progress()
+                if consumed is not None:
+                    metrics.progress.consumed(split.id, consumed)
+                barrier_if_pending()
+                notify_if_completed(split, opened)
+        finally:
+            opened.close()
+        state.done = True
+        barrier_if_pending()
+    link.reader_finished(index)
+    while not halt.is_set():
+        link.idle(0.2)
+        barrier_if_pending()
+
+
+def _emit(
+    router: _Router,
+    batch: pa.RecordBatch,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    halt: threading.Event,
+    transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
+) -> None:
+    rows, nbytes = batch.num_rows, batch.nbytes
+    if limiter.active:
+        limiter.acquire(rows, nbytes, halt)
+    metrics.add(Metric.NUM_READ, rows)
+    metrics.add(Metric.BYTE_READ, nbytes)
+    if transform is not None:
+        batch = transform(batch)
+        if not batch.num_rows:
+            return
+    router.send(batch)
+
+
+class _Router:
+    """Chained: the one writer. Rebalanced: round robin, skipping writers that are full."""
+
+    def __init__(self, link: SubtaskLink, index: int, targets: list[int]) -> None:
+        self._link = link
+        self._index = index
+        self._targets = targets
+        self._next = index
+
+    def send(self, batch: pa.RecordBatch) -> None:
+        targets = self._targets
+        if len(targets) == 1:
+            self._link.send(self._index, targets[0], batch)
+            return
+        start = self._next
+        self._next = start + 1
+        rotated = [targets[(start + step) % len(targets)] for step in range(len(targets))]
+        chosen = next((t for t in rotated if self._link.has_room(self._index, t)), rotated[0])
+        self._link.send(self._index, chosen, batch)
+
+
+def run_writer(
+    link: SubtaskLink, index: int, task: WriterTask, inbox: Inbox, inputs: set[int]
+) -> None:
+    """Writer subtask ``index``: align barriers from ``inputs``, prepare, ack, commit."""
+    metrics = link.metrics
+    blocked: set[int] = set()
+    aligning: int | None = None
+    uncommitted: dict[int, Handle] = {}
+    clean_end = False
+    try:
+        while True:
+            source, item = inbox.get(blocked)
+            if isinstance(item, Stop):
+                clean_end = item.clean
+                break
+            if isinstance(item, Commit):
+                _commit_upto(task, uncommitted, item.checkpoint_id, metrics)
+            elif isinstance(item, Barrier):
+                if aligning is None or item.checkpoint_id > aligning:
+                    aligning, blocked = item.checkpoint_id, {source}
+                elif item.checkpoint_id == aligning:
+                    blocked.add(source)
+                if aligning is not None and blocked >= inputs:
+                    with metrics.timed(Metric.WRITE_DURATION):
+                        handle = task.prepare(aligning)
+                    if handle is not None:
+                        uncommitted[aligning] = handle
+                    crash_point("writer-prepared")
+                    link.ack(aligning, index, list(uncommitted.values()))
+                    aligning, blocked = None, set()
+            else:
+                _write(link, task, item)
+    finally:
+        _close_writer(link, task, uncommitted, clean_end)
+
+
+def _write(link: SubtaskLink, task: WriterTask, batch: pa.RecordBatch) -> None:
+    fail_point("writer-write")
+    with link.metrics.timed(Metric.WRITE_DURATION):
+        rejected = task.write(batch)
+    for record in rejected:
+        link.report_dirty(record)
+    link.metrics.add(Metric.NUM_WRITE, batch.num_rows - len(rejected))
+    link.metrics.add(Metric.BYTE_WRITE, batch.nbytes)
+
+
+def _commit_upto(
+    task: WriterTask, uncommitted: dict[int, Handle], checkpoint_id: int, metrics: Metrics
+) -> None:
+    """Commit every handle up to a completed checkpoint (later ones subsume failed ones)."""
+    for done in sorted(k for k in uncommitted if k <= checkpoint_id):
+        with metrics.timed(Metric.WRITE_DURATION):
+            task.commit(uncommitted.pop(done))
+        crash_point("writer-committed")
+
+
+def _close_writer(
+    link: SubtaskLink, task: WriterTask, uncommitted: dict[int, Handle], clean_end: bool
+) -> None:
+    """On the way out: commit what a stored checkpoint covers, abort everything else."""
+    try:
+        if not clean_end:
+            task.discard()
+            _commit_upto(task, uncommitted, link.completed_id(), link.metrics)
+            for handle in uncommitted.values():
+                task.abort(handle)
+    finally:
+        with contextlib.suppress(Exception):
+            task.close()
+
+
+class Execution(SubtaskLink):
+    """One attempt at running a job's pipeline, from a set of splits and positions.
+
+    The coordinator (:meth:`run`) is shared by every runner; this class runs the subtasks on
+    local threads and is their link. A runner elsewhere overrides :meth:`_start`, :meth:`_wait`,
+    :meth:`_broadcast`, :meth:`_finish` and :meth:`_shutdown`.
+    """
 
     def __init__(
         self,
@@ -201,49 +476,43 @@ class Execution:
         self.limiter = limiter
         self.stop_request = stop_request
         self.transform = transform
+        self.halt = halt
 
         self._cond = threading.Condition()
         self._pool: deque[Split] = deque(
             s for s in splits if not self.base_positions.get(s.id, SplitState()).done
         )
-        self._pending_id = first_checkpoint_id - 1
-        self._inflight: _Pending | None = None
-        self._completed_id: int | None = None
+        self._inflight: PendingCheckpoint | None = None
         self._completed: CompletedCheckpoint | None = None
         self._finished_readers = 0
         self._failure: BaseException | None = None
-        self._halt = halt
         self._stop_requested = False
         self._job_state: dict[str, Any] | None = None
         chained = readers == writers
-        self._targets = {r: [r] if chained else list(range(writers)) for r in range(readers)}
-        inputs = {w: [r for r in range(readers) if w in self._targets[r]] for w in range(writers)}
-        self._inputs = inputs
-        self._inboxes = [Inbox(inputs[w], _QUEUE_BATCHES, self._halt) for w in range(writers)]
+        self.targets = {r: [r] if chained else list(range(writers)) for r in range(readers)}
+        self.inputs = {
+            w: [r for r in range(readers) if w in self.targets[r]] for w in range(writers)
+        }
+        self._inboxes: list[Inbox] = []
         self._threads: list[threading.Thread] = []
-        self._round_robin = {r: r for r in range(readers)}
 
     # -- coordinator -------------------------------------------------------------------------
 
     def run(self) -> ExecutionResult:
         """Run until the job ends, fails, or is stopped; return how it ended."""
-        schema = None if self.transform is not None else self.reader.schema()
-        for index in range(self.n_writers):
-            self._spawn(f"writer-{index}", self._writer_loop, index, schema)
-        for index in range(self.n_readers):
-            self._spawn(f"reader-{index}", self._reader_loop, index)
         next_checkpoint = time.monotonic() + self.interval if self.interval else float("inf")
         failed_checkpoints = 0
         try:
+            self._start(None if self.transform is not None else self.reader.schema())
             while True:
+                self._wait(0.05)
                 with self._cond:
-                    self._cond.wait(0.05)
                     failure = self._failure
                     inflight = self._inflight
                     all_read = self._finished_readers == self.n_readers
                 if failure is not None:
                     raise failure
-                if self._halt.is_set():
+                if self.halt.is_set():
                     raise JobInterruptedError("stopped at once (second interrupt)")
                 if inflight is not None:
                     if self._acknowledged(inflight):
@@ -286,16 +555,16 @@ class Execution:
         checkpoint_id = self.next_id
         self.next_id += 1
         with self._cond:
-            self._inflight = _Pending(checkpoint_id, final, time.monotonic())
-            self._pending_id = checkpoint_id
+            self._inflight = PendingCheckpoint(checkpoint_id, final, time.monotonic())
             self._cond.notify_all()
+        self._broadcast(Barrier(checkpoint_id))
         log.debug("checkpoint %d triggered (final=%s)", checkpoint_id, final)
 
-    def _acknowledged(self, pending: _Pending) -> bool:
+    def _acknowledged(self, pending: PendingCheckpoint) -> bool:
         with self._cond:
             return len(pending.readers) == self.n_readers and len(pending.writers) == self.n_writers
 
-    def _complete(self, pending: _Pending) -> None:
+    def _complete(self, pending: PendingCheckpoint) -> None:
         positions = dict(self.base_positions)
         for states in pending.readers.values():
             positions.update(states)
@@ -326,21 +595,62 @@ class Execution:
             final=pending.final,
         )
         with self._cond:
-            self._completed_id = pending.checkpoint_id
             self._completed = completed
             self._inflight = None
             self._job_state = job_state
         self.reader.notify_checkpoint_complete(completed)
-        for inbox in self._inboxes:
-            inbox.put_control(_Commit(pending.checkpoint_id))
+        self._broadcast(completed)
         log.info(
             "checkpoint %d stored%s", pending.checkpoint_id, " (final)" if pending.final else ""
         )
 
+    # -- the local subtasks: threads and bounded queues --------------------------------------
+
+    def _start(self, schema: pa.Schema | None) -> None:
+        """Start the subtasks (``schema``: the writers' input schema when known)."""
+        self._inboxes = [
+            Inbox(self.inputs[w], _QUEUE_BATCHES, self.halt) for w in range(self.n_writers)
+        ]
+        for index in range(self.n_writers):
+            task = self.writer.open(index, self.n_writers, schema)
+            self._spawn(
+                f"writer-{index}",
+                run_writer,
+                self,
+                index,
+                task,
+                self._inboxes[index],
+                set(self.inputs[index]),
+            )
+        for index in range(self.n_readers):
+            self._spawn(
+                f"reader-{index}",
+                run_reader,
+                self,
+                index,
+                self.reader,
+                self.targets[index],
+                self.base_positions,
+                self.limiter,
+                self.transform,
+            )
+
+    def _wait(self, seconds: float) -> None:
+        """Wait for subtask news (an ack, a failure) at most ``seconds``."""
+        with self._cond:
+            self._cond.wait(seconds)
+
+    def _broadcast(self, news: Barrier | CompletedCheckpoint) -> None:
+        """Tell the subtasks of a triggered or a stored checkpoint (local threads read the
+        coordinator's fields for a trigger; writers get a commit message)."""
+        if isinstance(news, CompletedCheckpoint):
+            for inbox in self._inboxes:
+                inbox.put_control(Commit(news.id))
+
     def _finish(self) -> None:
         """Let writers commit the final checkpoint and end; fail if one of them failed."""
         for inbox in self._inboxes:
-            inbox.put_control(_Stop(clean=True))
+            inbox.put_control(Stop(clean=True))
         for thread in self._threads:
             if thread.name.startswith("writer"):
                 thread.join()
@@ -349,11 +659,11 @@ class Execution:
         crash_point("final-committed")
 
     def _shutdown(self) -> None:
-        self._halt.set()
+        self.halt.set()
         with self._cond:
             self._cond.notify_all()
         for inbox in self._inboxes:
-            inbox.put_control(_Stop(clean=False))
+            inbox.put_control(Stop(clean=False))
         for thread in self._threads:
             thread.join(timeout=30)
 
@@ -361,191 +671,85 @@ class Execution:
         def guarded() -> None:
             try:
                 target(*args)
-            except _Cancelled:
+            except Cancelled:
                 pass
             except BaseException as exc:
-                self._fail(exc)
+                self.fail(exc)
 
         thread = threading.Thread(target=guarded, name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """A subtask failed: the attempt ends with ``exc``."""
         with self._cond:
             if self._failure is None:
                 self._failure = exc
             self._cond.notify_all()
-        self._halt.set()
+        self.halt.set()
 
-    # -- readers -----------------------------------------------------------------------------
+    # -- the link of local subtasks (also what a remote runner's messages update) ------------
 
-    def _next_split(self) -> Split | None:
+    @override
+    def next_split(self, reader: int) -> Split | None:
         with self._cond:
             return self._pool.popleft() if self._pool else None
 
-    def _reader_loop(self, index: int) -> None:
-        touched: dict[str, SplitState] = {}
-        last_barrier = self._pending_id
-        last_notified = self._completed_id or 0
-        targets = self._targets[index]
-
-        def barrier_if_pending() -> None:
-            nonlocal last_barrier
-            with self._cond:
-                pending = self._inflight
-                if pending is None or pending.checkpoint_id <= last_barrier:
-                    return
-                pending.readers[index] = {
-                    k: SplitState(v.position, v.done) for k, v in touched.items()
-                }
-                last_barrier = pending.checkpoint_id
-                self._cond.notify_all()
-            for target in targets:
-                self._inboxes[target].put(index, _Barrier(last_barrier))
-            crash_point("barrier-sent")
-
-        def notify_if_completed(split: Split, opened: SplitReader) -> None:
-            nonlocal last_notified
-            completed = self._completed
-            if completed is None or completed.id <= last_notified:
-                return
-            last_notified = completed.id
-            if split.id in completed.positions:
-                opened.notify_checkpoint_complete(completed.id, completed.positions[split.id])
-
-        while not self._halt.is_set():
-            split = self._next_split()
-            if split is None:
-                break
-            start = self.base_positions.get(split.id, SplitState())
-            state = touched[split.id] = SplitState(start.position)
-            opened = self.reader.open(split, start.position)
-            try:
-                batches = iter(opened.batches())
-                while True:
-                    with self.metrics.timed(Metric.READ_DURATION):
-                        batch = next(batches, _END)
-                    if batch is _END:
-                        break
-                    if self._halt.is_set():
-                        raise _Cancelled
-                    if isinstance(batch, pa.RecordBatch) and batch.num_rows:
-                        fail_point("reader-batch")
-                        self._emit(index, targets, batch)
-                    # after a tick too: a stream may have moved past events it did not emit
-                    state.position = opened.snapshot()
-                    consumed = opened.progress()
-                    if consumed is not None:
-                        self.metrics.progress.consumed(split.id, consumed)
-                    barrier_if_pending()
-                    notify_if_completed(split, opened)
-            finally:
-                opened.close()
-            state.done = True
-            barrier_if_pending()
+    @override
+    def pending_barrier(self, after: int) -> int | None:
         with self._cond:
-            self._finished_readers += 1
-            self._cond.notify_all()
-        while not self._halt.is_set():
-            with self._cond:
-                self._cond.wait(0.2)
-            barrier_if_pending()
+            pending = self._inflight
+            return pending.checkpoint_id if pending and pending.checkpoint_id > after else None
 
-    def _emit(self, index: int, targets: list[int], batch: pa.RecordBatch) -> None:
-        rows, nbytes = batch.num_rows, batch.nbytes
-        if self.limiter.active:
-            self.limiter.acquire(rows, nbytes, self._halt)
-        self.metrics.add(Metric.NUM_READ, rows)
-        self.metrics.add(Metric.BYTE_READ, nbytes)
-        if self.transform is not None:
-            batch = self.transform(batch)
-            if not batch.num_rows:
-                return
-        self._inboxes[self._route(index, targets)].put(index, batch)
-
-    def _route(self, index: int, targets: list[int]) -> int:
-        """Chained: the one writer. Rebalanced: round robin, skipping writers whose queue is full."""
-        if len(targets) == 1:
-            return targets[0]
-        start = self._round_robin[index]
-        self._round_robin[index] = start + 1
-        rotated = [targets[(start + step) % len(targets)] for step in range(len(targets))]
-        return next((t for t in rotated if self._inboxes[t].has_room(index)), rotated[0])
-
-    # -- writers -----------------------------------------------------------------------------
-
-    def _writer_loop(self, index: int, schema: pa.Schema | None) -> None:
-        task = self.writer.open(index, self.n_writers, schema)
-        inputs = set(self._inputs[index])
-        blocked: set[int] = set()
-        aligning: int | None = None
-        uncommitted: dict[int, Handle] = {}
-        clean_end = False
-        try:
-            while True:
-                source, item = self._inboxes[index].get(blocked)
-                if isinstance(item, _Stop):
-                    clean_end = item.clean
-                    break
-                if isinstance(item, _Commit):
-                    self._commit_upto(task, uncommitted, item.checkpoint_id)
-                elif isinstance(item, _Barrier):
-                    if aligning is None or item.checkpoint_id > aligning:
-                        aligning, blocked = item.checkpoint_id, {source}
-                    elif item.checkpoint_id == aligning:
-                        blocked.add(source)
-                    if aligning is not None and blocked >= inputs:
-                        with self.metrics.timed(Metric.WRITE_DURATION):
-                            handle = task.prepare(aligning)
-                        if handle is not None:
-                            uncommitted[aligning] = handle
-                        crash_point("writer-prepared")
-                        self._ack_writer(aligning, index, list(uncommitted.values()))
-                        aligning, blocked = None, set()
-                else:
-                    self._write(task, item)
-        finally:
-            self._close_writer(task, uncommitted, clean_end)
-
-    def _write(self, task: WriterTask, batch: pa.RecordBatch) -> None:
-        fail_point("writer-write")
-        with self.metrics.timed(Metric.WRITE_DURATION):
-            rejected = task.write(batch)
-        for record in rejected:
-            self.dirty.report(record)
-        self.metrics.add(Metric.NUM_WRITE, batch.num_rows - len(rejected))
-        self.metrics.add(Metric.BYTE_WRITE, batch.nbytes)
-
-    def _ack_writer(self, checkpoint_id: int, index: int, handles: list[Handle]) -> None:
+    @override
+    def report_positions(
+        self, reader: int, checkpoint_id: int, positions: dict[str, SplitState]
+    ) -> None:
         with self._cond:
             pending = self._inflight
             if pending is not None and pending.checkpoint_id == checkpoint_id:
-                pending.writers[index] = handles
+                pending.readers[reader] = positions
                 self._cond.notify_all()
 
-    def _commit_upto(
-        self, task: WriterTask, uncommitted: dict[int, Handle], checkpoint_id: int
-    ) -> None:
-        """Commit every handle up to a completed checkpoint (later ones subsume failed ones)."""
-        for done in sorted(k for k in uncommitted if k <= checkpoint_id):
-            with self.metrics.timed(Metric.WRITE_DURATION):
-                task.commit(uncommitted.pop(done))
-            crash_point("writer-committed")
+    @override
+    def completed(self) -> CompletedCheckpoint | None:
+        return self._completed
 
-    def _close_writer(
-        self, task: WriterTask, uncommitted: dict[int, Handle], clean_end: bool
-    ) -> None:
-        """On the way out: commit what a stored checkpoint covers, abort everything else."""
-        try:
-            if not clean_end:
-                task.discard()
-                completed = self._completed_id or 0
-                self._commit_upto(task, uncommitted, completed)
-                for handle in uncommitted.values():
-                    task.abort(handle)
-        finally:
-            with contextlib.suppress(Exception):
-                task.close()
+    @override
+    def reader_finished(self, reader: int) -> None:
+        with self._cond:
+            self._finished_readers += 1
+            self._cond.notify_all()
+
+    @override
+    def idle(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait(seconds)
+
+    @override
+    def send(self, reader: int, writer: int, item: pa.RecordBatch | Barrier) -> None:
+        self._inboxes[writer].put(reader, item)
+
+    @override
+    def has_room(self, reader: int, writer: int) -> bool:
+        return self._inboxes[writer].has_room(reader)
+
+    @override
+    def ack(self, checkpoint_id: int, writer: int, handles: list[Handle]) -> None:
+        with self._cond:
+            pending = self._inflight
+            if pending is not None and pending.checkpoint_id == checkpoint_id:
+                pending.writers[writer] = handles
+                self._cond.notify_all()
+
+    @override
+    def completed_id(self) -> int:
+        completed = self._completed
+        return completed.id if completed is not None else 0
+
+    @override
+    def report_dirty(self, record: DirtyRecord) -> None:
+        self.dirty.report(record)
 
 
 def new_run_id() -> str:

@@ -12,6 +12,12 @@ load. A checkpoint that cannot be read is skipped with a warning and the one bef
 unless its output may already be committed (its ``.committing`` marker, written after the
 checkpoint and before any writer commits, exists): restoring the one before would then duplicate
 that output, so the restore is refused unless forced.
+
+``--state-dir`` takes a path (this machine only), ``file:///path`` (a mount every node shares) or
+a URL of shared storage (``webhdfs://``, ``hdfs://``: a filesystem from the ``syncx.filesystems``
+entry points, see :class:`StateFileSystem`), so that every node of a Ray cluster and a driver
+restarted elsewhere find the same checkpoints. The same rules hold on each: atomic writes (temp
+file, rename), retention, the ``.committing`` markers, the run lock, the job's fingerprint.
 """
 
 from __future__ import annotations
@@ -23,15 +29,26 @@ import json
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, Protocol
+from urllib.parse import urlsplit
 
 from sync.contract import Handle, Split, State, decode, encode
-from sync.errors import JobFailedError, JobFileError
+from sync.errors import JobFailedError, JobFileError, SyncxError
 
-__all__ = ["FORMAT", "Checkpoint", "SplitState", "StateDir", "StateLockedError"]
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "SplitState",
+    "StateDir",
+    "StateFileSystem",
+    "StateLockedError",
+    "open_state_filesystem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,45 +146,213 @@ class StateLockedError(JobFailedError):
     """Another process runs the same job on the same state directory."""
 
 
-class StateDir:
-    """The state directory of one job."""
+class StateFileSystem(Protocol):
+    """The file operations the state backend needs; paths are strings in the store's syntax.
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.checkpoints = root / "checkpoints"
+    ``libs.fs.FileSystem`` (and so the WebHDFS client) has this shape; the engine names it here so
+    that it needs no connector library. A store for ``--state-dir SCHEME://...`` comes from the
+    ``syncx.filesystems`` entry point group: ``SCHEME = "module:factory"``, the factory taking
+    the URL and returning ``(filesystem, path inside it)``.
+    """
+
+    def open_write(self, path: str) -> BinaryIO:
+        """A new file (parents created); ``close`` makes it durable."""
+        ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """A whole (small) file; :class:`FileNotFoundError` when missing."""
+        ...
+
+    def rename(self, source: str, target: str) -> None:
+        """Move ``source`` to ``target`` (which must not exist), atomically."""
+        ...
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a file; a missing one is not an error."""
+        ...
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists."""
+        ...
+
+    def listdir(self, path: str) -> list[Any]:
+        """Entries (with a ``path`` attribute) of a folder; empty when it does not exist."""
+        ...
+
+    def makedirs(self, path: str) -> None:
+        """Create a folder and its parents."""
+        ...
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` holding ``data`` unless it exists; False when it did."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: str
+
+
+class _LocalFileSystem:
+    """The local disk (or a shared mount): fsync before rename, fsync of the folder after."""
+
+    def open_write(self, path: str) -> BinaryIO:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return Path(path).open("wb")
+
+    def read_bytes(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def rename(self, source: str, target: str) -> None:
+        Path(source).replace(target)
+        fd = os.open(Path(target).parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def delete(self, path: str, *, recursive: bool = False) -> None:
+        del recursive
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+
+    def exists(self, path: str) -> bool:
+        return Path(path).exists()
+
+    def listdir(self, path: str) -> list[Any]:
+        folder = Path(path)
+        return [_Entry(str(p)) for p in sorted(folder.iterdir())] if folder.is_dir() else []
+
+    def makedirs(self, path: str) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        return True
+
+
+def open_state_filesystem(location: str | Path) -> tuple[StateFileSystem | None, str, bool]:
+    """``--state-dir``: (a filesystem for a URL or ``None`` for the local disk, the path in it,
+    whether every node of a cluster sees it).
+
+    A plain path is local to this machine; ``file:///path`` says it is a shared mount;
+    ``webhdfs://``/``hdfs://`` (and any scheme a package registers under ``syncx.filesystems``)
+    is shared storage.
+    """
+    text = str(location)
+    parts = urlsplit(text)
+    if len(parts.scheme) <= 1:  # a path (or a Windows drive letter)
+        return None, text, False
+    if parts.scheme == "file":
+        return None, parts.path or "/", True
+    found = {ep.name: ep for ep in entry_points(group="syncx.filesystems")}
+    entry = found.get(parts.scheme)
+    if entry is None:
+        known = ", ".join(["file", *sorted(found)])
+        msg = f"--state-dir {text}: no filesystem for '{parts.scheme}://' (known: {known})"
+        raise JobFileError(msg)
+    factory = entry.load()
+    fs, path = factory(text)
+    return fs, path, True
+
+
+class StateDir:
+    """The state directory of one job, on the local disk or on shared storage (a URL)."""
+
+    def __init__(self, root: Path | str) -> None:
+        fs, path, shared = open_state_filesystem(root)
+        self.shared = shared
+        """Whether every node of a cluster (and a driver on another machine) can reach it."""
+        self.url: str | None = str(root) if fs is not None else None
+        self._remote = fs is not None
+        self.fs: StateFileSystem = fs if fs is not None else _LocalFileSystem()
+        self.path = path.rstrip("/") or "/"
+        self.root: Path = Path(path) if fs is None else Path(".syncx") / "remote-state"
+        """Where local things of the job go (the dirty records by default)."""
+        self.checkpoints = self._join("checkpoints")
         self._lock_file: IO[str] | None = None
+        self._lock_token: str | None = None
+
+    def __str__(self) -> str:
+        return self.url or self.path
+
+    @property
+    def identity_path(self) -> Path:
+        """What names the job's state in :func:`sync.contract.job_identity` (stable anywhere)."""
+        if self.url is None:
+            return Path(self.path)
+        parts = urlsplit(self.url)
+        return Path("/", f"{parts.scheme}:", parts.netloc, parts.path.lstrip("/"))
+
+    def _join(self, *names: str) -> str:
+        return "/".join([self.path.rstrip("/"), *names])
 
     def prepare(self) -> None:
         """Create the folders and prove they are writable, before anything is read."""
+        probe = self._join(f".probe-{os.getpid()}")
         try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{os.getpid()}"
-            probe.write_text("ok", encoding="utf-8")
-            probe.unlink()
-        except OSError as exc:
-            msg = f"state directory {self.root} is not writable ({exc.strerror or exc}); pass --state-dir DIR"
+            self.fs.makedirs(self.checkpoints)
+            with self.fs.open_write(probe) as stream:
+                stream.write(b"ok")
+            self.fs.delete(probe)
+        except (OSError, SyncxError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            msg = f"state directory {self} is not writable ({reason}); pass --state-dir DIR"
             raise JobFailedError(msg) from exc
 
     def lock(self) -> None:
-        """Take the run lock, or refuse naming the process that holds it."""
-        handle = (self.root / "LOCK").open("a+", encoding="utf-8")
+        """Take the run lock, or refuse naming the process that holds it.
+
+        Local: ``flock`` (released by the kernel when the process dies). Shared storage: a
+        ``LOCK`` file created exclusively; one left by a dead process of this host is taken over,
+        one of another host must be removed by hand (the message says so).
+        """
+        if self._remote:
+            self._lock_remote()
+            return
+        handle = Path(self._join("LOCK")).open("a+", encoding="utf-8")  # noqa: SIM115 - held
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            msg = (
-                f"the job's state directory {self.root} is in use by {holder}; two runs of one "
-                "job must not share a state directory (wait for it, or pass another --state-dir)"
-            )
-            raise StateLockedError(msg) from exc
+            raise StateLockedError(self._locked_message(holder)) from exc
         handle.seek(0)
         handle.truncate()
-        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on host {socket.gethostname()} since {started}\n")
+        handle.write(_holder() + "\n")
         handle.flush()
         self._lock_file = handle
+
+    def _locked_message(self, holder: str) -> str:
+        return (
+            f"the job's state directory {self} is in use by {holder}; two runs of one "
+            "job must not share a state directory (wait for it, or pass another --state-dir)"
+        )
+
+    def _lock_remote(self) -> None:
+        path = self._join("LOCK")
+        token = uuid.uuid4().hex
+        for _ in range(3):
+            if self.fs.create_exclusive(path, f"{_holder()} token {token}\n".encode()):
+                self._lock_token = token
+                return
+            try:
+                holder = self.fs.read_bytes(path).decode("utf-8", "replace").strip()
+            except FileNotFoundError:
+                continue
+            words = holder.split()
+            if len(words) > 4 and words[4] == socket.gethostname() and not _alive(int(words[1])):
+                self.fs.delete(path)
+                continue
+            msg = self._locked_message(holder.rsplit(" token ", 1)[0])
+            raise StateLockedError(f"{msg}. If that process is gone, delete {path}")
+        raise StateLockedError(self._locked_message("another process"))
 
     def unlock(self) -> None:
         """Release the run lock."""
@@ -175,34 +360,45 @@ class StateDir:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+        if self._lock_token is not None:
+            path = self._join("LOCK")
+            with contextlib.suppress(FileNotFoundError, OSError, SyncxError):
+                if self._lock_token in self.fs.read_bytes(path).decode("utf-8", "replace"):
+                    self.fs.delete(path)
+            self._lock_token = None
 
-    def checkpoint_paths(self) -> list[Path]:
+    def checkpoint_paths(self) -> list[str]:
         """Stored checkpoint files, oldest first."""
-        return sorted(self.checkpoints.glob("chk-*.json"))
+        names = (str(entry.path).rstrip("/").rsplit("/", 1)[-1] for entry in self._list())
+        found = sorted(n for n in names if n.startswith("chk-") and n.endswith(".json"))
+        return [self._join("checkpoints", name) for name in found]
+
+    def _list(self) -> list[Any]:
+        return self.fs.listdir(self.checkpoints)
 
     def next_id(self) -> int:
         """A checkpoint id above every stored one (ids never repeat within a state dir)."""
         ids = [_id_of(path) for path in self.checkpoint_paths()]
         return max(ids, default=0) + 1
 
-    def write_checkpoint(self, checkpoint: Checkpoint, retain: int) -> Path:
+    def write_checkpoint(self, checkpoint: Checkpoint, retain: int) -> str:
         """Store a checkpoint atomically, then drop all but the newest ``retain``."""
         path = self.find(checkpoint.id)
-        _atomic_write(path, checkpoint.to_json())
+        self._atomic_write(path, checkpoint.to_json())
         for old in self.checkpoint_paths()[:-retain]:
-            for stale in (old, old.with_suffix(".committing")):
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
+            for stale in (old, _committing(old)):
+                self.fs.delete(stale)
         return path
 
     def mark_committing(self, checkpoint_id: int) -> None:
         """Record that writers may now commit checkpoint ``checkpoint_id``'s output."""
-        self.find(checkpoint_id).with_suffix(".committing").touch()
+        with self.fs.open_write(_committing(self.find(checkpoint_id))):
+            pass
 
-    def load(self, path: Path) -> Checkpoint:
+    def load(self, path: str | Path) -> Checkpoint:
         """Read one checkpoint file; a bad one raises :class:`JobFileError`."""
         try:
-            return Checkpoint.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return Checkpoint.from_json(json.loads(self.fs.read_bytes(str(path))))
         except FileNotFoundError as exc:
             raise JobFileError(f"checkpoint not found: {path}") from exc
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -218,7 +414,7 @@ class StateDir:
             try:
                 return self.load(path)
             except JobFileError as exc:
-                if path.with_suffix(".committing").exists() and not force:
+                if self.fs.exists(_committing(path)) and not force:
                     msg = (
                         f"{exc}, and its output may already be committed: restoring an older "
                         "checkpoint could write that output twice. Repair or remove the file, or "
@@ -228,17 +424,17 @@ class StateDir:
                 log.warning("skipping %s; using the checkpoint before it", exc)
         return None
 
-    def find(self, checkpoint_id: int) -> Path:
+    def find(self, checkpoint_id: int) -> str:
         """The file of checkpoint ``checkpoint_id``."""
-        return self.checkpoints / f"chk-{checkpoint_id:010d}.json"
+        return self._join("checkpoints", f"chk-{checkpoint_id:010d}.json")
 
     def read_job_state(self) -> dict[str, Any]:
         """The incremental state the last successful run left (empty when none)."""
-        path = self.root / "job-state.json"
-        if not path.exists():
-            return {}
+        path = self._join("job-state.json")
         try:
-            raw = _migrate(json.loads(path.read_text(encoding="utf-8")))
+            raw = _migrate(json.loads(self.fs.read_bytes(path)))
+        except FileNotFoundError:
+            return {}
         except (OSError, ValueError) as exc:
             msg = f"job state {path} is unreadable ({exc}); remove it to start the increment anew"
             raise JobFailedError(msg) from exc
@@ -246,11 +442,49 @@ class StateDir:
 
     def write_job_state(self, state: dict[str, Any]) -> None:
         """Store the incremental state for the next run, atomically."""
-        _atomic_write(self.root / "job-state.json", {"format": FORMAT, "state": state})
+        self._atomic_write(self._join("job-state.json"), {"format": FORMAT, "state": state})
+
+    def _atomic_write(self, path: str, payload: dict[str, Any]) -> None:
+        """Temp file made durable, then renamed: a reader sees the old file or the new.
+
+        A store whose rename refuses an existing target (HDFS) has the old file removed first;
+        only ``job-state.json`` is ever replaced, and a lost one means a full re-read, not a
+        wrong one.
+        """
+        folder, _, name = path.rpartition("/")
+        tmp = f"{folder}/.{name}.tmp-{os.getpid()}"
+        data = json.dumps(payload, default=str, indent=1).encode()
+        with self.fs.open_write(tmp) as stream:
+            stream.write(data)
+            stream.flush()
+            if not self._remote:
+                os.fsync(stream.fileno())
+        if self._remote and self.fs.exists(path):
+            self.fs.delete(path)
+        self.fs.rename(tmp, path)
 
 
-def _id_of(path: Path) -> int:
-    return int(path.stem.split("-", 1)[1])
+def _committing(path: str) -> str:
+    return path.removesuffix(".json") + ".committing"
+
+
+def _holder() -> str:
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return f"pid {os.getpid()} on host {socket.gethostname()} since {started}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _id_of(path: str) -> int:
+    return int(path.rsplit("/", 1)[-1].removesuffix(".json").split("-", 1)[1])
 
 
 def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
@@ -262,18 +496,3 @@ def _migrate(raw: dict[str, Any]) -> dict[str, Any]:
         raw = _MIGRATIONS[version](raw)
         version += 1
     return raw
-
-
-def _atomic_write(path: Path, payload: dict[str, Any]) -> None:
-    """temp file, fsync, rename, fsync of the folder: a reader sees the old file or the new."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(payload, handle, default=str, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
