@@ -26,9 +26,13 @@ from sync.model import Setting
 
 __all__ = ["Placeholder", "Template", "render"]
 
-ESSENTIAL = frozenset({"connection", "jdbcUrl", "username", "password", "table", "defaultFS"})
+ESSENTIAL = frozenset(
+    {"connection", "jdbcUrl", "username", "password", "table", "defaultFS", "topic"}
+    | {"producerSettings"}
+)
 """Optional parameters a template still fills: where the data is, who logs in. A model with a
-``connection`` list names its table there, so its own ``table`` stays a comment."""
+``connection`` list names its table there, so its own ``table`` stays a comment. A mapping is
+filled with the keys of its first example (``bootstrap.servers``), each a placeholder."""
 _LIVE_SETTING = {"speed": {"channel"}}
 """Settings shown live (with their defaults) rather than as comments."""
 _HINT_CHARS = 100
@@ -169,6 +173,15 @@ class _Builder:
             return _Entry(
                 key, True, comment, value=[self.placeholder(path + "[0]", parents, item, comment)]
             )
+        if typing.get_origin(annotation) is dict:
+            example = (info.examples or [{}])[0]
+            value = {
+                name: self.placeholder(
+                    f"{path}.{name}", (*parents, name.replace(".", "_")), str, ""
+                )
+                for name in example
+            }
+            return _Entry(key, True, comment, value=value)
         return _Entry(
             key, True, comment, value=self.placeholder(path, parents, annotation, comment)
         )

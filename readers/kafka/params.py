@@ -87,7 +87,8 @@ class KafkaReaderParams(Params):
     encoding: str = Field(default="UTF-8", description="Character set of the messages.")
     blank_ignore: bool = Field(default=False, description="Skip empty messages.")
     consumer_settings: dict[str, Any] = Field(
-        description="Client settings (must hold bootstrap.servers); Java keys are translated."
+        description="Client settings (must hold bootstrap.servers); Java keys are translated.",
+        examples=[{"bootstrap.servers": "localhost:9092"}],
     )
     stop_at: Literal["latest"] | Annotated[int, Field(ge=0)] | None = Field(
         default=None,

@@ -29,6 +29,7 @@ class KafkaWriterParams(Params):
     producer_settings: dict[str, Any] = Field(
         default_factory=dict,
         description="Client settings (must hold bootstrap.servers); Java keys are translated.",
+        examples=[{"bootstrap.servers": "localhost:9092"}],
     )
     consumer_settings: dict[str, Any] = Field(
         default_factory=dict,
