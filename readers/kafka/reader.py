@@ -362,9 +362,11 @@ class _ChannelReader(SplitReader):
         for tp in new:
             self.assigned.add(tp)
             start = starts[tp]
-            if self.reader.bounded and start >= self.ends.get(tp, 0):
-                self.done.add(tp)
+            if self.reader.bounded and tp not in self.ends:
+                self.done.add(tp)  # created after the run read its end offsets: past the bound
                 continue
+            # a start at or past the end offset is not skipped: a broker may under-report the end
+            # (see _accept); the end-of-partition event ends the partition (_at_end)
             tps.append(self.kafka.TopicPartition(tp[0], tp[1], start))
             self.offsets.setdefault(f"{tp[0]}:{tp[1]}", start)
         if tps:

@@ -314,6 +314,8 @@ class _TransactionalTask(_Task):
         self._free: dict[int, Any] = {}
         self._open: _Txn | None = None
         self._prepared: dict[int, _Txn] = {}
+        self._aborted: set[int] = set()
+        """Checkpoints whose transaction this task aborted: never written again by a commit."""
         self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._serial = 0
         self._watermarks: Any = None
@@ -409,6 +411,13 @@ class _TransactionalTask(_Task):
     def commit(self, handle: Handle) -> None:
         txn = self._prepared.pop(handle.checkpoint, None)
         if txn is None:
+            if handle.checkpoint in self._aborted:
+                log.warning(
+                    "kafkawriter: not committing checkpoint %d's transaction %s: it was aborted",
+                    handle.checkpoint,
+                    handle.transactional_id,
+                )
+                return
             Recovery(self.writer, handle).run()
             return
         try:
@@ -422,6 +431,7 @@ class _TransactionalTask(_Task):
     def abort(self, handle: Handle) -> None:
         txn = self._prepared.pop(handle.checkpoint, None)
         if txn is not None:
+            self._aborted.add(handle.checkpoint)
             self._abort(txn)
 
     def _abort(self, txn: _Txn) -> None:
