@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,20 @@ import yaml
 
 from bench.orders import create_orders
 from tests.conftest import REPO, RunCli
-from tests.servers.mariadb import MariaDB, ensure_server
+from tests.servers.mariadb import ensure_server
+from tests.test_mysql_hdfs import Source
 
 pytestmark = pytest.mark.mysql
 
 ROWS = 5_000
 
 
-@dataclass(frozen=True)
-class Db:
-    server: MariaDB
-    name: str
-
-    def execute(self, *statements: str) -> None:
-        conn = self.server.connect(self.name)
-        try:
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
-
-    def jdbc(self) -> str:
-        return f"jdbc:mysql://{self.server.host}:{self.server.port}/{self.name}"
+def _jdbc(db: Source) -> str:
+    return f"jdbc:mysql://{db.server.host}:{db.server.port}/{db.name}"
 
 
 @pytest.fixture(scope="module")
-def db() -> Iterator[Db]:
+def db() -> Iterator[Source]:
     server = ensure_server()
     name = server.create_database("syncx_verify")
     conn = server.connect(name)
@@ -54,16 +40,16 @@ def db() -> Iterator[Db]:
     finally:
         conn.close()
     try:
-        yield Db(server, name)
+        yield Source(server, name)
     finally:
         server.drop_database(name)
 
 
-def _mysql_job(db: Db, source: str, target: str) -> dict[str, Any]:
+def _mysql_job(db: Source, source: str, target: str) -> dict[str, Any]:
     def side(name: str, table: str) -> dict[str, Any]:
-        connection = {"jdbcUrl": db.jdbc(), "table": [table]}
+        connection = {"jdbcUrl": _jdbc(db), "table": [table]}
         if name == "mysqlreader":
-            connection["jdbcUrl"] = [db.jdbc()]
+            connection["jdbcUrl"] = [_jdbc(db)]
         parameter: dict[str, Any] = {
             "connection": [connection],
             "username": "root",
@@ -96,7 +82,7 @@ def _keys(report: dict[str, Any], kind: str) -> set[str]:
 
 
 def test_mysql_copy_verified_then_its_differences_named(
-    db: Db, tmp_path: Path, run_cli: RunCli
+    db: Source, tmp_path: Path, run_cli: RunCli
 ) -> None:
     db.execute("DROP TABLE IF EXISTS orders_copy", "CREATE TABLE orders_copy LIKE orders")
     job = tmp_path / "copy.yaml"
@@ -132,7 +118,7 @@ def test_mysql_copy_verified_then_its_differences_named(
 
 
 def test_parquet_copy_verified_then_a_missing_and_a_changed_row_named(
-    db: Db, tmp_path: Path, run_cli: RunCli
+    db: Source, tmp_path: Path, run_cli: RunCli
 ) -> None:
     db.execute("DROP TABLE IF EXISTS orders_pq", "CREATE TABLE orders_pq AS SELECT * FROM orders")
     db.execute("ALTER TABLE orders_pq ADD PRIMARY KEY (id)")
@@ -165,7 +151,9 @@ def test_parquet_copy_verified_then_a_missing_and_a_changed_row_named(
     assert _keys(report, "different") == {"3000"}
 
 
-def test_verify_bad_input_is_named(db: Db, tmp_path: Path, run_cli: RunCli, write_job: Any) -> None:
+def test_verify_bad_input_is_named(
+    db: Source, tmp_path: Path, run_cli: RunCli, write_job: Any
+) -> None:
     db.execute("DROP TABLE IF EXISTS orders_k", "CREATE TABLE orders_k LIKE orders")
     job = write_job(_mysql_job(db, "orders", "orders_k"))
     done = run_cli("verify", job, "--key", "nope")
