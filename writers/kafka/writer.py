@@ -323,7 +323,14 @@ class _TransactionalTask(_Task):
 
     def _begin(self) -> _Txn:
         busy = {t.slot for t in self._prepared.values()}
-        slot = next(s for s in range(self.writer.slots) if s not in busy)
+        slot = next((s for s in range(self.writer.slots) if s not in busy), None)
+        if slot is None:
+            msg = (
+                f"kafkawriter: {len(busy)} prepared transactions of subtask {self.subtask} wait "
+                f"for their commit, as many as its transactional ids "
+                "(setting.restore.tolerableFailedCheckpoints + 2); raise tolerableFailedCheckpoints"
+            )
+            raise JobFailedError(msg)
         tid = self.writer.transactional_id(self.subtask, slot)
         producer = self._free.pop(slot, None) or self.writer.producer(tid)
         try:
