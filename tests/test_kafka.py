@@ -46,7 +46,7 @@ from tests.conftest import (
     stream_job,
     syncx_command,
 )
-from tests.crash import mixed_kill_plan, run_until_done
+from tests.crash import Kill, mixed_kill_plan, run_until_done
 from writers.kafka import KafkaTxn, KafkaWriter, KafkaWriterParams
 from writers.kafka.writer import TAG
 
@@ -515,18 +515,25 @@ def test_killed_runs_lose_no_key(bootstrap: str, tmp_path: Path) -> None:
     job["job"]["content"][0]["reader"]["parameter"]["permitsPerSecond"] = 10_000
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
-    plan = mixed_kill_plan(
-        random.Random(11),
-        random_kills=2,
-        window=(1.0, 3.0),
-        crash_points=["checkpoint-stored@2", "writer-prepared@3", "writer-committed@2"],
-    )
+    # the first run, with every row still to come, dies between storing checkpoint 2 and
+    # committing its transactions: a restore must commit them (a later run may have too
+    # little left for its second checkpoint to carry messages)
+    plan = [
+        Kill(crash_at="checkpoint-stored@2"),
+        *mixed_kill_plan(
+            random.Random(11),
+            random_kills=2,
+            window=(1.0, 3.0),
+            crash_points=["writer-prepared@3", "writer-committed@2"],
+        ),
+    ]
     report = run_until_done(
         path, tmp_path / "state", plan, extra_args=["--checkpoint-interval", "0.5"], run_timeout=90
     )
     assert report.runs[-1].exit_code == 0
-    outputs = "".join(run.output for run in report.runs)
-    assert "did not commit before the process stopped" in outputs  # checkpoint-stored@2
+    assert report.runs[0].killed, report.summary()
+    restored = "".join(run.output for run in report.runs[1:])
+    assert "did not commit before the process stopped" in restored
     messages = consume_all(bootstrap, topic)
     keys = [(json.loads(m.key())["id"], json.loads(m.value())["v"]) for m in messages]
     assert {k for k, _ in keys} == set(range(20_000))  # ids repeat per channel: both present
