@@ -579,6 +579,36 @@ def test_int96_timestamps_on_request(backend: Backend, tmp_path: Path) -> None:
     assert got["c_timestamp"].to_pylist() == [r["c_timestamp"] for r in ROWS]
 
 
+@pytest.mark.parametrize("enable", [True, False])
+def test_parquet_dictionaries_only_where_values_repeat(
+    backend: Backend, tmp_path: Path, enable: bool
+) -> None:
+    """``enableDictionary`` gives a dictionary to the columns whose values repeat, and writes
+    keys and other mostly distinct columns plain (hashing them all was half the encoding
+    time); ``false`` gives none."""
+    rows = 50_000
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "status": pa.array([("new", "paid", "sent")[i % 3] for i in range(rows)]),
+            "half": pa.array([i // 2 for i in range(rows)], pa.int64()),  # exactly half distinct
+            "note": pa.array([f"note {i * 7919 % rows}" for i in range(rows)]),
+        }
+    )
+    folder = backend.path("dictionaries")
+    writer = _writer(backend, tmp_path, path=folder, fileType="parquet", enableDictionary=enable)
+    _write_all(writer, table.to_batches(max_chunksize=4096))
+    (path,) = backend.files(folder)
+    parquet = pq.ParquetFile(pa.BufferReader(backend.read(path)))
+    group = parquet.metadata.row_group(0)
+    encoded = {
+        group.column(i).path_in_schema: group.column(i).has_dictionary_page
+        for i in range(group.num_columns)
+    }
+    assert encoded == {"id": False, "status": enable, "half": enable, "note": False}
+    assert parquet.read().equals(table)
+
+
 @pytest.mark.parametrize(("compress", "suffix"), [("gzip", ".txt.gz"), ("bzip2", ".txt.bz2")])
 def test_compressed_text_gzip_bzip2(
     backend: Backend, tmp_path: Path, compress: str, suffix: str

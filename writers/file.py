@@ -153,7 +153,10 @@ class FileWriterParams(Params):
         default=512 * 1024 * 1024, description="Roll to a new file past this many bytes."
     )
     row_group_size: Annotated[int, Field(gt=0)] = Field(default=128 * 1024)
-    enable_dictionary: bool = True
+    enable_dictionary: bool = Field(
+        default=True,
+        description="Parquet/ORC: dictionary encoding for the columns whose values repeat.",
+    )
 
     @model_validator(mode="after")
     def _overwrite_where_safe(self) -> FileWriterParams:

@@ -171,7 +171,13 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
             "each row group in memory, once per open file."
         ),
     )
-    enable_dictionary: bool = Field(default=True, description="Parquet/ORC dictionary encoding.")
+    enable_dictionary: bool = Field(
+        default=True,
+        description=(
+            "Dictionary encoding for the columns whose values repeat (Parquet: at most half "
+            "distinct in a file's first rows; ORC: distinct keys under 80% of a stripe)."
+        ),
+    )
     partition: list[str] = Field(
         default_factory=list,
         description="Columns whose values make Hive partition folders (dt=2024-01-01/).",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.orc as paorc
 import pyarrow.parquet as pq
 
@@ -21,19 +22,37 @@ from libs.formats.base import (
 )
 from sync.errors import FatalError
 
+DICTIONARY_SAMPLE_ROWS = 16384
+"""Rows of a file's first row group that decide which of its columns get a dictionary."""
+
+
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """The columns of ``table`` whose values repeat: at most half distinct in its first rows.
+
+    Arrow's default dictionary-encodes every column and falls back to plain encoding once a
+    column chunk's dictionary passes 1 MiB: it hashes every value of a column of keys,
+    timestamps or free text for nothing. On the benchmark's orders table that was half of the
+    Parquet encoding time, for a file 2% larger than with dictionaries only where values repeat.
+    """
+    sample = table.slice(0, DICTIONARY_SAMPLE_ROWS)
+    chosen = []
+    for field, column in zip(sample.schema, sample.columns, strict=True):
+        if pa.types.is_nested(field.type) or not len(column):
+            continue
+        if pc.count_distinct(column, mode="all").as_py() * 2 <= len(column):
+            chosen.append(field.name)
+    return chosen
+
 
 class _ParquetWriter(FormatWriter):
+    """A Parquet file whose Arrow writer opens at its first row group, which decides the
+    columns that get a dictionary (``enableDictionary``: :func:`dictionary_columns`)."""
+
     def __init__(self, stream: BinaryIO, schema: pa.Schema, options: dict[str, object]) -> None:
         self._stream = stream
-        int96 = options.get("timestampType") == "int96"
-        self._writer = pq.ParquetWriter(
-            stream,
-            schema,
-            compression=str(options.get("compress") or "none"),
-            use_dictionary=bool(options.get("enableDictionary", True)),
-            use_deprecated_int96_timestamps=int96,
-            coerce_timestamps=None if int96 else "us",
-        )
+        self._schema = schema
+        self._options = options
+        self._writer: pq.ParquetWriter | None = None
         self._max_rows = int_option(options.get("rowGroupSize"), 128 * 1024)
         self._max_bytes = int_option(options.get("rowGroupBytes"), 0)
         self._pending: list[pa.RecordBatch] = []
@@ -41,6 +60,21 @@ class _ParquetWriter(FormatWriter):
         self._pending_bytes = 0
         self._arrow_flushed = 0
         self._ratio = float_option(options.get("sizeRatio"), 1.0)
+
+    def _open(self, first: pa.Table | None) -> pq.ParquetWriter:
+        options = self._options
+        dictionary: list[str] | bool = False
+        if first is not None and bool(options.get("enableDictionary", True)):
+            dictionary = dictionary_columns(first)
+        int96 = options.get("timestampType") == "int96"
+        return pq.ParquetWriter(
+            self._stream,
+            self._schema,
+            compression=str(options.get("compress") or "none"),
+            use_dictionary=dictionary,
+            use_deprecated_int96_timestamps=int96,
+            coerce_timestamps=None if int96 else "us",
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -55,6 +89,8 @@ class _ParquetWriter(FormatWriter):
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending)
+        if self._writer is None:
+            self._writer = self._open(table)
         self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
         self._arrow_flushed += self._pending_bytes
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
@@ -71,7 +107,7 @@ class _ParquetWriter(FormatWriter):
     def close(self) -> None:
         try:
             self.flush()
-            self._writer.close()
+            (self._writer or self._open(None)).close()
         finally:
             self._stream.close()
 
