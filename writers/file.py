@@ -152,7 +152,10 @@ class FileWriterParams(Params):
     max_file_size: Annotated[int, Field(gt=0)] = Field(
         default=512 * 1024 * 1024, description="Roll to a new file past this many bytes."
     )
-    row_group_size: Annotated[int, Field(gt=0)] = Field(default=128 * 1024)
+    row_group_size: Annotated[int, Field(gt=0)] = Field(
+        default=128 * 1024,
+        description="Parquet: rows per row group (and at most 16 MiB of in-memory data).",
+    )
     enable_dictionary: bool = Field(
         default=True,
         description="Parquet/ORC: dictionary encoding for the columns whose values repeat.",

@@ -99,12 +99,6 @@ log = logging.getLogger(__name__)
 WHERE = "job.content[0].writer.parameter"
 LOCK = "writer.lock"
 GIB = 1024 * 1024 * 1024
-ROW_GROUP_MEMORY = 32 * 1024 * 1024
-"""Arrow bytes a Parquet file buffers for its next row group, whatever ``rowGroupSize`` says.
-pyarrow has no row group that grows on disk: a row group is built from batches held in memory.
-ChunJun's 128 MiB default, held by each channel, took a two-channel 2M-row orders run to 490 MB
-peak RSS (320-345 MB with 32 MiB, whose row groups hold 15-25 MiB of Snappy Parquet)."""
-
 _COMPRESSION: dict[str, dict[str, str]] = {
     "text": {"none": "none", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"},
     "orc": {"none": "none", "zlib": "zlib", "snappy": "snappy", "lz4": "lz4", "zstd": "zstd"},
@@ -167,7 +161,7 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
         default=128 * 1024 * 1024,
         validation_alias=AliasChoices("rowGroupSize", "rowGroupSIze", "row_group_size"),
         description=(
-            "Parquet: bytes of (in-memory) data per row group, at most 32 MiB: pyarrow builds "
+            "Parquet: bytes of (in-memory) data per row group, at most 16 MiB: pyarrow builds "
             "each row group in memory, once per open file."
         ),
     )
@@ -348,7 +342,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         compress = params.compression()
         return {
             "compress": None if compress == "none" else compress,
-            "rowGroupBytes": min(params.row_group_size, ROW_GROUP_MEMORY),
+            "rowGroupBytes": params.row_group_size,
             "rowGroupSize": 1024 * 1024,
             "enableDictionary": params.enable_dictionary,
             "fieldDelimiter": params.field_delimiter,

@@ -4,8 +4,10 @@ Every format writes Arrow batches column-wise (Parquet, ORC and CSV through Arro
 Hive text through Arrow compute kernels) and reads them as a stream of batches from a row
 offset, which is a file split's position.
 
-- ``parquet``: row groups are buffered up to ``rowGroupSize`` rows (or ``rowGroupBytes`` of
-  Arrow data), so small input batches do not make tiny row groups. Timestamps are INT64
+- ``parquet``: row groups are buffered up to ``rowGroupSize`` rows or ``rowGroupBytes`` of
+  Arrow data (at most ``ROW_GROUP_MEMORY``, 16 MiB), so small input batches do not make tiny
+  row groups and a wide table does not hold a huge one in memory. Only the columns whose values
+  repeat get a dictionary. Timestamps are INT64
   ``TIMESTAMP(MICROS)`` (Hive 3+, Spark, Trino read them), or INT96 with ``timestampType: int96``
   for older Hive and Impala. Decimals keep their precision and scale.
 - ``orc``: Arrow's ORC writer (``compress`` zlib, snappy, lz4, zstd or none); stripes of
