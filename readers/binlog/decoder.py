@@ -255,37 +255,47 @@ def _text(length_bytes: int, encoding: str | None) -> _ValueReader:
 
 
 def _decimal_reader(precision: int, scale: int) -> _ValueReader:
-    integral = precision - scale
-    full_int, rest_int = divmod(integral, 9)
+    """MySQL's packed DECIMAL: groups of up to 9 digits, big-endian, integral then fraction, the
+    sign in the top bit (negative values inverted). Read as one integer whose groups give the
+    unscaled value by arithmetic (building the digits as text took a third of the reader's
+    time on the bench table)."""
+    full_int, rest_int = divmod(precision - scale, 9)
     full_frac, rest_frac = divmod(scale, 9)
-    head = _DIG2BYTES[rest_int]
-    tail = _DIG2BYTES[rest_frac]
-    size = head + full_int * 4 + full_frac * 4 + tail
+    widths = [
+        *([(_DIG2BYTES[rest_int], rest_int)] if rest_int else []),
+        *[(4, 9)] * (full_int + full_frac),
+        *([(_DIG2BYTES[rest_frac], rest_frac)] if rest_frac else []),
+    ]
+    size = sum(width for width, _ in widths)
+    sign = 1 << (size * 8 - 1)
+    inverted = ((1 << (size * 8)) - 1) ^ sign  # a negative value's bits, but the sign
+    groups: list[tuple[int, int, int]] = []  # (shift, mask, weight), least significant first
+    shift, weight = 0, 1
+    for width, digits in reversed(widths):
+        groups.append((shift, (1 << (width * 8)) - 1, weight))
+        shift += width * 8
+        weight *= 10**digits
+    exact = decimal.Context(prec=precision + 1)
+    make = decimal.Decimal
+    (_, low_mask, _), *higher = groups
+    if len(higher) == 1:  # DECIMAL(10,2) and the like: no loop
+        ((high_shift, high_mask, high_weight),) = higher
+
+        def unscaled(raw: int) -> int:
+            return (raw & low_mask) + ((raw >> high_shift) & high_mask) * high_weight
+
+    else:
+
+        def unscaled(raw: int) -> int:
+            value = raw & low_mask
+            for shift_, mask, weight_ in higher:
+                value += ((raw >> shift_) & mask) * weight_
+            return value
 
     def read(data: bytes, pos: int) -> tuple[Any, int]:
-        raw = bytearray(data[pos : pos + size])
-        negative = not raw[0] & 0x80
-        raw[0] ^= 0x80
-        if negative:
-            raw = bytearray(b ^ 0xFF for b in raw)
-        parts = []
-        offset = 0
-        if head:
-            parts.append(str(int.from_bytes(raw[:head], "big")))
-            offset = head
-        for _ in range(full_int):
-            parts.append(f"{int.from_bytes(raw[offset : offset + 4], 'big'):09d}")
-            offset += 4
-        fraction = []
-        for _ in range(full_frac):
-            fraction.append(f"{int.from_bytes(raw[offset : offset + 4], 'big'):09d}")
-            offset += 4
-        if tail:
-            fraction.append(f"{int.from_bytes(raw[offset : offset + tail], 'big'):0{rest_frac}d}")
-        text = ("-" if negative else "") + ("".join(parts) or "0")
-        if fraction:
-            text += "." + "".join(fraction)
-        return decimal.Decimal(text), pos + size
+        raw = int.from_bytes(data[pos : pos + size], "big")
+        value = unscaled(raw ^ sign) if raw & sign else -unscaled(raw ^ inverted)
+        return make(value).scaleb(-scale, exact), pos + size
 
     return read
 
