@@ -7,6 +7,7 @@ savepoint exits 0). Errors are one readable message, never a traceback (``--debu
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -209,6 +210,7 @@ def run(
 ) -> None:
     """Run a job to its end (or, for a stream, until Ctrl-C / SIGTERM)."""
     loaded = _load(job, param, debug)
+    _fewer_collections()
     _setup_logging(loaded.file.job.setting.log.level, debug)
     restore_mode: Any = restore
     if restore not in (None, "latest", "latest-or-new"):
@@ -252,6 +254,22 @@ def run(
     typer.echo(_summary(report), err=True)
     if report.status == "stopped" and _bounded(loaded):
         raise typer.Exit(JobInterruptedError.exit_code)
+
+
+GC_THRESHOLD = 50_000
+"""Allocations between the cyclic collector's young-generation passes in ``syncx run``
+(Python's default: 700)."""
+
+
+def _fewer_collections() -> None:
+    """Let the cyclic garbage collector run less often in a ``syncx run`` process: a job's data
+    path allocates millions of short-lived tuples and lists (binlog row images, Python values on
+    their way into Arrow) but makes almost no reference cycles, and at the default threshold
+    the collections took 15-25% of the binlog reader's CPU time. What the process loaded so far
+    (modules, the job) is frozen out of every future pass."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, middle, old)
 
 
 @contextmanager

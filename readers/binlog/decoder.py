@@ -492,6 +492,11 @@ class RowDecoder:
         pos += self.null_bytes
         values: list[Any] = []
         append = values.append
+        if not nulls:  # the common case: no bit to test per column
+            for read in self.readers:
+                value, pos = read(data, pos)
+                append(value)
+            return values, pos
         for index, read in enumerate(self.readers):
             if nulls >> index & 1:
                 append(None)
