@@ -36,10 +36,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mysql_bench import REPO, Run, dump, ensure_table, job_file, reader, server, syncx
+from mysql_bench import (
+    REPO,
+    Run,
+    dump,
+    ensure_table,
+    job_file,
+    reader,
+    server,
+    syncx,
+    written,
+)
 
 CHECKPOINT_SECONDS = 10
 WAREHOUSE = "/user/hive/warehouse/bench.db/orders"
@@ -67,8 +75,20 @@ def webhdfs_server(root: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def hdfs_job(folder: Path, name: str, table: str, port: int, default_fs: str, path: str) -> Path:
-    """``mysql_bench``'s job file with an ``hdfswriter`` and checkpoints every 10 s."""
+def hdfs_job(
+    folder: Path,
+    name: str,
+    table: str,
+    port: int,
+    default_fs: str,
+    path: str,
+    columns: list[dict[str, str]] | None = None,
+) -> Path:
+    """``mysql_bench``'s job file with an ``hdfswriter`` and checkpoints every 10 s.
+
+    ``columns``: the writer's ``column`` list (names and Hive types), as a ChunJun job declares
+    the Hive table; without it the writer takes the reader's types.
+    """
     writer: dict[str, Any] = {
         "name": "hdfswriter",
         "parameter": {
@@ -80,17 +100,9 @@ def hdfs_job(folder: Path, name: str, table: str, port: int, default_fs: str, pa
             "writeMode": "overwrite",
         },
     }
+    if columns:
+        writer["parameter"]["column"] = columns
     return job_file(folder, name, reader(port, table), writer, CHECKPOINT_SECONDS)
-
-
-def written(folder: Path, rows: int) -> list[int]:
-    """Sizes of the visible Parquet files in ``folder``, after checking they hold ``rows`` rows."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
-    found = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
-    if found != rows:
-        msg = f"{folder} holds {found:,} rows, not {rows:,}"
-        raise RuntimeError(msg)
-    return [p.stat().st_size for p in files]
 
 
 def to_hdfs(job: Path, folder: Path, target: Path, rows: int) -> tuple[Run, list[int]]:

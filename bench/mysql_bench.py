@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,6 +98,27 @@ def ensure_table(port: int, table: str, rows: int) -> None:
         conn.close()
 
 
+def count_rows(port: int, table: str, database: str = DATABASE) -> int:
+    """``SELECT COUNT(*)`` of ``database.table``."""
+    conn = connect(port, database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM `{table}`")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def written(folder: Path, rows: int) -> list[int]:
+    """Sizes of the visible Parquet files in ``folder``, after checking they hold ``rows`` rows."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    found = sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+    if found != rows:
+        msg = f"{folder} holds {found:,} rows, not {rows:,}"
+        raise RuntimeError(msg)
+    return [p.stat().st_size for p in files]
+
+
 def empty_copy(port: int, source: str, target: str) -> None:
     conn = connect(port, DATABASE)
     try:
@@ -107,23 +129,51 @@ def empty_copy(port: int, source: str, target: str) -> None:
         conn.close()
 
 
+# Forks and runs a command, then writes its wall time and ``ru_maxrss`` (KiB) into argv[1].
+_LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    except OSError as exc:
+        os.write(2, f"{sys.argv[2]}: {exc}\\n".encode())
+    os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status) % 256)
+"""
+
+
 def measured(args: list[str], *, env: dict[str, str] | None = None, stdout: Any = None) -> Run:
-    """Wall time and peak RSS (``ru_maxrss`` of this child) of one process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        args,
-        stdout=stdout or subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-    if process.returncode != 0:
-        msg = f"{' '.join(args[:3])} failed ({process.returncode}):\n{error[-2000:]}"
-        raise RuntimeError(msg)
-    return Run(elapsed, usage.ru_maxrss / 1024)
+    """Wall time and peak RSS of one process.
+
+    The process is started from a small launcher (a fresh ``python -S``, a few MB): a child
+    forked from this process would start with this process's memory counted in its
+    ``ru_maxrss`` (fork copies the RSS counters, exec keeps the old peak), so a 5 MB
+    ``mariadb-dump`` read as large as the benchmark itself. The peak is ``ru_maxrss`` from the
+    launcher's ``wait4``: the tool's own, or that of the largest child it waited for if larger,
+    so a tool that works in one process, threads included, is measured whole. The wall time is
+    taken in the launcher, around fork and wait. The tool's stderr goes to a file, not a pipe,
+    so that a chatty tool cannot fill the pipe and block.
+    """
+    with tempfile.TemporaryFile() as errors, tempfile.NamedTemporaryFile("r") as report:
+        process = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, report.name, *args],
+            stdout=stdout or subprocess.DEVNULL,
+            stderr=errors,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+        if process.returncode != 0:
+            errors.seek(0)
+            error = errors.read().decode(errors="replace")
+            msg = f"{' '.join(args[:3])} failed ({process.returncode}):\n{error[-2000:]}"
+            raise RuntimeError(msg)
+        seconds, peak_kib = report.read().split()
+    return Run(float(seconds), int(peak_kib) / 1024)
 
 
 def dump(port: int, table: str, out: Path) -> Run:
@@ -144,9 +194,9 @@ def dump(port: int, table: str, out: Path) -> Run:
         )
 
 
-def load_data(port: int, tsv: Path) -> float:
+def load_data(port: int, tsv: Path, source: str = "orders", target: str = "orders_load") -> float:
     """One ``LOAD DATA LOCAL INFILE`` of the rows into an empty copy, in one transaction."""
-    empty_copy(port, "orders", "orders_load")
+    empty_copy(port, source, target)
     conn = connect(port, DATABASE)
     try:
         with conn.cursor() as cur:
@@ -154,7 +204,7 @@ def load_data(port: int, tsv: Path) -> float:
             started = time.perf_counter()
             cur.execute("START TRANSACTION")
             cur.execute(
-                "LOAD DATA LOCAL INFILE %s INTO TABLE `orders_load` CHARACTER SET utf8mb4 "
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE `{target}` CHARACTER SET utf8mb4 "
                 "FIELDS TERMINATED BY '\\t' LINES TERMINATED BY '\\n'",
                 (str(tsv),),
             )
@@ -209,25 +259,36 @@ def syncx(job: Path, folder: Path) -> Run:
     return measured([str(SYNCX), "run", str(job), "--state-dir", str(state)])
 
 
-def to_parquet(port: int, table: str, folder: Path) -> Run:
+def to_parquet(
+    port: int, table: str, folder: Path, rows: int, checkpoint_seconds: float = 2
+) -> Run:
+    """``mysqlreader`` → ``filewriter`` Snappy Parquet; the files are counted back, then removed."""
     out = folder / f"parquet-{table}"
     shutil.rmtree(out, ignore_errors=True)
     writer = {
         "name": "filewriter",
-        "parameter": {"path": str(out), "fileType": "parquet", "writeMode": "overwrite"},
+        "parameter": {
+            "path": str(out),
+            "fileType": "parquet",
+            "compress": "snappy",
+            "writeMode": "overwrite",
+        },
     }
-    run = syncx(job_file(folder, f"parquet-{table}", reader(port, table), writer), folder)
+    job = job_file(folder, f"parquet-{table}", reader(port, table), writer, checkpoint_seconds)
+    run = syncx(job, folder)
+    written(out, rows)
     shutil.rmtree(out, ignore_errors=True)
     return run
 
 
-def to_mysql(port: int, folder: Path) -> Run:
-    empty_copy(port, "orders", "orders_copy")
+def to_mysql(port: int, folder: Path, source: str = "orders", target: str = "orders_copy") -> Run:
+    """``mysqlwriter`` exactly-once (XA, 2 channels) into an empty copy of ``source``."""
+    empty_copy(port, source, target)
     writer = {
         "name": "mysqlwriter",
         "parameter": {
             "connection": [
-                {"jdbcUrl": f"jdbc:mysql://127.0.0.1:{port}/{DATABASE}", "table": ["orders_copy"]}
+                {"jdbcUrl": f"jdbc:mysql://127.0.0.1:{port}/{DATABASE}", "table": [target]}
             ],
             "username": "root",
             "password": "",
@@ -235,19 +296,19 @@ def to_mysql(port: int, folder: Path) -> Run:
             "semantic": "exactly-once",
         },
     }
-    return syncx(job_file(folder, "mysql-copy", reader(port, "orders"), writer), folder)
+    return syncx(job_file(folder, "mysql-copy", reader(port, source), writer), folder)
 
 
-def check_copy(port: int) -> None:
+def check_copy(port: int, source: str = "orders", target: str = "orders_copy") -> None:
     conn = connect(port, DATABASE)
     try:
         with conn.cursor() as cur:
-            cur.execute("CHECKSUM TABLE `orders`, `orders_copy` EXTENDED")
+            cur.execute(f"CHECKSUM TABLE `{source}`, `{target}` EXTENDED")
             sums = [row[1] for row in cur.fetchall()]
     finally:
         conn.close()
     if sums[0] != sums[1]:
-        msg = f"orders_copy differs from orders (checksums {sums})"
+        msg = f"{target} differs from {source} (checksums {sums})"
         raise RuntimeError(msg)
 
 
@@ -279,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         for number in range(1, args.rounds + 1):
             dumps.append(dump(args.port, "orders", folder / "dump.sql").seconds)
             (folder / "dump.sql").unlink()
-            parquets.append(to_parquet(args.port, "orders", folder))
+            parquets.append(to_parquet(args.port, "orders", folder, args.rows))
             loads.append(load_data(args.port, tsv))
             copies.append(to_mysql(args.port, folder))
             check_copy(args.port)
@@ -289,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"syncx→mysql {copies[-1].seconds:.2f}s ({copies[-1].peak_mb:.0f} MB)"
             )
             if args.big_rows:
-                bigs.append(to_parquet(args.port, "orders_big", folder))
+                bigs.append(to_parquet(args.port, "orders_big", folder, args.big_rows))
                 line += f", syncx→parquet of {args.big_rows:,} rows {bigs[-1].peak_mb:.0f} MB"
             print(line, flush=True)
 
