@@ -62,7 +62,7 @@ from sync.errors import FatalError, JobFileError
 from sync.jobfile import load_job
 from sync.model import Setting
 from tests.conftest import COMPAT, REPO, compat_file
-from tests.crash import syncx_command
+from tests.crash import latest_checkpoint, syncx_command
 from tests.servers.mariadb import SCRIPT, MariaDB, ensure_server
 from writers.mysql import MysqlWriter, MysqlWriterParams
 from writers.sql import SqlWriter, SqlWriterParams
@@ -1064,7 +1064,7 @@ def test_stream_survives_rotation_and_checkpoints_while_idle(pair: Pair, tmp_pat
         pair.execute(pair.source, "FLUSH BINARY LOGS")
         work.step()
         _wait_until_same(pair, timeout=30)
-        time.sleep(2.0)  # idle: heartbeats keep checkpoints going
+        _wait_for_checkpoints(tmp_path / "state", more=3, timeout=30)  # idle: still checkpoints
     finally:
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=60)
@@ -1074,6 +1074,20 @@ def test_stream_survives_rotation_and_checkpoints_while_idle(pair: Pair, tmp_pat
     assert report["metrics"]["numCheckpoints"] >= 5, report
     assert "cdcLag" in report["metrics"]
     work.close()
+
+
+def _wait_for_checkpoints(state_dir: Path, more: int, timeout: float) -> None:
+    """Wait until ``more`` checkpoints after the latest stored one are stored."""
+
+    def latest() -> int:
+        stored = latest_checkpoint(state_dir)
+        return int(stored["id"]) if stored else 0
+
+    target = latest() + more
+    deadline = time.monotonic() + timeout
+    while latest() < target:
+        assert time.monotonic() < deadline, f"no {more} checkpoints in {timeout}s while idle"
+        time.sleep(0.1)
 
 
 def _wait_until_same(pair: Pair, timeout: float) -> None:
