@@ -10,12 +10,13 @@
    (exactly-once: applied inside the checkpoint's XA transaction; at-least-once: a local
    transaction per checkpoint) and by ``sqlwriter`` (exactly-once through its change-staging
    tables, the path of targets without XA), checked equal with ``CHECKSUM TABLE``; row events
-   per second (target: 10,000).
+   per second over the run's wall time, start-up included (targets: 40,000 for mysqlwriter
+   exactly-once, 10,000 for the others).
 3. **Lag**: an endless ``binlogreader → mysqlwriter`` job (exactly-once, checkpoints every 0.5 s)
    while a steady load of 2,000 and then 5,000 changes/s (70% inserts, 20% updates, 10% deletes,
-   10 changes per transaction) runs on the source; a poller measures, for every inserted row,
-   the time from its source commit to its visibility in the target. Percentiles printed
-   (target: p99 under 2 s at 2,000 changes/s).
+   10 changes per transaction, a connection per 1,000 changes/s) runs on the source; a poller
+   measures, for every inserted row, the time from its source commit to its visibility in the
+   target. Percentiles printed (target: p99 under 1 s at 5,000 changes/s).
 
 Numbers are medians of ``--rounds`` rounds where a round is cheap (rates), single runs
 otherwise. Each run is a real ``syncx run`` process (start-up included in job rates; the
@@ -125,6 +126,8 @@ WRITERS = (
     ("sqlwriter", "exactly-once", "sqlwriter exactly-once (staged)"),
 )
 """The apply paths measured: (plugin, semantic, label)."""
+TARGETS = {"mysqlwriter exactly-once (XA)": 40_000}
+"""Row events/s each path must reach (wall time of the run, start-up included); others 10,000."""
 
 
 def _writer(server: MariaDB, target: str, name: str, semantic: str) -> dict[str, Any]:
@@ -235,34 +238,56 @@ def rates(server: MariaDB, changes: int, rounds: int, folder: Path) -> None:
     print(f"{'binlog -> null (syncx run)':42s} {statistics.median(to_null):10,.0f} row events/s")
     for label, values in results.items():
         rate = statistics.median(values)
-        verdict = "meets" if rate >= 10_000 else "MISSES"
+        target = TARGETS.get(label, 10_000)
+        verdict = "meets" if rate >= target else "MISSES"
         print(
             f"binlog -> {label:32s} {rate:10,.0f} row events/s "
-            f"({rate / read:.2f}x of the read rate; {verdict} the 10,000/s target); tables equal"
+            f"({rate / read:.2f}x of the read rate; {verdict} the {target:,}/s target); "
+            "tables equal"
         )
+
+
+BLOCK = 10**9
+"""Each load connection inserts ids of its own block (``k * BLOCK + 1`` on), so that the poller
+sees every row whatever order the connections commit in."""
 
 
 class _Load:
     """A steady change load: ``rate`` changes/s in transactions of 10 (7 inserts, 2 updates,
-    1 delete); each inserted row carries the time of its transaction in ms (taken just before
-    the statements; the commit follows within a millisecond or two)."""
+    1 delete) over ``connections`` connections (one Python connection commits at most about a
+    thousand changes a second here); each inserted row carries the time of its transaction in
+    ms (taken just before the statements; the commit follows within a millisecond or two)."""
 
-    def __init__(self, server: MariaDB, database: str, rate: int) -> None:
-        self.server, self.database, self.rate = server, database, rate
+    def __init__(self, server: MariaDB, database: str, rate: int, connections: int) -> None:
+        self.server, self.database = server, database
+        self.rate = rate / connections
         self.stop = threading.Event()
-        self.next_id = 1
-        self.done = 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.done = [0] * connections
+        self.threads = [
+            threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(connections)
+        ]
 
-    def _run(self) -> None:
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> int:
+        """Stop; the changes made."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        return sum(self.done)
+
+    def _run(self, block: int) -> None:
         conn = self.server.connect(self.database)
         cur = conn.cursor()
+        base = block * BLOCK
+        next_id = base + 1
         started = time.perf_counter()
         while not self.stop.is_set():
             due = int((time.perf_counter() - started) * self.rate)
-            while self.done + 10 <= due and not self.stop.is_set():
-                first = self.next_id
-                self.next_id += 7
+            while self.done[block] + 10 <= due and not self.stop.is_set():
+                first, next_id = next_id, next_id + 7
                 now = int(time.time() * 1000)
                 cur.execute("BEGIN")
                 cur.executemany(
@@ -274,11 +299,11 @@ class _Load:
                 )
                 cur.execute(
                     "UPDATE orders SET qty = qty + 1 WHERE id IN (%s, %s)",
-                    (max(1, first - 3), max(1, first - 5)),
+                    (max(base + 1, first - 3), max(base + 1, first - 5)),
                 )
-                cur.execute("DELETE FROM orders WHERE id = %s", (max(1, first - 20),))
+                cur.execute("DELETE FROM orders WHERE id = %s", (max(base + 1, first - 20),))
                 cur.execute("COMMIT")
-                self.done += 10
+                self.done[block] += 10
             time.sleep(0.002)
         conn.close()
 
@@ -298,27 +323,29 @@ def lag(server: MariaDB, rate: int, seconds: float, folder: Path) -> dict[str, f
         text=True,
     )
     time.sleep(2.0)  # start-up
-    load = _Load(server, source, rate)
-    load.thread.start()
+    connections = max(1, rate // 1000)
+    load = _Load(server, source, rate, connections)
+    load.start()
     samples: list[float] = []
-    seen = 0
+    seen = [k * BLOCK for k in range(connections)]
     poller = server.connect(target)
     started = time.monotonic()
     try:
         with poller.cursor() as cur:
             while time.monotonic() - started < seconds:
-                cur.execute("SELECT id, created_ms FROM orders WHERE id > %s", (seen,))
-                now = time.time() * 1000
-                rows = cur.fetchall()
-                for row_id, created in rows:
-                    seen = max(seen, row_id)
-                    if created:
-                        samples.append((now - created) / 1000)
+                for block in range(connections):
+                    cur.execute(
+                        "SELECT id, created_ms FROM orders WHERE id > %s AND id < %s",
+                        (seen[block], (block + 1) * BLOCK),
+                    )
+                    now = time.time() * 1000
+                    for row_id, created in cur.fetchall():
+                        seen[block] = max(seen[block], row_id)
+                        if created:
+                            samples.append((now - created) / 1000)
                 time.sleep(0.02)
     finally:
-        load.stop.set()
-        load.thread.join()
-        achieved = load.done / (time.monotonic() - started)
+        achieved = load.join() / (time.monotonic() - started)
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
         poller.close()
@@ -360,8 +387,8 @@ def main() -> None:
         for rate in (2000, 5000):
             result = lag(server, rate, args.lag_seconds, folder)
             verdict = ""
-            if rate == 2000:
-                verdict = "  (target p99 < 2 s: " + ("met" if result["p99"] < 2 else "MISSED") + ")"
+            if rate == 5000:
+                verdict = "  (target p99 < 1 s: " + ("met" if result["p99"] < 1 else "MISSED") + ")"
             print(
                 f"{rate:5d} changes/s offered ({result['achieved']:,.0f} achieved): "
                 f"p50 {result['p50']:.2f}s  p95 {result['p95']:.2f}s  p99 {result['p99']:.2f}s  "

@@ -215,7 +215,7 @@ def pick_driver(wanted: str, plugin: str) -> Driver:
 
 
 @functools.cache
-def _pymysql_connection() -> type:
+def pymysql_connection() -> type:
     """pymysql's ``Connection``, building the TLS context of its default mode (``preferred``:
     TLS when the server offers it, certificates not verified) once per process rather than
     once per connection. Loading the system's CA certificates cost ~25 ms of CPU a connection,
@@ -295,7 +295,7 @@ def connect(
         if raw:
             kwargs["conv"] = _raw_conversions()
         kwargs["local_infile"] = local_infile
-        conn = _pymysql_connection()(**kwargs)
+        conn = pymysql_connection()(**kwargs)
     cursor = conn.cursor()
     try:
         for command in commands:

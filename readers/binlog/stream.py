@@ -22,7 +22,7 @@ import pyarrow as pa
 from typing_extensions import override
 
 from libs.cdc import Layout, SourceInfo, build_changes, ddl_batch, parse_ddl
-from libs.mysql.connect import access_denied, connection_settings
+from libs.mysql.connect import access_denied, connection_settings, pymysql_connection
 from libs.mysql.types import column_type_of_binlog
 from readers.binlog.decoder import Change, TableShape
 from readers.binlog.params import PLUGIN, BinlogStart
@@ -272,7 +272,6 @@ class StreamSplitReader(SplitReader):
         from pymysqlreplication import row_event as rev  # noqa: PLC0415
 
         flavor = self._server.flavor()
-        pymysql = pymysql_module()
         self._stream_connects = 0
         self._healthy = False
         self._shapes.clear()  # table ids are per server run: a restarted server reuses them
@@ -285,7 +284,7 @@ class StreamSplitReader(SplitReader):
                     msg = "the replication connection was lost"
                     raise _Reconnect(msg)
                 self._stream_connects += 1
-            return pymysql.connect(**kwargs)
+            return pymysql_connection()(**kwargs)
 
         settings = connection_settings(self._server.url, read_timeout=READ_TIMEOUT)
         position = self._position
