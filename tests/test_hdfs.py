@@ -59,6 +59,7 @@ from sync.ratelimit import RateLimiter
 from tests.conftest import REPO, RunCli, compat_file, compat_files
 from tests.crash import assert_exact, read_folder, run_with_kills, staging_leftovers
 from tests.servers.webhdfs import WebHdfsServer
+from writers import file as file_writers
 from writers.file import STAGING
 from writers.hdfs import LOCK, HdfsWriter, HdfsWriterParams
 
@@ -758,6 +759,57 @@ def test_partition_folders(backend: Backend, tmp_path: Path) -> None:
         (4, "__HIVE_DEFAULT_PARTITION__", "a/b:c"),
         (5, "__HIVE_DEFAULT_PARTITION__", "eu"),
     ]
+
+
+def test_many_partitions_share_one_buffer_budget(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subtask writing many partitions at once writes its largest row groups out early once
+    its files together hold ``BUFFER_BUDGET`` bytes, rather than a full row group each."""
+    monkeypatch.setattr(file_writers, "BUFFER_BUDGET", 256 * 1024)
+    base = backend.path("many")
+    writer = _writer(
+        backend,
+        tmp_path,
+        path=base,
+        fileType="parquet",
+        column=[
+            {"name": "id", "type": "bigint"},
+            {"name": "part", "type": "int"},
+            {"name": "v", "type": "string"},
+        ],
+        partition=["part"],
+    )
+    parts, rows = 40, 40_000
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "part": pa.array([i % parts for i in range(rows)], pa.int32()),
+            "v": pa.array([f"{i:08d}" * 8 for i in range(rows)]),
+        }
+    )
+    _write_all(writer, table.to_batches(max_chunksize=2000))
+    files = backend.visible(base)
+    assert len(files) == parts
+    groups = [
+        pq.ParquetFile(pa.BufferReader(backend.read(backend.fs.join(base, f)))).num_row_groups
+        for f in files
+    ]
+    # 1,000 rows of ~80 bytes a partition fit one row group; the budget cut them into several
+    assert min(groups) > 1, groups
+    reader = _reader(
+        backend,
+        tmp_path,
+        path=base,
+        fileType="parquet",
+        column=[
+            {"name": "id", "type": "bigint"},
+            {"name": "part", "type": "int", "isPart": True},
+            {"name": "v", "type": "string"},
+        ],
+    )
+    got = sorted((r["id"], int(r["part"]), r["v"]) for r in _read_all(reader))
+    assert got == [(i, i % parts, f"{i:08d}" * 8) for i in range(rows)]
 
 
 def _seed_folder(backend: Backend, folder: str) -> None:

@@ -72,6 +72,12 @@ STAGING = ".syncx-staging"
 WHERE = "job.content[0].writer.parameter"
 HIVE_DEFAULT_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
+BUFFER_BUDGET = 64 * 1024 * 1024
+"""Bytes of rows a writer subtask's open files may hold in memory together (Parquet row groups
+being built; each file also holds at most :data:`libs.formats.columnar.ROW_GROUP_MEMORY`): a
+``partition`` job writing many partitions at once writes the largest row groups out early, at
+half this, rather than holding one full row group per partition."""
+
 P = TypeVar("P", bound=Params)
 Shaper = Callable[[pa.RecordBatch], tuple[pa.RecordBatch, list[DirtyRecord]]]
 """Turns an input batch into the file's columns and types; rows that do not convert are dirty."""
@@ -639,6 +645,8 @@ class StagedWriterTask(WriterTask):
         self._numbers = 0
         self._committed: set[str] = set()
         self._discarded = False
+        self._buffered = 0
+        """Bytes the open files hold in memory (:data:`BUFFER_BUDGET`)."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -669,21 +677,42 @@ class StagedWriterTask(WriterTask):
             group.writing = f"{group.id}-{group.sequence:05d}.{self._extension}.inprogress"
             stream = self._fs.open_write(self._fs.join(self._staged.staging, group.writing))
             group.writer = self._format.writer(stream, batch.schema, self._options)
+        held = group.writer.buffered()
         group.writer.write(batch)
+        self._buffered += group.writer.buffered() - held
+        if self._buffered > BUFFER_BUDGET:
+            self._flush_largest()
         # a group of several segments is merged into a file smaller than their sum
         limit = self._writer.max_file_size / (self._staged.shrink if group.size else 1.0)
         if group.size + group.writer.size() >= limit:
-            group.writer.flush()
+            self._flush(group.writer)
             if group.size + group.writer.size() >= limit:
                 self._close_segment(group)
                 group.closed = True
                 self._full.append(group)
                 del self._groups[group.dir]
 
+    def _flush_largest(self) -> None:
+        """Write out the largest buffered row groups until the subtask is within its budget."""
+        writers = sorted(
+            (g.writer for g in self._groups.values() if g.writer is not None),
+            key=lambda w: w.buffered(),
+            reverse=True,
+        )
+        for writer in writers:
+            if self._buffered <= BUFFER_BUDGET // 2:
+                break
+            self._flush(writer)
+
+    def _flush(self, writer: FormatWriter) -> None:
+        self._buffered -= writer.buffered()
+        writer.flush()
+
     def _close_segment(self, group: _Group) -> None:
         if group.writer is None or group.writing is None:
             return
         writer, name = group.writer, group.writing
+        self._buffered -= writer.buffered()
         group.writer, group.writing = None, None
         ratio = writer.size_ratio
         writer.close()
@@ -749,6 +778,7 @@ class StagedWriterTask(WriterTask):
             for name in names:
                 self._fs.delete(self._fs.join(self._staged.staging, name))
             group.pending = []
+        self._buffered = 0
 
     @property
     def discarded(self) -> bool:

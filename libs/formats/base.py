@@ -39,6 +39,10 @@ class FormatWriter(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook
         """Write buffered rows out, so that :meth:`size` is exact."""
 
+    def buffered(self) -> int:
+        """Bytes of rows held in memory for the file (Parquet's next row group), not written."""
+        return 0
+
     @property
     def size_ratio(self) -> float | None:
         """File bytes per Arrow byte written so far (for the next file's estimates)."""

@@ -107,6 +107,9 @@ class _ParquetWriter(FormatWriter):
     def size(self) -> int:
         return self._stream.tell() + int(self._pending_bytes * self._ratio)
 
+    def buffered(self) -> int:
+        return self._pending_bytes
+
     @property
     def size_ratio(self) -> float | None:
         return self._ratio if self._arrow_flushed else None
