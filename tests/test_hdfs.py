@@ -918,11 +918,12 @@ def test_restore_commits_the_restored_checkpoint_and_drops_later_work(
     assert len(backend.files(folder)) == 2
 
 
+@pytest.mark.parametrize("file_type", ["orc", "parquet"])
 def test_restore_merges_a_group_kept_open_across_checkpoints(
-    backend: Backend, tmp_path: Path
+    backend: Backend, tmp_path: Path, file_type: str
 ) -> None:
     folder = backend.path("open-group")
-    _, task = _begun(backend, tmp_path, path=folder, fileType="orc")
+    _, task = _begun(backend, tmp_path, path=folder, fileType=file_type)
     handles = []
     for checkpoint in (1, 2, 3):
         task.write(pa.record_batch({"id": list(range(checkpoint * 10, checkpoint * 10 + 10))}))
@@ -930,11 +931,11 @@ def test_restore_merges_a_group_kept_open_across_checkpoints(
     task.commit(handles[0])
     # crash: checkpoints 2 and 3 were stored with every uncommitted handle (the runtime does
     # that), then the run died; the restore gets them all, in any order
-    again = _writer(backend, tmp_path, path=folder, fileType="orc")
+    again = _writer(backend, tmp_path, path=folder, fileType=file_type)
     again.check()
     again.begin([handles[2], handles[1], handles[0]], fresh=False)
     (path,) = backend.files(folder)
-    assert _read_back(backend, path, "orc")["id"].to_pylist() == list(range(10, 40))
+    assert _read_back(backend, path, file_type)["id"].to_pylist() == list(range(10, 40))
     assert backend.staged(folder) == []
 
 
@@ -1476,9 +1477,9 @@ def test_two_million_rows_make_files_near_max_file_size(
     assert set(by_subtask) == {"000", "001"}
     for subtask_sizes in by_subtask.values():
         (first, *full), _last = subtask_sizes[:-1], subtask_sizes[-1]
-        # a merged file is smaller than the sum of its segments (re-encoded in larger row
-        # groups): the writer learns by how much at its first merge, so the first file is
-        # ~10% short of maxFileSize, the next ones closer
+        # a merged Parquet file is the sum of its segments (concatenated); a format whose
+        # segments are re-encoded in larger units makes it smaller: the writer learns by how
+        # much at its first merge, so a first file may be ~10% short of maxFileSize
         assert 0.85 * limit <= first <= 1.1 * limit, subtask_sizes
         assert all(0.9 * limit <= size <= 1.1 * limit for size in full), subtask_sizes
     assert len(sizes) <= total / limit + 2

@@ -213,7 +213,7 @@ class StagedFiles:
         self.format = file_format
         self.options = dict(options or {})
         self.shrink = 1.0
-        """Merged file size / sum of its segments' sizes, as last seen (merging re-encodes)."""
+        """Merged file size / sum of its segments' sizes, as last seen (re-encoding may shrink)."""
 
     def commit(self, handle: StagedHandle) -> None:
         """Make the handle's closed groups visible; already-published groups are skipped."""

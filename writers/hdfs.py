@@ -31,10 +31,13 @@ commit of the checkpoint that fills it merges the segments into one hidden file 
 into place (a group of one segment is simply renamed). When the job ends (or stops, or restores),
 the open groups are published the same way. A 2M-row run gives one file per subtask; a large
 migration gives files of ``maxFileSize`` plus one smaller file per subtask. The cost: data of a
-group with several segments is read back and written once more at commit (Parquet and ORC are
-re-encoded, text is concatenated); committed rows become visible when their file is complete
-(at ``maxFileSize``, at the end, at a stop), not at each checkpoint. ``mergeSmallFiles: false``
-turns this off (one visible file per checkpoint and subtask).
+group with several segments is read back and written once more at commit. Parquet segments are
+concatenated row group by row group without decoding (their bytes copied under one footer whose
+offsets are moved, as ``parquet-tools merge`` does: the file keeps each segment's row groups,
+one or more per checkpoint), unless a segment's schema differs, when they are re-encoded; ORC
+segments are re-encoded; text is concatenated. Committed rows become visible when their file is
+complete (at ``maxFileSize``, at the end, at a stop), not at each checkpoint.
+``mergeSmallFiles: false`` turns this off (one visible file per checkpoint and subtask).
 
 Types: Hive's names (``column[].type``, ``fullColumnType``): tinyint, smallint, int, bigint,
 float, double, decimal(p,s), string/varchar/char, boolean, date, timestamp, binary. DECIMAL keeps

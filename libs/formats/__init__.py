@@ -9,7 +9,10 @@ offset, which is a file split's position.
   row groups and a wide table does not hold a huge one in memory. Only the columns whose values
   repeat get a dictionary. Timestamps are INT64
   ``TIMESTAMP(MICROS)`` (Hive 3+, Spark, Trino read them), or INT96 with ``timestampType: int96``
-  for older Hive and Impala. Decimals keep their precision and scale.
+  for older Hive and Impala. Decimals keep their precision and scale. Merging files of one
+  schema concatenates their row groups byte for byte under one footer, without decoding them
+  (:mod:`~libs.formats.thrift` reads and rewrites the footer); files of different schemas are
+  read back and re-encoded.
 - ``orc``: Arrow's ORC writer (``compress`` zlib, snappy, lz4, zstd or none); stripes of
   ``stripeSize`` bytes. ORC has no TIME, unsigned or 256-bit decimal types. pyarrow reads ORC
   timestamps as nanoseconds: those outside :data:`ORC_TIMESTAMPS` are written but cannot be
@@ -28,7 +31,8 @@ Hive reads the first three: a column with no declared type whose Arrow type Hive
 equivalent for is written as a type it has, keeping every value (:func:`hive_widening`).
 
 Modules: :mod:`~libs.formats.base` (the contracts and Hive's type rules),
-:mod:`~libs.formats.columnar` (Parquet, ORC), :mod:`~libs.formats.text` (Hive text, CSV, JSON).
+:mod:`~libs.formats.columnar` (Parquet, ORC), :mod:`~libs.formats.text` (Hive text, CSV, JSON),
+:mod:`~libs.formats.thrift` (Thrift's compact protocol, for Parquet footers).
 """
 
 from __future__ import annotations
