@@ -252,7 +252,7 @@ BLOCK = 10**9
 sees every row whatever order the connections commit in."""
 
 
-class _Load:
+class ChangeLoad:
     """A steady change load: ``rate`` changes/s in transactions of 10 (7 inserts, 2 updates,
     1 delete) over ``connections`` connections (one Python connection commits at most about a
     thousand changes a second here); each inserted row carries the time of its transaction in
@@ -324,7 +324,7 @@ def lag(server: MariaDB, rate: int, seconds: float, folder: Path) -> dict[str, f
     )
     time.sleep(2.0)  # start-up
     connections = max(1, rate // 1000)
-    load = _Load(server, source, rate, connections)
+    load = ChangeLoad(server, source, rate, connections)
     load.start()
     samples: list[float] = []
     seen = [k * BLOCK for k in range(connections)]
@@ -351,19 +351,22 @@ def lag(server: MariaDB, rate: int, seconds: float, folder: Path) -> dict[str, f
         poller.close()
         server.drop_database(source)
         server.drop_database(target)
-    samples.sort()
+    return {"offered": rate, "achieved": achieved, **percentiles(samples)}
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of ``samples`` (NaN when there are none), and their count."""
+    ordered = sorted(samples)
 
     def pct(p: float) -> float:
-        return samples[min(len(samples) - 1, int(p * len(samples)))] if samples else float("nan")
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else float("nan")
 
     return {
-        "offered": rate,
-        "achieved": achieved,
-        "samples": len(samples),
+        "samples": len(ordered),
         "p50": pct(0.50),
         "p95": pct(0.95),
         "p99": pct(0.99),
-        "max": samples[-1] if samples else float("nan"),
+        "max": ordered[-1] if ordered else float("nan"),
     }
 
 

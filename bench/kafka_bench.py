@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from bench.binlog_bench import _database, _gtid, _Load  # noqa: E402
+from bench.binlog_bench import ChangeLoad, _database, _gtid, percentiles  # noqa: E402
 from bench.orders import create_orders  # noqa: E402
 from tests.servers.mariadb import MariaDB, ensure_server  # noqa: E402
 
@@ -318,8 +318,8 @@ def lag(server: MariaDB, bootstrap: str, rate: int, seconds: float, folder: Path
         }
     )
     consumer.assign([TopicPartition(name, p, 0) for p in range(3)])
-    load = _Load(server, source, rate)
-    load.thread.start()
+    load = ChangeLoad(server, source, rate, connections=max(1, rate // 1000))
+    load.start()
     samples: list[float] = []
     started = time.monotonic()
     try:
@@ -331,21 +331,15 @@ def lag(server: MariaDB, bootstrap: str, rate: int, seconds: float, folder: Path
                 if change["op"] == "c" and change["after"]["created_ms"]:
                     samples.append(time.time() - change["after"]["created_ms"] / 1000)
     finally:
-        load.stop.set()
-        load.thread.join()
-        achieved = load.done / (time.monotonic() - started)
+        achieved = load.join() / (time.monotonic() - started)
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
         consumer.close()
         server.drop_database(source)
-    samples.sort()
-
-    def pct(p: float) -> float:
-        return samples[min(len(samples) - 1, int(p * len(samples)))] if samples else float("nan")
-
+    got = percentiles(samples)
     print(
-        f"lag: {achieved:,.0f} changes/s offered {rate:,}; {len(samples):,} inserts seen; "
-        f"p50 {pct(0.5):.2f}s p95 {pct(0.95):.2f}s p99 {pct(0.99):.2f}s (target p99 < 2 s)",
+        f"lag: {achieved:,.0f} changes/s offered {rate:,}; {got['samples']:,} inserts seen; "
+        f"p50 {got['p50']:.2f}s p95 {got['p95']:.2f}s p99 {got['p99']:.2f}s (target p99 < 2 s)",
         flush=True,
     )
 
