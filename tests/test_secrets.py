@@ -371,3 +371,49 @@ def test_the_scan_finds_a_password(tmp_path: Path) -> None:
         "output #0",
         str(tmp_path / "a" / "b" / "checkpoint.json"),
     ]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {
+            "sasl.mechanism": "PLAIN",
+            "sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                'username="syncx" password="{secret}";'
+            ),
+        },
+        {"sasl.mechanisms": "SCRAM-SHA-256", "sasl.username": "syncx", "sasl.password": "{secret}"},
+    ],
+    ids=["jaas-config", "sasl-password"],
+)
+def test_kafka_sasl_password_is_left_nowhere(
+    kafka_bootstrap: str, tmp_path: Path, run_cli: RunCli, settings: dict[str, str]
+) -> None:
+    """The Kafka example with SASL credentials in ``consumerSettings`` (ChunJun's JAAS config
+    or librdkafka's keys) against the test broker, which offers no SASL: the run fails, and
+    neither its output (with ``--debug`` tracebacks) nor anything it left holds the password."""
+    secret = _secret()
+    sasl = {k: v.replace("{secret}", secret) for k, v in settings.items()}
+    text = (JOBS / "kafka_to_parquet.yaml").read_text(encoding="utf-8")
+    extra = "".join(f"            {k}: '{v}'\n" for k, v in sasl.items())
+    marker = "            bootstrap.servers: ${KAFKA_BOOTSTRAP:-127.0.0.1:9092}\n"
+    assert marker in text
+    text = text.replace(marker, marker + "            security.protocol: SASL_PLAINTEXT\n" + extra)
+    job = tmp_path / "kafka_sasl.yaml"
+    job.write_text(text, encoding="utf-8")
+    for flags in ([], ["--debug"]):
+        done = run_cli(
+            "run",
+            job,
+            "-p",
+            f"KAFKA_BOOTSTRAP={kafka_bootstrap}",
+            "-p",
+            f"out={tmp_path / 'out'}",
+            "--state-dir",
+            tmp_path / "state",
+            *flags,
+            timeout=180,
+        )
+        assert done.returncode != 0, done.stderr[-2000:]
+        assert _leaks(tmp_path, secret, done.stdout, done.stderr, job.name) == [str(job)]
