@@ -184,11 +184,14 @@ class KafkaWriter(Writer[KafkaWriterParams]):
 
     def producer(self, transactional_id: str | None, on_delivery: Any = None) -> Any:
         """A producer; transactional (and initialized, fencing older ones) when given an id;
-        ``on_delivery`` hears of failed deliveries only."""
+        ``on_delivery`` hears of failed deliveries only. Successful deliveries are not reported
+        at all (a transaction's commit fails when one of its messages did): serving a report per
+        message was a third of the producing thread's time."""
         overrides = {"transactional.id": transactional_id} if transactional_id else {}
         config: dict[str, Any] = quiet(self.config(**overrides))
+        config["delivery.report.only.error"] = True
         if on_delivery is not None:
-            config.update({"delivery.report.only.error": "true", "on_delivery": on_delivery})
+            config["on_delivery"] = on_delivery
         producer = self.kafka.Producer(config)
         if transactional_id:
             try:
