@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +43,20 @@ class MysqlConfigError(JobFileError, FatalError):
     cannot cure it, so it is never retried."""
 
     exit_code = 1
+
+
+DEFAULT_READ_TIMEOUT = 300.0
+"""Seconds a reading connection waits for the server's next bytes before it counts as lost.
+
+A stalled network (a half-open connection: a NAT or firewall that dropped the flow, a peer that
+vanished without a RST) sends nothing and closes nothing: without a read timeout a reader would
+wait for ever. Five minutes is far beyond what a keyset page or a heartbeat-carrying binlog
+stream takes, and short enough for a restart to come in good time."""
+
+
+class ReadTimedOut(TimeoutError):
+    """The server sent nothing within the read timeout: the connection stalled (a lost
+    connection, retried as one)."""
 
 
 TRANSIENT = frozenset({1205, 1213})
@@ -261,7 +277,7 @@ def connection_settings(url: URL, *, read_timeout: float | None = None) -> dict[
     if url.database:
         settings["database"] = url.database
     if read_timeout:
-        settings["read_timeout"] = int(read_timeout)
+        settings["read_timeout"] = max(1, math.ceil(read_timeout))  # mysqlclient: whole seconds
     return settings
 
 
@@ -306,13 +322,27 @@ def connect(
 
 
 def connectorx_url(url: URL) -> str:
-    """The ``mysql://user:password@host:port/db`` connectorx wants."""
+    """The ``mysql://user:password@host:port/db`` connectorx wants.
+
+    ``prefer_socket=false``: connectorx's driver (the ``mysql`` crate) otherwise asks a server
+    reached on 127.0.0.1 for its ``@@socket`` and reconnects through that Unix socket, bypassing
+    the address the job names: through an SSH tunnel or a local proxy it would read from
+    whatever local server owns that socket path. ``tcp_keepalive_time_ms``: the kernel probes an
+    idle connection after a minute, so one whose peer vanished is closed in the end (see
+    :class:`~libs.mysql.fetch.Fetcher` for the read timeout).
+    """
     user = quote(url.username or "", safe="")
     password = quote(str(url.password), safe="") if url.password else ""
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     port = f":{url.port}" if url.port else ":3306"
     database = f"/{quote(url.database, safe='')}" if url.database else ""
-    return f"mysql://{auth}{url.host or 'localhost'}{port}{database}"
+    options = "?prefer_socket=false&tcp_keepalive_time_ms=60000"
+    return f"mysql://{auth}{url.host or 'localhost'}{port}{database}{options}"
+
+
+def where(url: URL) -> str:
+    """``host:port`` of ``url``, for messages."""
+    return f"{url.host or 'localhost'}:{url.port or 3306}"
 
 
 CONNECTION_LOST = frozenset(
@@ -379,29 +409,56 @@ def connect_failure(
     return RetriableError(f"cannot connect to {where}: {detail}")
 
 
+_CONNECTORX_CODE = re.compile(r"MySqlError \{ ERROR (\d+) ")
+"""connectorx's text of a server error: ``MySqlError { ERROR 1317 (70100): ... }``."""
+_CONNECTORX_LOST = re.compile(
+    r"timed out waiting for connection|io ?error|os error \d+|bytes remaining on stream"
+    r"|connection (?:was )?(?:lost|reset|refused|aborted|closed)|broken pipe|unexpected eof",
+    re.IGNORECASE,
+)
+"""connectorx's texts of a broken connection (it raises a plain ``RuntimeError``):
+``CodecError { IO error: `Connection reset by peer (os error 104)' }``, ``CodecError { IO error:
+`bytes remaining on stream' }`` (the server closed it mid-result), a pool that found no server."""
+
+
 def errno(exc: BaseException) -> int | None:
-    """The MySQL error number of a driver (or SQLAlchemy) exception, if it has one."""
+    """The MySQL error number of a driver (or SQLAlchemy) exception, if it has one (also in
+    connectorx's error text)."""
     orig = getattr(exc, "orig", None)
     source = orig if orig is not None else exc
     args = getattr(source, "args", ())
     if args and isinstance(args[0], int):
         return int(args[0])
+    if type(source).__name__ == "RuntimeError":
+        found = _CONNECTORX_CODE.search(str(source))
+        if found is not None:
+            return int(found.group(1))
     return None
 
 
 def is_connection_lost(exc: BaseException) -> bool:
-    """A lost or refused connection (worth a retry), as opposed to an error of the statement."""
+    """A lost, refused or stalled connection (worth a retry), as opposed to an error of the
+    statement."""
     if isinstance(exc, ConnectionError | TimeoutError | BrokenPipeError):
         return True
     code = errno(exc)
     if code in CONNECTION_LOST:
         return True
-    text = str(exc).lower()
     if type(exc).__name__ == "InterfaceError":  # pymysql: the connection is already closed
         return True
-    return type(exc).__name__ == "RuntimeError" and (
-        "timed out waiting for connection" in text or ("connection" in text and "lost" in text)
-    )
+    if type(exc).__name__ != "RuntimeError":
+        return False
+    text = str(exc)
+    lowered = text.lower()
+    return bool(_CONNECTORX_LOST.search(text)) or ("connection" in lowered and "lost" in lowered)
+
+
+def is_read_timeout(exc: BaseException) -> bool:
+    """A read that waited out its timeout (pymysql says "(timed out)"; mysqlclient's message is
+    that of any lost connection: the caller compares the time waited)."""
+    if isinstance(exc, ReadTimedOut):
+        return True
+    return errno(exc) == 2013 and "timed out" in str(exc).lower()
 
 
 def is_row_error(exc: BaseException) -> bool:

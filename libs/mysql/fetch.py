@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,7 +21,14 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from sqlalchemy.engine import URL
 
-from libs.mysql.connect import SESSION_TIME_ZONE, Driver, connect, connectorx_url
+from libs.mysql.connect import (
+    SESSION_TIME_ZONE,
+    Driver,
+    ReadTimedOut,
+    connect,
+    connectorx_url,
+    where,
+)
 from libs.mysql.types import MysqlType, decode_text, from_connectorx
 
 _ARENAS_LIMITED = False
@@ -97,6 +105,13 @@ class Fetcher:
     ``columns`` are the selected columns' :class:`MysqlType` s and names, in select order. Each
     yielded item is ``(batch, errors)``: the batch holds every row (a value that did not convert
     is null) and ``errors`` maps a row number to why it is dirty.
+
+    ``read_timeout``: the text drivers' socket read timeout (a read that waits longer fails as a
+    lost connection). connectorx has none (its URL takes no read timeout) and reads a whole page
+    in Rust with the GIL released, so the page is read in a thread of its own and
+    :class:`~libs.mysql.connect.ReadTimedOut` is raised when it has not arrived within
+    ``read_timeout``: the stalled read is abandoned (its thread ends when its connection does:
+    TCP keepalive closes one whose peer is gone).
     """
 
     url: URL
@@ -177,12 +192,7 @@ class Fetcher:
             # "arrow" rather than "arrow_stream": connectorx releases the GIL while it reads a
             # whole page, but holds it while a stream waits for its next batch (measured: a
             # third of the run's GIL time), which stalls every other thread of the job
-            page = connectorx.read_sql(
-                connectorx_url(self.url),
-                sql,
-                return_type="arrow",
-                pre_execution_query=[f"SET time_zone = '{SESSION_TIME_ZONE}'"],
-            )
+            page = self._connectorx_page(connectorx, sql)
             parts = page.to_batches(max_chunksize=max(batch_rows, CONNECTORX_BATCH_ROWS))
             for raw in parts:
                 if not raw.num_rows:
@@ -208,6 +218,41 @@ class Fetcher:
             if type(exc).__name__ == "PanicException":
                 raise DriverCannotRead(str(exc).splitlines()[0][:300]) from exc
             raise
+
+    def _connectorx_page(self, connectorx: Any, sql: str) -> Any:
+        """One page from connectorx, within ``read_timeout`` (see the class docs)."""
+
+        def read() -> Any:
+            return connectorx.read_sql(
+                connectorx_url(self.url),
+                sql,
+                return_type="arrow",
+                pre_execution_query=[f"SET time_zone = '{SESSION_TIME_ZONE}'"],
+            )
+
+        if not self.read_timeout:
+            return read()
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["page"] = read()
+            except BaseException as exc:  # handed to the waiting thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="syncx-connectorx-page", daemon=True).start()
+        if not done.wait(self.read_timeout):
+            msg = (
+                f"no answer from {where(self.url)} within readTimeout {self.read_timeout:g}s "
+                "(connectorx page read): the connection stalled"
+            )
+            raise ReadTimedOut(msg)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["page"]
 
 
 # -- errors -------------------------------------------------------------------------------------

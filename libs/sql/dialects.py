@@ -10,6 +10,7 @@ when a module is imported, so a plugin behaves the same whatever else the job lo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -335,7 +336,7 @@ class MysqlDialect(Dialect):
         args.setdefault("charset", "utf8mb4")
         args.setdefault("init_command", f"SET time_zone = '{SESSION_TIME_ZONE}'")
         if query_timeout:
-            args.setdefault("read_timeout", int(query_timeout))
+            args.setdefault("read_timeout", max(1, math.ceil(query_timeout)))
         return url
 
     def change_session(self, conn: Connection) -> None:

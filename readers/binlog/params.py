@@ -109,6 +109,12 @@ class BinlogReaderParams(MysqlServer):
     reconnect_timeout: float = Field(
         default=300, gt=0, description="Seconds to keep reconnecting before the job fails."
     )
+    read_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds without any byte from the server (it sends a heartbeat every "
+        "0.25 s) before the connection counts as stalled and is opened again.",
+    )
     column: list[Any] | None = Field(
         default=None, description="Accepted for ChunJun compatibility (informational)."
     )

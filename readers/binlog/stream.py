@@ -45,8 +45,6 @@ TICK_SECONDS = 0.5
 """At least this often the stream yields (a batch or an idle tick), so checkpoints proceed."""
 HEARTBEAT_SECONDS = 0.25
 """The server sends a heartbeat event after this long without events."""
-READ_TIMEOUT = 30
-"""Seconds without any byte (heartbeats included) before the connection counts as lost."""
 
 
 _CATEGORIES = {"c": "insert", "u": "update", "d": "delete"}
@@ -141,6 +139,8 @@ class StreamSplitReader(SplitReader):
         self._gtid_state = GtidState(None, mariadb=True)
         self._floor: BinlogPosition | None = None
         """While an XA transaction is prepared but not committed: the position before it."""
+        self._last_read = time.monotonic()
+        """When the stream last gave an event (heartbeats included)."""
 
     # -- contract ----------------------------------------------------------------------------
 
@@ -281,12 +281,12 @@ class StreamSplitReader(SplitReader):
                 if self._stream_connects:
                     # mysql-replication reconnects by itself from its *first* position: we
                     # reconnect from the last emitted one instead
-                    msg = "the replication connection was lost"
-                    raise _Reconnect(msg)
+                    raise _Reconnect(self._lost_reason())
                 self._stream_connects += 1
             return pymysql_connection()(**kwargs)
 
-        settings = connection_settings(self._server.url, read_timeout=READ_TIMEOUT)
+        # without any byte (heartbeats included) for readTimeout, the connection counts as lost
+        settings = connection_settings(self._server.url, read_timeout=self._params.read_timeout)
         position = self._position
         kwargs: dict[str, Any] = {
             "connection_settings": settings,
@@ -325,7 +325,22 @@ class StreamSplitReader(SplitReader):
         self._gtid_state = GtidState(position.gtid, mariadb=flavor.mariadb)
         self._file = position.file
         self._stream = replication.BinLogStreamReader(**kwargs)
+        self._last_read = time.monotonic()
         return self._stream
+
+    def _lost_reason(self) -> str:
+        """Why mysql-replication lost its connection: nothing came for the read timeout (a
+        stall: a healthy stream brings an event or a heartbeat every
+        :data:`HEARTBEAT_SECONDS`), or it broke."""
+        timeout = self._params.read_timeout
+        quiet = time.monotonic() - self._last_read
+        if quiet >= 0.95 * timeout:
+            return (
+                f"nothing came from {self._server.where} for {quiet:.1f}s (readTimeout "
+                f"{timeout:g}s; the server sends a heartbeat every {HEARTBEAT_SECONDS:g}s): "
+                "the replication connection stalled"
+            )
+        return "the replication connection was lost"
 
     def _close_stream(self) -> None:
         if self._stream is not None:
@@ -399,7 +414,7 @@ class StreamSplitReader(SplitReader):
         file = self._position.file
         while not ctx.stopping.is_set():
             event = stream.fetchone()
-            now = time.monotonic()
+            now = self._last_read = time.monotonic()
             if event is None:
                 msg = "the server ended the binlog stream"
                 raise _Reconnect(msg)
@@ -429,6 +444,8 @@ class StreamSplitReader(SplitReader):
                 last_yield = now
                 continue
             if kind is ev.RotateEvent:
+                if event.next_binlog != file:
+                    self._forget_table_ids(stream)
                 file = event.next_binlog
                 continue
             starts_group = kind is ev.MariadbGtidEvent or kind is ev.GtidEvent
@@ -536,6 +553,20 @@ class StreamSplitReader(SplitReader):
             if now - last_yield >= TICK_SECONDS:
                 yield None
                 last_yield = time.monotonic()
+
+    def _forget_table_ids(self, stream: Any) -> None:
+        """A new binlog file begins: forget every table id → table mapping.
+
+        Table ids are numbered anew each time the server starts, and a server start always
+        begins a new binlog file. mysql-replication clears its map only at a rotate event
+        written at the end of a file, which a server that stopped or crashed never writes, and
+        it keeps no mapping for a table outside ``only_schemas``: after a restart, a row event
+        of such a table whose id an earlier captured table had would be decoded as that table's
+        (phantom changes, or values that do not decode). Every transaction maps its tables
+        before its row events, so nothing is lost by forgetting.
+        """
+        stream.table_map = {}
+        self._shapes.clear()
 
     def _changes(
         self, event: Any, kind: type, rev: Any, file: str | None, gtid: str | None

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from libs.mysql.connect import MysqlEndpoint
+from libs.mysql.connect import DEFAULT_READ_TIMEOUT, MysqlEndpoint
 from libs.types import arrow_type
 from readers.sql import SqlColumn, SqlReaderParams
 
@@ -68,6 +68,12 @@ class MysqlReaderParams(MysqlEndpoint, SqlReaderParams):
         validation_alias=AliasChoices("pageSize", "page_size"),
         description="Rows per keyset query (each streamed in batches of fetchSize).",
     )
+    read_timeout: Annotated[float, Field(gt=0)] = Field(
+        default=DEFAULT_READ_TIMEOUT,
+        description="Seconds to wait for the server's next bytes (connectorx: for a whole "
+        "page) before the connection counts as lost and is retried: a stalled network is "
+        "detected. `queryTimeOut`, when given, takes its place.",
+    )
 
     @field_validator("incre_column", "start_location", "order_by_column", mode="before")
     @classmethod
@@ -104,6 +110,11 @@ class MysqlReaderParams(MysqlEndpoint, SqlReaderParams):
         if self.custom_sql is not None and self.column_specs() is None:
             return self  # ChunJun wants the columns named; syncx reads the query's own
         return self
+
+    def effective_read_timeout(self) -> float:
+        """The read timeout of every connection: ``queryTimeOut`` if given, else
+        ``readTimeout``."""
+        return self.query_time_out or self.read_timeout
 
     def incre_index(self) -> int | None:
         """``increColumn`` as an index into ``column``, when it is a number."""

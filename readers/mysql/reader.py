@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import ColumnElement
 from typing_extensions import override
 
@@ -28,7 +28,15 @@ from libs.mysql.types import (
     mysql_type_of_field,
     parse_text,
 )
-from libs.sql import ColumnInfo, decode_value, encode_value, ident, split_table_name, sql_text
+from libs.sql import (
+    ColumnInfo,
+    decode_value,
+    encode_value,
+    ident,
+    open_engine,
+    split_table_name,
+    sql_text,
+)
 from libs.types import arrow_type, conform, java_date_format
 from readers.mysql.params import MysqlColumn, MysqlReaderParams
 from readers.mysql.split import MysqlSplitReader
@@ -201,6 +209,18 @@ class MysqlReader(SqlReader):
     # -- hooks -------------------------------------------------------------------------------
 
     @override
+    def create_engine(self) -> Engine:
+        """The pool for reflection, planning and estimates, with the read timeout too."""
+        path = f"{self.param_path}.{'url' if self.params.url else 'connection[0].jdbcUrl'}"
+        return open_engine(
+            self.params.candidate_urls(),
+            path=path,
+            plugin=self.plugin_name,
+            query_timeout=self.params.effective_read_timeout(),
+            secret=self.params.secret(),
+        )
+
+    @override
     def column_specs(self) -> list[SqlColumn] | None:
         specs = self.params.column_specs()
         if specs is None or not self._constants:
@@ -252,7 +272,7 @@ class MysqlReader(SqlReader):
         return Fetcher(
             self.engine().url,
             driver or self.driver(),  # type: ignore[arg-type]
-            read_timeout=self.params.query_time_out,
+            read_timeout=self.params.effective_read_timeout(),
         )
 
     def incre_column(self) -> str | None:

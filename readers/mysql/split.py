@@ -4,6 +4,7 @@ stream, or polling; lost connections retried, a page connectorx cannot read read
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,9 @@ from libs.mysql.connect import (
     errno,
     error_text,
     is_connection_lost,
+    is_read_timeout,
     query_failure,
+    where,
 )
 from libs.mysql.fetch import DriverCannotRead, limit_malloc_arenas
 from libs.mysql.types import MysqlType, python_value
@@ -59,6 +62,8 @@ class MysqlSplitReader(SqlSplitReader):
         self._fetcher = reader.new_fetcher(self._driver)
         self._mark = Watermark.from_json(self._position.inc if self._position else None)
         self._failures = 0
+        self._since = time.monotonic()
+        """When the running query started or last gave a batch (how long a read waited)."""
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -87,7 +92,24 @@ class MysqlSplitReader(SqlSplitReader):
         params = dict(compiled.params)
         for key, value in params.items():
             params[key] = plain(value)
-        yield from self._fetcher.stream(str(compiled), params, columns, self._reader.page_rows)
+        self._since = time.monotonic()
+        for item in self._fetcher.stream(str(compiled), params, columns, self._reader.page_rows):
+            yield item
+            self._since = time.monotonic()
+
+    def _lost(self, exc: BaseException) -> str:
+        """What a lost connection was: a stall (nothing within the read timeout: pymysql and
+        connectorx say so, mysqlclient's read failed after waiting that long), else the
+        driver's message."""
+        reader = self._reader
+        timeout = reader.params.effective_read_timeout()
+        waited = time.monotonic() - self._since
+        if is_read_timeout(exc) or waited >= 0.95 * timeout:
+            return (
+                f"no data from {where(reader.engine().url)} within readTimeout {timeout:g}s: "
+                "the connection stalled"
+            )
+        return error_text(exc, [reader.params.secret()])
 
     def _attempt_failed(self, exc: BaseException, what: str) -> None:
         """After a failed query: fall back from connectorx, or count a lost connection (and
@@ -113,7 +135,7 @@ class MysqlSplitReader(SqlSplitReader):
                 raise query_failure(exc, msg) from exc
             raise exc
         self._fetcher.close()
-        detail = error_text(exc, [reader.params.secret()])
+        detail = self._lost(exc)
         while True:
             self._failures += 1
             if self._failures > len(RETRY_DELAYS):
