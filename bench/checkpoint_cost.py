@@ -7,12 +7,12 @@ hits both alike). Each run starts from an empty target, a fresh state directory 
 pages (``sync`` before it). Throughput is rows written per second of the job's own clock
 (``elapsedSeconds`` in ``--metrics-file``: start-up of the interpreter excluded); wall-clock
 seconds and rows per CPU-second (user + system time of the run) are shown beside it. The medians and their ratio are printed; the target is a
-ratio within 5% of 1. On a shared machine the clock-based ratio is as noisy as the neighbours;
+CPU-time overhead under 3%. On a shared machine the clock-based ratio is as noisy as the neighbours;
 the CPU-time ratio is much less so (it does not see stalls, only work).
 
 Usage::
 
-    python bench/checkpoint_cost.py                      # 12,000,000 rows per channel, 3 rounds
+    python bench/checkpoint_cost.py                      # 40,000,000 rows per channel (3 checkpoints a run), 3 rounds
     python bench/checkpoint_cost.py --rows-per-channel 2000000 --rounds 1   # a quick look
 """
 
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_ROWS_PER_CHANNEL = 12_000_000
+DEFAULT_ROWS_PER_CHANNEL = 40_000_000
 """About 20-30 s per run at 0.8-1.3M rows/s (2 cores, shared); ~1.5 GB of Parquet per run."""
 
 COLUMNS = [
@@ -185,8 +185,13 @@ def main() -> None:
     print(
         f"ratio {ratio:.3f} ({(ratio - 1) * 100:+.1f}%); by wall clock "
         f"{median_wall('checkpointed') / median_wall('plain'):.3f}; by CPU time "
-        f"{median_cpu('checkpointed') / median_cpu('plain'):.3f}; "
-        f"target within 5%: {'yes' if abs(ratio - 1) <= 0.05 else 'NO'}"
+        f"{median_cpu('checkpointed') / median_cpu('plain'):.3f}"
+    )
+    cost = 1 - median_cpu("checkpointed") / median_cpu("plain")
+    print(
+        f"checkpoint overhead in CPU time: {cost * 100:+.1f}% "
+        f"(target under 3%: {'yes' if cost < 0.03 else 'NO'}); a run must outlast "
+        f"--interval for checkpoints to happen (counted per run above)"
     )
 
 

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hdfs_bench import CHECKPOINT_SECONDS, hdfs_job, to_hdfs
+from hdfs_bench import CHECKPOINT_SECONDS, HIVE_COLUMNS, hdfs_job, to_hdfs
 from mysql_bench import (
     DATABASE,
     Run,
@@ -80,20 +80,6 @@ from mysql_bench import (
 from orders import write_tsv
 
 PROGRAMS = Path(__file__).resolve().with_name("peer_programs.py")
-HIVE_COLUMNS = [
-    {"name": name, "type": hive}
-    for name, hive in (
-        ("id", "bigint"),
-        ("user_id", "int"),
-        ("sku", "string"),
-        ("qty", "int"),
-        ("price", "decimal(12,2)"),
-        ("status", "string"),
-        ("note", "string"),
-        ("created_at", "timestamp"),
-        ("updated_at", "timestamp"),
-    )
-]
 DLT_DATASET = "syncx_bench_dlt"  # dlt → MySQL: the database dlt creates for its dataset
 DLT_ENV = {"RUNTIME__DLTHUB_TELEMETRY": "false"}  # no network here: no telemetry
 DLT_INSTALL = "pip install 'dlt[parquet]' connectorx, or pip install -e '.[bench]'"
