@@ -2,7 +2,8 @@
 
 The file writer stages, renames and deletes through a :class:`FileSystem`; the local one is here,
 a WebHDFS one implements the same methods. Renames are the commit step, so a store must rename
-atomically within one folder tree (POSIX and HDFS both do).
+atomically within one folder tree (POSIX and HDFS both do). A full local disk raises
+:class:`~sync.errors.DiskFullError` naming the file and the space left, never a bare ``OSError``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from typing_extensions import Buffer
+
+from sync.errors import DiskFullError, disk_full_as, is_disk_full
 
 __all__ = ["FileInfo", "FileSystem", "LocalFileSystem", "expand_paths", "is_hidden"]
 
@@ -99,15 +104,17 @@ class LocalFileSystem(FileSystem):
     """The local disk; ``close`` of a written file fsyncs it."""
 
     def open_write(self, path: str) -> BinaryIO:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return typing.cast(BinaryIO, io.BufferedWriter(_SyncedRaw(path, "wb"), 1 << 20))
+        with disk_full_as(path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return typing.cast(BinaryIO, io.BufferedWriter(_SyncedRaw(path, "wb"), 1 << 20))
 
     def open_read(self, path: str) -> BinaryIO:
         return Path(path).open("rb")
 
     def rename(self, source: str, target: str) -> None:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        os.rename(source, target)  # noqa: PTH104 - atomic rename is the point
+        with disk_full_as(target, what="renaming into"):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)  # noqa: PTH104 - atomic rename is the point
 
     def delete(self, path: str, *, recursive: bool = False) -> None:
         target = Path(path)
@@ -136,21 +143,27 @@ class LocalFileSystem(FileSystem):
         ]
 
     def makedirs(self, path: str) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        with disk_full_as(path, what="creating"):
+            Path(path).mkdir(parents=True, exist_ok=True)
 
     def size(self, path: str) -> int:
         return Path(path).stat().st_size
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+        with disk_full_as(path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                with os.fdopen(fd, "wb") as stream:
+                    stream.write(data)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            except BaseException:
+                Path(path).unlink(missing_ok=True)  # a half-written marker must not count
+                raise
         return True
 
 
@@ -230,9 +243,25 @@ def _walk(fs: FileSystem, folder: str) -> list[FileInfo]:
 
 
 class _SyncedRaw(io.FileIO):
-    """A raw file whose ``close`` fsyncs: prepare must leave staged data durable."""
+    """A raw file whose ``close`` fsyncs: prepare must leave staged data durable. A full disk
+    (on ``write``, or on the ``fsync`` of a filesystem that allocates late) is a
+    :class:`DiskFullError` naming the file."""
+
+    def write(self, data: Buffer, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(str(self.name)) from exc
+            raise
 
     def close(self) -> None:
-        if not self.closed:
-            os.fsync(self.fileno())
+        try:
+            if not self.closed:
+                os.fsync(self.fileno())
+        except OSError as exc:
+            super().close()
+            if is_disk_full(exc):
+                raise DiskFullError(str(self.name)) from exc
+            raise
         super().close()

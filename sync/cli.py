@@ -24,7 +24,7 @@ import typer
 
 from sync import __version__, registry
 from sync.contract import JobContext
-from sync.errors import JobFileError, JobInterruptedError, SyncxError
+from sync.errors import DiskFullError, JobFileError, JobInterruptedError, SyncxError, is_disk_full
 from sync.job import (
     RunOptions,
     RunReport,
@@ -146,6 +146,9 @@ def _errors(debug: bool, secrets: set[str] | None = None) -> Iterator[None]:
     except Exception as exc:
         if debug:
             raise
+        filename = getattr(exc, "filename", None)
+        if is_disk_full(exc) and filename:  # one no wrapper named: still say where, how full
+            _fail(str(DiskFullError(filename)), DiskFullError.exit_code)
         text = redact(f"{type(exc).__name__}: {exc}", secrets or set())
         _fail(f"job failed: {text} (run with --debug for the traceback)", 1)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sync.contract import DirtyRecord
-from sync.errors import FatalError
+from sync.errors import FatalError, disk_full_as
 from sync.metrics import Metric, Metrics
 from sync.model import ErrorLimit
 
@@ -52,7 +52,7 @@ class DirtySink:
             default=_json_default,
             ensure_ascii=False,
         )
-        with self._lock:
+        with self._lock, disk_full_as(self.path, what="writing dirty records to"):
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")

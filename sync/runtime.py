@@ -49,7 +49,13 @@ from sync.contract import (
     WriterTask,
 )
 from sync.dirty import DirtySink
-from sync.errors import FatalError, JobFailedError, JobInterruptedError, SyncxError
+from sync.errors import (
+    FatalError,
+    JobFailedError,
+    JobInterruptedError,
+    SyncxError,
+    is_disk_full,
+)
 from sync.faults import crash_point, fail_point
 from sync.metrics import Metric, Metrics
 from sync.ratelimit import RateLimiter
@@ -759,6 +765,6 @@ def new_run_id() -> str:
 
 def is_retriable(exc: BaseException) -> bool:
     """Whether ``setting.restart`` may restart the job after ``exc``."""
-    if isinstance(exc, FatalError):
-        return False
+    if isinstance(exc, FatalError) or is_disk_full(exc):
+        return False  # a full disk stays full: restarting would only fill it again
     return not (isinstance(exc, SyncxError) and exc.exit_code == 2)

@@ -18,6 +18,12 @@ a URL of shared storage (``webhdfs://``, ``hdfs://``: a filesystem from the ``sy
 entry points, see :class:`StateFileSystem`), so that every node of a Ray cluster and a driver
 restarted elsewhere find the same checkpoints. The same rules hold on each: atomic writes (temp
 file, rename), retention, the ``.committing`` markers, the run lock, the job's fingerprint.
+
+A full disk while writing any of these is a :class:`~sync.errors.DiskFullError` naming the file
+and the space left. A write that fails leaves no file a restore would read: the temp file of a
+checkpoint (``.chk-….json.tmp-<pid>``, a name :meth:`StateDir.checkpoint_paths` never lists) is
+deleted on the way out, and one a killed run left is removed by the next run once it holds the
+lock.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ from typing import IO, Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from sync.contract import Handle, Split, State, decode, encode
-from sync.errors import JobFailedError, JobFileError, SyncxError
+from sync.errors import (
+    DiskFullError,
+    JobFailedError,
+    JobFileError,
+    SyncxError,
+    disk_full_as,
+    is_disk_full,
+)
 
 __all__ = [
     "FORMAT",
@@ -301,6 +314,10 @@ class StateDir:
                 stream.write(b"ok")
             self.fs.delete(probe)
         except (OSError, SyncxError) as exc:
+            self._discard(probe)
+            if is_disk_full(exc) or isinstance(exc, DiskFullError):
+                what = "writing to the state directory"
+                raise DiskFullError(self.path, what=what) from exc
             reason = getattr(exc, "strerror", None) or exc
             msg = f"state directory {self} is not writable ({reason}); pass --state-dir DIR"
             raise JobFailedError(msg) from exc
@@ -314,6 +331,7 @@ class StateDir:
         """
         if self._remote:
             self._lock_remote()
+            self._remove_stale_temps()
             return
         handle = Path(self._join("LOCK")).open("a+", encoding="utf-8")  # noqa: SIM115 - held
         try:
@@ -323,11 +341,30 @@ class StateDir:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise StateLockedError(self._locked_message(holder)) from exc
-        handle.seek(0)
-        handle.truncate()
-        handle.write(_holder() + "\n")
-        handle.flush()
+        try:
+            with disk_full_as(self._join("LOCK")):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(_holder() + "\n")
+                handle.flush()
+        except BaseException:
+            handle.close()  # the lock goes with it
+            raise
         self._lock_file = handle
+        self._remove_stale_temps()
+
+    def _remove_stale_temps(self) -> None:
+        """Delete the temp files of checkpoint writes a killed run left (never read as
+        checkpoints; removed only while holding the lock, so no live run's)."""
+        for entry in self._list():
+            name = str(entry.path).rstrip("/").rsplit("/", 1)[-1]
+            if name.startswith(".chk-") and ".json.tmp-" in name:
+                self._discard(self._join("checkpoints", name))
+
+    def _discard(self, path: str) -> None:
+        """Delete ``path`` if it is there, ignoring failures (cleaning up after a failure)."""
+        with contextlib.suppress(Exception):
+            self.fs.delete(path)
 
     def _locked_message(self, holder: str) -> str:
         return (
@@ -392,7 +429,8 @@ class StateDir:
 
     def mark_committing(self, checkpoint_id: int) -> None:
         """Record that writers may now commit checkpoint ``checkpoint_id``'s output."""
-        with self.fs.open_write(_committing(self.find(checkpoint_id))):
+        marker = _committing(self.find(checkpoint_id))
+        with disk_full_as(marker), self.fs.open_write(marker):
             pass
 
     def load(self, path: str | Path) -> Checkpoint:
@@ -454,14 +492,19 @@ class StateDir:
         folder, _, name = path.rpartition("/")
         tmp = f"{folder}/.{name}.tmp-{os.getpid()}"
         data = json.dumps(payload, default=str, indent=1).encode()
-        with self.fs.open_write(tmp) as stream:
-            stream.write(data)
-            stream.flush()
-            if not self._remote:
-                os.fsync(stream.fileno())
-        if self._remote and self.fs.exists(path):
-            self.fs.delete(path)
-        self.fs.rename(tmp, path)
+        try:
+            with disk_full_as(path):
+                with self.fs.open_write(tmp) as stream:
+                    stream.write(data)
+                    stream.flush()
+                    if not self._remote:
+                        os.fsync(stream.fileno())
+                if self._remote and self.fs.exists(path):
+                    self.fs.delete(path)
+                self.fs.rename(tmp, path)
+        except BaseException:
+            self._discard(tmp)  # half written: never left for a restore (or a full disk)
+            raise
 
 
 def _committing(path: str) -> str:

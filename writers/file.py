@@ -25,6 +25,7 @@ and :class:`~libs.formats.FileFormat`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -715,7 +716,14 @@ class StagedWriterTask(WriterTask):
         self._buffered -= writer.buffered()
         group.writer, group.writing = None, None
         ratio = writer.size_ratio
-        writer.close()
+        try:
+            writer.close()
+        except BaseException:
+            # Not closed (a full disk): its rows are in no handle yet, so they are read again
+            # after a restore; delete it now rather than leave it unnamed until then.
+            with contextlib.suppress(Exception):
+                self._fs.delete(self._fs.join(self._staged.staging, name))
+            raise
         if ratio is not None:
             self._options["sizeRatio"] = ratio
         group.size += self._fs.size(self._fs.join(self._staged.staging, name))
