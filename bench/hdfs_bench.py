@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -48,26 +47,13 @@ from mysql_bench import (
     reader,
     server,
     syncx,
+    table_arguments,
     written,
 )
+from orders import HIVE_COLUMNS
 
 CHECKPOINT_SECONDS = 10
 WAREHOUSE = "/user/hive/warehouse/bench.db/orders"
-HIVE_COLUMNS = [
-    {"name": name, "type": hive}
-    for name, hive in (
-        ("id", "bigint"),
-        ("user_id", "int"),
-        ("sku", "string"),
-        ("qty", "int"),
-        ("price", "decimal(12,2)"),
-        ("status", "string"),
-        ("note", "string"),
-        ("created_at", "timestamp"),
-        ("updated_at", "timestamp"),
-    )
-]
-"""The ``orders`` table's Hive types, declared in the writer's ``column`` as a ChunJun job does."""
 
 
 @contextmanager
@@ -132,14 +118,9 @@ def to_hdfs(job: Path, folder: Path, target: Path, rows: int) -> tuple[Run, list
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--table", default="orders", help="table of syncx_bench to generate/use")
+    table_arguments(parser)
     parser.add_argument(
         "--big-rows", type=int, default=8_000_000, help="second table, rows/s and RSS (0: skip)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
     )
     args = parser.parse_args(argv)
 

@@ -62,6 +62,17 @@ def server(port: int) -> None:
     )
 
 
+def table_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rows``, ``--rounds``, ``--table`` and ``--port``: what every bench on the ``orders``
+    table of the private MariaDB takes."""
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--table", default="orders", help="table of syncx_bench to generate/use")
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
+    )
+
+
 def connect(port: int, database: str | None = None) -> pymysql.connections.Connection:
     return pymysql.connect(
         host="127.0.0.1",

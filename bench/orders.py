@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pymysql
 import pymysql.connections
 
@@ -94,6 +95,23 @@ _WORDS: tuple[str, ...] = (
     "back",
     "entrance",
 )
+
+
+COLUMNS: list[tuple[str, str, pa.DataType]] = [
+    ("id", "bigint", pa.int64()),
+    ("user_id", "int", pa.int32()),
+    ("sku", "string", pa.string()),
+    ("qty", "int", pa.int32()),
+    ("price", "decimal(12,2)", pa.decimal128(12, 2)),
+    ("status", "string", pa.string()),
+    ("note", "string", pa.string()),
+    ("created_at", "timestamp", pa.timestamp("us")),
+    ("updated_at", "timestamp", pa.timestamp("us")),
+]
+"""The table's columns: name, Hive type (what an HDFS job declares), Arrow type in Parquet."""
+HIVE_COLUMNS = [{"name": name, "type": hive} for name, hive, _ in COLUMNS]
+"""The writer's ``column`` list of a job declaring the Hive table, as ChunJun jobs do."""
+ARROW_SCHEMA = pa.schema([(name, kind) for name, _, kind in COLUMNS])
 
 
 def ddl(table: str) -> str:

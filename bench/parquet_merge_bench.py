@@ -30,29 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.orders import ARROW_SCHEMA as SCHEMA
 from bench.orders import CHUNK_ROWS, DEFAULT_SEED, _note_corpus, chunk_tsv
 from libs.formats.base import FileFormat, Opener
 from libs.formats.columnar import Parquet
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("user_id", pa.int32()),
-        ("sku", pa.string()),
-        ("qty", pa.int32()),
-        ("price", pa.decimal128(12, 2)),
-        ("status", pa.string()),
-        ("note", pa.string()),
-        ("created_at", pa.timestamp("us")),
-        ("updated_at", pa.timestamp("us")),
-    ]
-)
 OPTIONS: dict[str, object] = {"compress": "snappy"}
 MODES = ("reencode", "concat")
 

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hdfs_bench import CHECKPOINT_SECONDS, HIVE_COLUMNS, hdfs_job, to_hdfs
+from hdfs_bench import CHECKPOINT_SECONDS, hdfs_job, to_hdfs
 from mysql_bench import (
     DATABASE,
     Run,
@@ -73,11 +73,12 @@ from mysql_bench import (
     load_data,
     measured,
     server,
+    table_arguments,
     to_mysql,
     to_parquet,
     written,
 )
-from orders import write_tsv
+from orders import HIVE_COLUMNS, write_tsv
 
 PROGRAMS = Path(__file__).resolve().with_name("peer_programs.py")
 DLT_DATASET = "syncx_bench_dlt"  # dlt → MySQL: the database dlt creates for its dataset
@@ -192,48 +193,17 @@ def run_syncx_file(b: Bench) -> Run:
     return to_parquet(b.port, b.table, b.folder, b.rows, CHECKPOINT_SECONDS)
 
 
-def dlt_to_parquet(backend: str, backend_kwargs: dict[str, object]) -> Callable[[Bench], Run]:
-    def run_dlt(b: Bench) -> Run:
-        workdir = b.folder / "dlt-pipelines"
-        out = b.folder / f"dlt-{backend}"
-        for old in (workdir, out):
-            shutil.rmtree(old, ignore_errors=True)
-        run = measured(
-            [
-                sys.executable,
-                str(PROGRAMS),
-                "dlt",
-                "--source",
-                b.sqlalchemy_url(),
-                "--table",
-                b.table,
-                "--backend",
-                backend,
-                "--backend-kwargs",
-                json.dumps(backend_kwargs),
-                "--destination",
-                "filesystem",
-                "--target",
-                out.as_uri(),
-                "--dataset",
-                "peers",
-                "--workdir",
-                str(workdir),
-            ],
-            env=DLT_ENV,
-        )
-        written(out / "peers" / b.table, b.rows)
-        for old in (workdir, out):
-            shutil.rmtree(old, ignore_errors=True)
-        return run
-
-    return run_dlt
-
-
-def run_dlt_mysql(b: Bench) -> Run:
+def run_dlt(
+    b: Bench,
+    backend: str,
+    backend_kwargs: dict[str, object],
+    destination: str,
+    target: str,
+    dataset: str,
+) -> Run:
+    """``peer_programs.py dlt``: the table through dlt's ``sql_table`` into ``destination``."""
     workdir = b.folder / "dlt-pipelines"
     shutil.rmtree(workdir, ignore_errors=True)
-    drop(b.port, database=DLT_DATASET)  # each round loads into nothing, like the first
     run = measured(
         [
             sys.executable,
@@ -244,22 +214,40 @@ def run_dlt_mysql(b: Bench) -> Run:
             "--table",
             b.table,
             "--backend",
-            "connectorx",
+            backend,
             "--backend-kwargs",
-            json.dumps(DLT_CONNECTORX),
+            json.dumps(backend_kwargs),
             "--destination",
-            "mysql",
+            destination,
             "--target",
-            b.sqlalchemy_url(),
+            target,
             "--dataset",
-            DLT_DATASET,
+            dataset,
             "--workdir",
             str(workdir),
         ],
         env=DLT_ENV,
     )
-    expect(f"{DLT_DATASET}.{b.table}", count_rows(b.port, b.table, DLT_DATASET), b.rows)
     shutil.rmtree(workdir, ignore_errors=True)
+    return run
+
+
+def dlt_to_parquet(backend: str, backend_kwargs: dict[str, object]) -> Callable[[Bench], Run]:
+    def run_dlt_parquet(b: Bench) -> Run:
+        out = b.folder / f"dlt-{backend}"
+        shutil.rmtree(out, ignore_errors=True)
+        run = run_dlt(b, backend, backend_kwargs, "filesystem", out.as_uri(), "peers")
+        written(out / "peers" / b.table, b.rows)
+        shutil.rmtree(out, ignore_errors=True)
+        return run
+
+    return run_dlt_parquet
+
+
+def run_dlt_mysql(b: Bench) -> Run:
+    drop(b.port, database=DLT_DATASET)  # each round loads into nothing, like the first
+    run = run_dlt(b, "connectorx", DLT_CONNECTORX, "mysql", b.sqlalchemy_url(), DLT_DATASET)
+    expect(f"{DLT_DATASET}.{b.table}", count_rows(b.port, b.table, DLT_DATASET), b.rows)
     return run
 
 
@@ -502,12 +490,7 @@ def print_markdown(table: list[Peer], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--table", default="orders", help="table of syncx_bench to generate/use")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
-    )
+    table_arguments(parser)
     parser.add_argument(
         "--skip",
         action="append",

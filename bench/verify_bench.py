@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -25,17 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hdfs_bench import hdfs_job
-from mysql_bench import SYNCX, Run, ensure_table, measured, server, syncx
+from mysql_bench import SYNCX, Run, ensure_table, measured, server, syncx, table_arguments
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--table", default="orders", help="table of syncx_bench to generate/use")
-    parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("SYNCX_TEST_MYSQL_PORT", "3307"))
-    )
+    table_arguments(parser)
     args = parser.parse_args(argv)
 
     server(args.port)
