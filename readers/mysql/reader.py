@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement
 from typing_extensions import override
 
@@ -33,7 +33,6 @@ from libs.sql import (
     decode_value,
     encode_value,
     ident,
-    open_engine,
     split_table_name,
     sql_text,
 )
@@ -209,16 +208,10 @@ class MysqlReader(SqlReader):
     # -- hooks -------------------------------------------------------------------------------
 
     @override
-    def create_engine(self) -> Engine:
-        """The pool for reflection, planning and estimates, with the read timeout too."""
-        path = f"{self.param_path}.{'url' if self.params.url else 'connection[0].jdbcUrl'}"
-        return open_engine(
-            self.params.candidate_urls(),
-            path=path,
-            plugin=self.plugin_name,
-            query_timeout=self.params.effective_read_timeout(),
-            secret=self.params.secret(),
-        )
+    def query_timeout(self) -> float | None:
+        """``readTimeout`` (or ``queryTimeOut``): the pool for reflection, planning and
+        estimates stalls no longer than the reading connections."""
+        return self.params.effective_read_timeout()
 
     @override
     def column_specs(self) -> list[SqlColumn] | None:

@@ -65,7 +65,7 @@ def explain(conn: Connection, prefix: str, query: Select[Any]) -> CursorResult[A
 class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
-    Hooks for dialect plugins: :meth:`create_engine`, :meth:`implicit_key`,
+    Hooks for dialect plugins: :meth:`create_engine`, :meth:`query_timeout`, :meth:`implicit_key`,
     :meth:`column_specs`, :meth:`column_field`, :meth:`cut_points`, :meth:`conditions`,
     :meth:`page_query`, :meth:`tie_query`, :meth:`stream_query`, :meth:`fetch_rows`,
     :meth:`to_batch` and :meth:`open_split`; ``position_type`` and ``split_type``.
@@ -199,9 +199,13 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
             self.params.candidate_urls(),
             path=path,
             plugin=self.plugin_name,
-            query_timeout=self.params.query_time_out,
+            query_timeout=self.query_timeout(),
             secret=self.params.secret(),
         )
+
+    def query_timeout(self) -> float | None:
+        """Seconds a statement of the reader's pool may run (``queryTimeOut``)."""
+        return self.params.query_time_out
 
     def implicit_key(self, conn: Connection, table: TableInfo) -> KeyColumn | None:
         """A key the database keeps without a declared column (SQLite's ``rowid``), or None."""
