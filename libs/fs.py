@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from typing_extensions import Buffer
 
-from sync.errors import DiskFullError, disk_full_as, is_disk_full
+from sync.errors import disk_full_as
 
 __all__ = ["FileInfo", "FileSystem", "LocalFileSystem", "expand_paths", "is_hidden"]
 
@@ -245,23 +245,16 @@ def _walk(fs: FileSystem, folder: str) -> list[FileInfo]:
 class _SyncedRaw(io.FileIO):
     """A raw file whose ``close`` fsyncs: prepare must leave staged data durable. A full disk
     (on ``write``, or on the ``fsync`` of a filesystem that allocates late) is a
-    :class:`DiskFullError` naming the file."""
+    :class:`~sync.errors.DiskFullError` naming the file."""
 
     def write(self, data: Buffer, /) -> int:
-        try:
+        with disk_full_as(str(self.name)):
             return super().write(data)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise DiskFullError(str(self.name)) from exc
-            raise
 
     def close(self) -> None:
         try:
-            if not self.closed:
-                os.fsync(self.fileno())
-        except OSError as exc:
+            with disk_full_as(str(self.name)):
+                if not self.closed:
+                    os.fsync(self.fileno())
+        finally:
             super().close()
-            if is_disk_full(exc):
-                raise DiskFullError(str(self.name)) from exc
-            raise
-        super().close()
