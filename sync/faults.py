@@ -4,7 +4,9 @@
 the ``checkpoint-stored`` point (after the checkpoint file is durable, before any writer commits).
 Random-time kills cannot reliably land between two such steps; these can.
 ``SYNCX_FAIL_AT=writer-write@5`` raises a retriable error (as a lost connection would) the fifth
-time a writer subtask writes a batch, once, so that ``setting.restart`` can be seen working.
+time a writer subtask writes a batch, once, so that ``setting.restart`` can be seen working;
+``writer-acked`` fails a writer right after it acknowledged a checkpoint, before the coordinator
+stored it.
 Unset, a point costs one dictionary lookup.
 """
 
@@ -26,7 +28,7 @@ CRASH_POINTS = (
     "writer-committed",
     "final-committed",
 )
-FAIL_POINTS = ("writer-write", "reader-batch")
+FAIL_POINTS = ("writer-write", "writer-acked", "reader-batch")
 
 
 def _parse(spec: str, known: tuple[str, ...], variable: str) -> dict[str, int]:

@@ -241,6 +241,14 @@ class SubtaskLink(ABC):
         """The newest stored checkpoint's id (0 when none): its handles may be committed."""
 
     @abstractmethod
+    def settle(self, failure: BaseException | None) -> int:
+        """A writer leaves without a clean end (``failure``: its own error, if it failed).
+
+        From now on no checkpoint is stored; returns the newest one that is stored or is being
+        stored. Handles up to it must be kept (a restore commits them); later ones may be aborted.
+        """
+
+    @abstractmethod
     def report_dirty(self, record: DirtyRecord) -> None:
         """A record the writer rejected."""
 
@@ -369,6 +377,7 @@ def run_writer(
     aligning: int | None = None
     uncommitted: dict[int, Handle] = {}
     clean_end = False
+    failure: BaseException | None = None
     try:
         while True:
             source, item = inbox.get(blocked)
@@ -389,11 +398,17 @@ def run_writer(
                         uncommitted[aligning] = handle
                     crash_point("writer-prepared")
                     link.ack(aligning, index, list(uncommitted.values()))
+                    fail_point("writer-acked")
                     aligning, blocked = None, set()
             else:
                 _write(link, task, item)
+    except Cancelled:
+        raise
+    except BaseException as exc:
+        failure = exc
+        raise
     finally:
-        _close_writer(link, task, uncommitted, clean_end)
+        _close_writer(link, task, uncommitted, clean_end, failure)
 
 
 def _write(link: SubtaskLink, task: WriterTask, batch: pa.RecordBatch) -> None:
@@ -417,15 +432,26 @@ def _commit_upto(
 
 
 def _close_writer(
-    link: SubtaskLink, task: WriterTask, uncommitted: dict[int, Handle], clean_end: bool
+    link: SubtaskLink,
+    task: WriterTask,
+    uncommitted: dict[int, Handle],
+    clean_end: bool,
+    failure: BaseException | None,
 ) -> None:
-    """On the way out: commit what a stored checkpoint covers, abort everything else."""
+    """On the way out: commit what a stored checkpoint covers, abort what no checkpoint will.
+
+    A handle this writer acknowledged may be in a checkpoint the coordinator is storing right
+    now: :meth:`SubtaskLink.settle` says which are safe to abort. One that is kept but never
+    stored (the checkpoint write failed) is rolled back by the next run's ``begin``.
+    """
     try:
         if not clean_end:
+            kept = link.settle(failure)
             task.discard()
             _commit_upto(task, uncommitted, link.completed_id(), link.metrics)
-            for handle in uncommitted.values():
-                task.abort(handle)
+            for checkpoint_id, handle in uncommitted.items():
+                if checkpoint_id > kept:
+                    task.abort(handle)
     finally:
         with contextlib.suppress(Exception):
             task.close()
@@ -490,6 +516,9 @@ class Execution(SubtaskLink):
         )
         self._inflight: PendingCheckpoint | None = None
         self._completed: CompletedCheckpoint | None = None
+        self._sealed = 0
+        """The newest checkpoint decided to be stored (see :meth:`settle`)."""
+        self._settled = False
         self._finished_readers = 0
         self._failure: BaseException | None = None
         self._stop_requested = False
@@ -521,7 +550,7 @@ class Execution(SubtaskLink):
                 if self.halt.is_set():
                     raise JobInterruptedError("stopped at once (second interrupt)")
                 if inflight is not None:
-                    if self._acknowledged(inflight):
+                    if self._seal(inflight):
                         self._complete(inflight)
                         failed_checkpoints = 0
                         if inflight.final:
@@ -566,9 +595,15 @@ class Execution(SubtaskLink):
         self._broadcast(Barrier(checkpoint_id))
         log.debug("checkpoint %d triggered (final=%s)", checkpoint_id, final)
 
-    def _acknowledged(self, pending: PendingCheckpoint) -> bool:
+    def _seal(self, pending: PendingCheckpoint) -> bool:
+        """Decide to store ``pending``: every subtask acknowledged it and no writer has left."""
         with self._cond:
-            return len(pending.readers) == self.n_readers and len(pending.writers) == self.n_writers
+            if self._failure is not None or self._settled:
+                return False
+            if len(pending.readers) < self.n_readers or len(pending.writers) < self.n_writers:
+                return False
+            self._sealed = pending.checkpoint_id
+            return True
 
     def _complete(self, pending: PendingCheckpoint) -> None:
         positions = dict(self.base_positions)
@@ -752,6 +787,15 @@ class Execution(SubtaskLink):
     def completed_id(self) -> int:
         completed = self._completed
         return completed.id if completed is not None else 0
+
+    @override
+    def settle(self, failure: BaseException | None) -> int:
+        with self._cond:
+            self._settled = True
+            if failure is not None and self._failure is None:
+                self._failure = failure
+            self._cond.notify_all()
+            return self._sealed
 
     @override
     def report_dirty(self, record: DirtyRecord) -> None:

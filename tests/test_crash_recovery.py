@@ -527,7 +527,8 @@ def test_unwritable_state_dir_fails_before_reading(tmp_path: Path, where: str) -
 
 
 def test_second_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
-    job, expected = _small_stream_job(tmp_path)
+    # 5 s: the second run's start-up on a loaded machine must not outlast the first run
+    job, expected = _small_stream_job(tmp_path, rate=16_000)
     state = tmp_path / "state"
     with (tmp_path / "first.log").open("wb") as log:
         first = subprocess.Popen(
@@ -707,6 +708,27 @@ def test_no_restart_fails_and_restore_latest_completes(tmp_path: Path) -> None:
     done = _run(tmp_path, job, "--restore", "latest")
     assert done.exit_code == 0, done.output
     assert "restored from checkpoint" in done.output, done.output
+    _check_target(expected, tmp_path / "out", "parquet", job.stem, done.output)
+
+
+@pytest.mark.parametrize(
+    "restart",
+    [{"strategy": "NoRestart"}, {"strategy": "fixedDelay", "restartAttempts": 1}],
+    ids=["restore", "restart"],
+)
+def test_writer_failing_right_after_its_ack_keeps_what_the_checkpoint_holds(
+    tmp_path: Path, restart: dict[str, Any]
+) -> None:
+    """A writer that fails after acknowledging checkpoint n, while the coordinator stores n,
+    must not abort n's staged files: the stored checkpoint commits them on restore."""
+    job, expected = _small_stream_job(tmp_path, restart=restart)
+    first = _run(tmp_path, job, env={"SYNCX_FAIL_AT": "writer-acked@4"})
+    assert "injected failure at writer-acked" in first.output, first.output
+    done = first
+    if restart["strategy"] == "NoRestart":
+        assert first.exit_code == 1, first.output
+        done = _run(tmp_path, job, "--restore", "latest")
+    assert done.exit_code == 0, done.output
     _check_target(expected, tmp_path / "out", "parquet", job.stem, done.output)
 
 

@@ -171,6 +171,30 @@ def test_rebalanced_channels(nodes: TwoNodes, tmp_path: Path) -> None:
     _each_slice_once(pq.read_table(tmp_path / "out").column("id").to_pylist(), 2, 20_000)
 
 
+def test_writer_failing_right_after_its_ack_keeps_what_the_checkpoint_holds(
+    nodes: TwoNodes, tmp_path: Path
+) -> None:
+    """The worker node's writer fails right after acknowledging checkpoint 2: it must abort
+    only what the driver says no checkpoint holds, or the restart finds staged files gone."""
+    job = _write(
+        tmp_path / "job.json", _parquet_job(tmp_path / "out", [40_000, 40_000], record=16_000)
+    )
+    run = (
+        "run", job, "--runner", "ray", "--address", nodes.address,
+        "--state-dir", f"file://{tmp_path / 'state'}", "--checkpoint-interval", "0.5",
+    )  # fmt: skip
+    nodes.replace_worker({"SYNCX_FAIL_AT": "writer-acked@2"})
+    try:
+        failed = _syncx(tmp_path, *run)
+    finally:
+        nodes.replace_worker()
+    assert failed.returncode == 1, failed.stderr
+    assert "injected failure at writer-acked" in failed.stderr, failed.stderr
+    done = _syncx(tmp_path, *run, "--restore", "latest")
+    assert done.returncode == 0, done.stderr
+    _each_slice_once(pq.read_table(tmp_path / "out").column("id").to_pylist(), 2, 40_000)
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 

@@ -221,11 +221,21 @@ def test_error_limit_and_dirty_records(
         assert visible == []  # a failed job leaves nothing half-written
 
 
-def _start(tmp_path: Path, job: dict) -> subprocess.Popen[str]:
+def _start(tmp_path: Path, job: dict) -> tuple[subprocess.Popen[str], str]:
+    """Start ``syncx run`` and return once it stored its first checkpoint (a signal sent
+    earlier, while a slow machine still imports, would test the imports), with its output."""
     path = _write(tmp_path / "job.json", job)
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         syncx_command("run", str(path)), cwd=tmp_path, stderr=subprocess.PIPE, text=True
     )
+    assert proc.stderr is not None
+    seen = ""
+    for line in proc.stderr:
+        seen += line
+        if "checkpoint 1 stored" in line:
+            return proc, seen
+    proc.wait(timeout=30)
+    raise AssertionError(f"the job ended before its first checkpoint:\n{seen}")
 
 
 def _visible_ids(folder: Path) -> list[int]:
@@ -245,10 +255,9 @@ def test_signal_stops_after_a_final_checkpoint_and_restore_completes(
         setting={"restore": {"isRestore": True, "checkpointInterval": 0.5}},
     )
     job["job"]["content"][0]["reader"]["parameter"]["permitsPerSecond"] = 5000
-    proc = _start(tmp_path, job)
-    time.sleep(2)
+    proc, seen = _start(tmp_path, job)
     proc.send_signal(signum)
-    _, stderr = proc.communicate(timeout=30)
+    stderr = seen + proc.communicate(timeout=30)[1]
     assert proc.returncode == 130, stderr
     assert "resume with --restore latest" in stderr
     ids = _visible_ids(tmp_path / "out")
@@ -267,10 +276,10 @@ def test_unbounded_job_stopped_by_sigterm_exits_zero(tmp_path: Path) -> None:
         writer={"name": "filewriter", "parameter": {"path": "out", "fileType": "parquet"}},
     )
     job["job"]["content"][0]["reader"]["parameter"]["permitsPerSecond"] = 2000
-    proc = _start(tmp_path, job)
-    time.sleep(2)
+    job["job"]["setting"] = {"restore": {"checkpointInterval": 0.5}}
+    proc, seen = _start(tmp_path, job)
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
+    stderr = seen + proc.communicate(timeout=30)[1]
     assert proc.returncode == 0, stderr
     ids = _visible_ids(tmp_path / "out")
     assert ids == list(range(len(ids)))

@@ -34,6 +34,7 @@ import os
 import pickle
 import queue
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -93,6 +94,8 @@ _QUEUE_BATCHES = 4
 """Batches a writer actor buffers per input."""
 _POLL_SECONDS = 0.5
 _CONNECT_SECONDS = 5.0
+_SETTLE_SECONDS = 60.0
+"""How long a failed writer waits for the driver's word on which checkpoints it may abort."""
 PLACEMENT_TIMEOUT = float(os.environ.get("SYNCX_RAY_PLACEMENT_TIMEOUT", "120"))
 """Seconds to wait for CPUs for every channel before the attempt fails."""
 
@@ -200,6 +203,8 @@ class _RemoteLink(SubtaskLink):
         self._pending = 0
         self._completed: CompletedCheckpoint | None = None
         self._completed_id = 0
+        self._kept_id: int | None = None
+        """The driver's last word: the newest checkpoint that is or may be stored."""
         self._splits: queue.Queue[Split | None] = queue.Queue()
         self.writers: list[Any] = []
         self._buffers: dict[int, list[Any]] = {}
@@ -348,6 +353,28 @@ class _RemoteLink(SubtaskLink):
         return self._completed_id
 
     @override
+    def settle(self, failure: BaseException | None) -> int:
+        """Report ``failure`` and wait for the driver's stop: only the driver knows whether it
+        is storing a checkpoint this writer acknowledged. Without its word, keep every handle."""
+        deadline = time.monotonic() + _SETTLE_SECONDS
+        with self._cond:
+            if failure is not None:
+                self._failure = self._failure or _portable_error(failure)
+                self._cond.notify_all()
+            while self._kept_id is None and time.monotonic() < deadline:
+                self._cond.wait(0.2)
+            kept = self._kept_id
+        self.halt.set()
+        return sys.maxsize if kept is None else kept
+
+    def stopping(self, completed_id: int, kept_id: int) -> None:
+        """The driver stopped this channel's writer (see :meth:`settle`)."""
+        with self._cond:
+            self._completed_id = max(self._completed_id, completed_id)
+            self._kept_id = max(completed_id, kept_id)
+            self._cond.notify_all()
+
+    @override
     def report_dirty(self, record: DirtyRecord) -> None:
         self._event("dirty", record)
 
@@ -456,11 +483,15 @@ class _ChannelActor:
                 self._next_seq[source] = seq + 1
                 self._turn.notify_all()
 
-    def control(self, item: Commit | Stop, completed_id: int) -> None:
-        """A commit or stop message; ``completed_id`` is the newest stored checkpoint."""
+    def control(self, item: Commit | Stop, completed_id: int, kept_id: int = 0) -> None:
+        """A commit or stop message; ``completed_id`` is the newest stored checkpoint, and for a
+        stop ``kept_id`` the newest one being stored (see :meth:`SubtaskLink.settle`)."""
         assert self.link.inbox is not None
-        with self.link._cond:
-            self.link._completed_id = max(self.link._completed_id, completed_id)
+        if isinstance(item, Stop):
+            self.link.stopping(completed_id, kept_id)
+        else:
+            with self.link._cond:
+                self.link._completed_id = max(self.link._completed_id, completed_id)
         self.link.inbox.put_control(item)
 
     def join(self, timeout: float) -> BaseException | None:
@@ -715,12 +746,12 @@ class RayExecution(Execution):
 
     @override
     def _shutdown(self) -> None:
+        completed, kept = self.completed_id(), self.settle(None)
         self.halt.set()
-        completed = self.completed_id()
         waits: list[Any] = []
         with contextlib.suppress(RayError):
             for actor in self._channels[: self.n_writers]:
-                actor.control.remote(Stop(clean=False), completed)
+                actor.control.remote(Stop(clean=False), completed, kept)
                 waits.append(actor.join.remote(30.0))
             ray.wait(waits, num_returns=len(waits), timeout=40)
         for actor in self._channels:
