@@ -184,7 +184,7 @@ class PendingCheckpoint:
     final: bool
     started: float
     readers: dict[int, dict[str, SplitState]] = field(default_factory=dict)
-    writers: dict[int, list[Handle]] = field(default_factory=dict)
+    writers: dict[int, dict[int, Handle]] = field(default_factory=dict)
 
 
 class SubtaskLink(ABC):
@@ -233,8 +233,9 @@ class SubtaskLink(ABC):
         """Whether ``send`` to ``writer`` would not wait now."""
 
     @abstractmethod
-    def ack(self, checkpoint_id: int, writer: int, handles: list[Handle]) -> None:
-        """A writer prepared ``checkpoint_id``; ``handles`` are all its uncommitted ones."""
+    def ack(self, checkpoint_id: int, writer: int, handles: dict[int, Handle]) -> None:
+        """A writer prepared ``checkpoint_id``; ``handles`` are all its uncommitted ones, by the
+        id of the checkpoint that prepared them."""
 
     @abstractmethod
     def completed_id(self) -> int:
@@ -397,7 +398,7 @@ def run_writer(
                     if handle is not None:
                         uncommitted[aligning] = handle
                     crash_point("writer-prepared")
-                    link.ack(aligning, index, list(uncommitted.values()))
+                    link.ack(aligning, index, dict(uncommitted))
                     fail_point("writer-acked")
                     aligning, blocked = None, set()
             else:
@@ -776,7 +777,7 @@ class Execution(SubtaskLink):
         return self._inboxes[writer].has_room(reader)
 
     @override
-    def ack(self, checkpoint_id: int, writer: int, handles: list[Handle]) -> None:
+    def ack(self, checkpoint_id: int, writer: int, handles: dict[int, Handle]) -> None:
         with self._cond:
             pending = self._inflight
             if pending is not None and pending.checkpoint_id == checkpoint_id:

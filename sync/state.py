@@ -60,15 +60,35 @@ __all__ = [
     "StateDir",
     "StateFileSystem",
     "StateLockedError",
+    "commit_order",
     "open_state_filesystem",
 ]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 """Version of the checkpoint and job-state files written by this code."""
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+def _handles_with_checkpoint_ids(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 listed each subtask's handles, oldest first, without the checkpoints that
+    prepared them: a subtask prepares at most one handle per checkpoint, so count back from the
+    checkpoint's own id (exact unless a subtask had nothing to prepare at some checkpoint)."""
+    if "handles" in raw:
+        newest = int(raw["id"])
+        raw["handles"] = {
+            subtask: [
+                {"checkpoint": newest - (len(handles) - 1 - i), "handle": h}
+                for i, h in enumerate(handles)
+            ]
+            for subtask, handles in raw["handles"].items()
+        }
+    return {**raw, "format": 2}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _handles_with_checkpoint_ids
+}
 """``format n`` → function turning an n file into an n+1 file."""
 
 
@@ -91,7 +111,8 @@ class Checkpoint:
     fingerprint: dict[str, Any]
     splits: list[Split]
     positions: dict[str, SplitState]
-    handles: dict[int, list[Handle]]
+    handles: dict[int, dict[int, Handle]]
+    """Writer subtask → id of the checkpoint that prepared it → uncommitted handle."""
     metrics: dict[str, float] = field(default_factory=dict)
     job_state: dict[str, Any] | None = None
 
@@ -110,7 +131,8 @@ class Checkpoint:
                 for key, state in self.positions.items()
             },
             "handles": {
-                str(key): [encode(h) for h in value] for key, value in self.handles.items()
+                str(subtask): [{"checkpoint": c, "handle": encode(h)} for c, h in value.items()]
+                for subtask, value in self.handles.items()
             },
             "metrics": self.metrics,
             "jobState": self.job_state,
@@ -132,7 +154,10 @@ class Checkpoint:
             fingerprint=dict(raw["fingerprint"]),
             splits=[Split.from_json(item) for item in raw["splits"]],
             positions={k: SplitState(**v) for k, v in raw["positions"].items()},
-            handles={int(k): list(v) for k, v in raw["handles"].items()},
+            handles={
+                int(subtask): {int(item["checkpoint"]): item["handle"] for item in value}
+                for subtask, value in raw["handles"].items()
+            },
             metrics=dict(raw.get("metrics") or {}),
             job_state=raw.get("jobState"),
         )
@@ -151,8 +176,23 @@ class Checkpoint:
         return splits, positions
 
     def all_handles(self) -> list[Handle]:
-        """Every writer subtask's handles, in subtask order."""
-        return [h for key in sorted(self.handles) for h in self.handles[key]]
+        """Every writer subtask's handles, in commit order (:func:`commit_order`)."""
+        return [handle for _, handle in commit_order(self.handles)]
+
+
+def commit_order(handles: dict[int, dict[int, Handle]]) -> list[tuple[int, Handle]]:
+    """``(subtask, handle)`` in the order of the checkpoints that prepared them, then by subtask.
+
+    A restore must not commit checkpoint n+1 of one subtask before n of another: n may hold an
+    older version of a row that n+1 changed.
+    """
+    prepared = [
+        (checkpoint_id, subtask, handle)
+        for subtask, by_checkpoint in handles.items()
+        for checkpoint_id, handle in by_checkpoint.items()
+    ]
+    prepared.sort(key=lambda item: item[:2])
+    return [(subtask, handle) for _, subtask, handle in prepared]
 
 
 class StateLockedError(JobFailedError):

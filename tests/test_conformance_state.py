@@ -18,6 +18,7 @@ from readers.file import FileReader, FileSplitData
 from readers.hdfs import HdfsReader, HdfsSplitData
 from readers.stream import RowsRead, StreamReader, StreamSplitData
 from sync.contract import Split, decode
+from sync.state import Checkpoint
 from sync.testing import build_reader
 from tests.crash import Kill, assert_exact, read_folder, run_syncx, write_job
 from writers.file import StagedHandle
@@ -55,6 +56,37 @@ def test_plain_forms_decode_as_the_declared_types() -> None:
     assert decode(StagedHandle, {"groups": [group], "new": ["s"]}).groups == [group]
 
 
+def _stored(handles: dict[str, list[Any]], fmt: int) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "id": 4,
+        "runId": "r",
+        "created": "",
+        "final": False,
+        "fingerprint": {},
+        "splits": [],
+        "positions": {},
+        "handles": handles,
+    }
+
+
+def test_a_restore_commits_handles_in_checkpoint_order_across_subtasks() -> None:
+    """Subtask 0 left checkpoints 3 and 4 uncommitted, subtask 1 only 3: both 3s come first."""
+    stored = _stored(
+        {
+            "0": [{"checkpoint": 3, "handle": "s0-c3"}, {"checkpoint": 4, "handle": "s0-c4"}],
+            "1": [{"checkpoint": 3, "handle": "s1-c3"}],
+        },
+        2,
+    )
+    assert Checkpoint.from_json(stored).all_handles() == ["s0-c3", "s1-c3", "s0-c4"]
+    again = Checkpoint.from_json(Checkpoint.from_json(stored).to_json())
+    assert again.all_handles() == ["s0-c3", "s1-c3", "s0-c4"]
+    # format 1 had no checkpoint ids: each subtask's list ends at the checkpoint's own id
+    old = Checkpoint.from_json(_stored({"1": ["s1-c4"], "0": ["s0-c3", "s0-c4"]}, 1))
+    assert old.all_handles() == ["s0-c3", "s0-c4", "s1-c4"]
+
+
 def test_checkpoint_of_the_previous_version_restores_exactly(tmp_path: Path) -> None:
     """Killed right after its first checkpoint, rewritten in the old plain form, restored."""
     out = tmp_path / "out"
@@ -82,7 +114,9 @@ def test_checkpoint_of_the_previous_version_restores_exactly(tmp_path: Path) -> 
     raw["positions"] = {
         k: {**v, "position": _legacy(v["position"])} for k, v in raw["positions"].items()
     }
-    raw["handles"] = {k: [_legacy(h) for h in v] for k, v in raw["handles"].items()}
+    # format 1 also listed a subtask's handles without their checkpoint ids
+    raw["format"] = 1
+    raw["handles"] = {k: [_legacy(e["handle"]) for e in v] for k, v in raw["handles"].items()}
     assert all(isinstance(v["position"], int) for v in raw["positions"].values()), raw
     assert all("v" not in h for v in raw["handles"].values() for h in v), raw
     stored.write_text(json.dumps(raw), encoding="utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from sync.state import FORMAT
 from tests.conftest import stream_job
 from tests.servers.webhdfs import WebHdfsServer
 
@@ -61,7 +62,7 @@ def test_checkpoints_on_webhdfs_restore_after_a_crash(tmp_path, run_cli, write_j
         assert len([n for n in names if n.endswith(".json")]) <= 3, names  # retention
         latest = json.loads((folder / [n for n in names if n.endswith(".json")][-1]).read_text())
         assert latest["final"] is True
-        assert latest["format"] == 1
+        assert latest["format"] == FORMAT
         assert latest["fingerprint"]["writer"]["name"] == "filewriter"
 
 

@@ -52,6 +52,7 @@ from sync.contract import (
     Reader,
     Split,
     Writer,
+    WriterTask,
 )
 from sync.errors import FatalError, JobFailedError, JobFileError, SyncxError
 from sync.faults import crash_point
@@ -69,7 +70,7 @@ from sync.runtime import (
     run_reader,
     run_writer,
 )
-from sync.state import SplitState
+from sync.state import SplitState, commit_order
 
 try:
     import ray
@@ -345,7 +346,7 @@ class _RemoteLink(SubtaskLink):
         return len(flight) - len(done) < _IN_FLIGHT
 
     @override
-    def ack(self, checkpoint_id: int, writer: int, handles: list[Handle]) -> None:
+    def ack(self, checkpoint_id: int, writer: int, handles: dict[int, Handle]) -> None:
         self._event("ack", writer, checkpoint_id, handles)
 
     @override
@@ -537,7 +538,7 @@ class RayExecution(Execution):
         self._group: Any = None
         self._polls: dict[Any, Any] = {}
         self._schema: pa.Schema | None = None
-        self._final_handles: dict[int, list[Handle]] = {}
+        self._final_handles: dict[int, dict[int, Handle]] = {}
         self.nodes: set[str] = set()
 
     # -- start -------------------------------------------------------------------------------
@@ -722,17 +723,16 @@ class RayExecution(Execution):
         for actor in self._channels:  # the readers idle since the final barrier
             actor.stop.remote()
         self._drain()
-        for index in range(self.n_writers):
-            handles = self._final_handles.get(index, [])
-            if not handles:
-                continue
-            task = self.writer.open(index, self.n_writers, self._schema)
-            try:
-                for handle in handles:
-                    with self.metrics.timed(Metric.WRITE_DURATION):
-                        task.commit(handle)
-                    crash_point("writer-committed")
-            finally:
+        tasks: dict[int, WriterTask] = {}
+        try:
+            for index, handle in commit_order(self._final_handles):
+                if index not in tasks:
+                    tasks[index] = self.writer.open(index, self.n_writers, self._schema)
+                with self.metrics.timed(Metric.WRITE_DURATION):
+                    tasks[index].commit(handle)
+                crash_point("writer-committed")
+        finally:
+            for task in tasks.values():
                 task.close()
         crash_point("final-committed")
 
