@@ -354,6 +354,19 @@ class Reader(ABC, Generic[P]):
         """The columns that identify a row (a table's primary key), for ``syncx verify``."""
         return None
 
+    def incremental_column(self) -> str | None:
+        """The column an incremental run reads by (ChunJun's ``increColumn``), for
+        ``syncx verify --since``; ``None`` when there is none."""
+        return None
+
+    def read_since(self, column: str, value: str) -> bool:
+        """Read only the rows whose ``column`` is at or after ``value`` (text, taken as a value
+        of the column's type), for ``syncx verify --since``; call it before :meth:`plan`.
+        False (the default) when this reader cannot filter: verify then filters what it reads.
+        A value that is not one of the column's type is a ``ValueError`` naming the column."""
+        del column, value
+        return False
+
     def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
         """A checkpoint is stored (called on the coordinator thread, before writers commit it)."""
 
