@@ -70,6 +70,7 @@ __all__ = [
     "parse_ddl",
     "paving_schema",
     "split_top_level",
+    "touched_rows",
 ]
 
 CDC_KIND = b"syncx.cdc"
@@ -346,12 +347,38 @@ def decode(batch: pa.RecordBatch) -> Changes | DdlChange | None:
         return DdlChange(row["db"], row["table"], row["statement"], dict(row["source"] or {}))
     table = meta.get(CDC_TABLE, b"").decode()
     key = tuple(json.loads(meta.get(CDC_KEY, b"[]")))
+    codes, before, after = _images(batch, kind)
+    take, upsert = _actions(codes, before, after, key)
+    width = batch.num_rows
+    both = pa.Table.from_batches([before, after]).combine_chunks()
+    rows = both.take(pa.array([i if src == 0 else width + i for src, i in take], pa.int64()))
+    result = pa.RecordBatch.from_arrays(
+        [rows.column(i).combine_chunks() for i in range(rows.num_columns)], schema=rows.schema
+    )
+    return Changes(table, key, result, upsert)
+
+
+def touched_rows(batch: pa.RecordBatch) -> tuple[str, pa.Table] | None:
+    """The source table (``db.table``) of a CDC batch and every row image it holds, before and
+    after each change (the missing image of an insert or a delete left out): the rows its
+    changes touched. ``None`` for a DDL batch or ordinary rows."""
+    kind = (batch.schema.metadata or {}).get(CDC_KIND)
+    if kind is None or kind == b"ddl":
+        return None
+    codes, before, after = _images(batch, kind)
+    had = pa.array([code in ("u", "d", "ub") for code in codes])
+    has = pa.array([code in ("c", "r", "u", "ua") for code in codes])
+    rows = pa.Table.from_batches([before.filter(had), after.filter(has)])
+    return batch.schema.metadata[CDC_TABLE].decode(), rows
+
+
+def _images(batch: pa.RecordBatch, kind: bytes) -> tuple[list[str], pa.RecordBatch, pa.RecordBatch]:
+    """The operation codes of a change batch (``c u d r``, ``ub ua`` for a split update) and its
+    before and after images (rows of the table's columns, null where a change has none)."""
     if kind == b"envelope":
-        ops = batch.column("op").to_pylist()
-        before = _flatten(batch.column("before"))
-        after = _flatten(batch.column("after"))
-        codes = ops
-    elif kind == b"paving":
+        codes = batch.column("op").to_pylist()
+        return codes, _flatten(batch.column("before")), _flatten(batch.column("after"))
+    if kind == b"paving":
         names = batch.schema.names
         row_names = [n.removeprefix("after_") for n in names if n.startswith("after_")]
         before = pa.RecordBatch.from_arrays(
@@ -361,17 +388,9 @@ def decode(batch: pa.RecordBatch) -> Changes | DdlChange | None:
             [batch.column(f"after_{n}") for n in row_names], names=row_names
         )
         codes = [_PAVING_CODES.get(t, "?") for t in batch.column("type").to_pylist()]
-    else:
-        msg = f"unknown CDC batch kind {kind!r}"
-        raise ValueError(msg)
-    take, upsert = _actions(codes, before, after, key)
-    width = batch.num_rows
-    both = pa.Table.from_batches([before, after]).combine_chunks()
-    rows = both.take(pa.array([i if src == 0 else width + i for src, i in take], pa.int64()))
-    result = pa.RecordBatch.from_arrays(
-        [rows.column(i).combine_chunks() for i in range(rows.num_columns)], schema=rows.schema
-    )
-    return Changes(table, key, result, upsert)
+        return codes, before, after
+    msg = f"unknown CDC batch kind {kind!r}"
+    raise ValueError(msg)
 
 
 _PAVING_CODES = {

@@ -39,7 +39,7 @@ from sync.runners import RUNNERS
 from sync.schema import job_schema, plugin_schema
 from sync.state import StateDir
 from sync.template import render as render_template
-from sync.verify import VerifyReport
+from sync.verify import VerifyOptions, VerifyReport
 from sync.verify import verify as verify_job
 
 __all__ = ["app", "main"]
@@ -370,6 +370,18 @@ def verify(
         str | None,
         typer.Option("--where", help="Only rows matching this SQL condition (source's columns)."),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only rows whose incremental column (increColumn) is at or after this value; "
+            "pushed down to the source (and a SQL target) query.",
+        ),
+    ] = None,
+    since_column: Annotated[
+        str | None,
+        typer.Option("--since-column", help="The column --since compares (default increColumn)."),
+    ] = None,
     buckets: Annotated[
         int, typer.Option("--buckets", min=1, max=1_000_000, help="Checksum chunks per side.")
     ] = 1024,
@@ -377,20 +389,32 @@ def verify(
     json_report: Annotated[
         Path | None, typer.Option("--json", help="Write the report as JSON here.")
     ] = None,
+    state_dir: StateOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Compare a job's source with its target by checksums; exit 0 when equal, 1 when not."""
+    """Compare a job's source with its target by checksums; exit 0 when equal, 1 when not.
+
+    A CDC job (binlogreader) is compared table by table at the position its newest committed
+    checkpoint records (in --state-dir); keys changed since are counted, not compared."""
     loaded = _load(job, param, debug)
     with _errors(debug, _REDACTOR.secrets):
+        if since_column is not None and since is None:
+            raise JobFileError("--since-column needs --since VALUE")
         # large batches: verify's work per batch is vectorized, its overhead per batch is not
         ctx = _offline_context(loaded, "verify", batch_rows=65_536)
+        options = VerifyOptions(
+            key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
+            where=where,
+            since=since,
+            since_column=since_column,
+            buckets=buckets,
+            show=show,
+        )
         report = verify_job(
             loaded,
             ctx,
-            key=[k.strip() for k in key.split(",") if k.strip()] if key else None,
-            where=where,
-            buckets=buckets,
-            show=show,
+            options,
+            state=StateDir(state_dir or default_state_dir(loaded)),
             progress=_verify_progress() if sys.stderr.isatty() else None,
         )
     if json_report is not None:
@@ -408,25 +432,47 @@ def _verify_progress() -> Callable[[str, int], None]:
 
 
 def _verify_summary(report: VerifyReport) -> str:
-    head = (
-        f"syncx verify {report.job}: {'EQUAL' if report.equal else 'DIFFERENT'}: source "
-        f"{report.source_rows:,} rows, target {report.target_rows:,} rows, key "
+    verdict = "EQUAL" if report.equal else "DIFFERENT"
+    if not report.tables:
+        return "\n".join(
+            [f"syncx verify {report.job}: {verdict}: {_compared(report)}", *_found(report)]
+        )
+    lines = [
+        f"syncx verify {report.job}: {verdict}: {len(report.tables)} table(s) at the position of "
+        f"checkpoint {report.checkpoint}; {report.changed:,} key(s) changed since the target's "
+        "position (not compared)"
+    ]
+    for part in report.tables:
+        lines.append(
+            f"  {part.table}: {'EQUAL' if part.equal else 'DIFFERENT'}: {_compared(part)}; "
+            f"{part.changed:,} changed since the target's position (not compared)"
+        )
+        lines += ["  " + line for line in _found(part)]
+    return "\n".join(lines)
+
+
+def _compared(report: VerifyReport) -> str:
+    return (
+        f"source {report.source_rows:,} rows, target {report.target_rows:,} rows, key "
         f"{', '.join(report.key)}"
     )
+
+
+def _found(report: VerifyReport) -> list[str]:
+    """What differs in one comparison: counts, the examples, how many more."""
     if report.equal:
-        return head
+        return []
     lines = [
-        head,
         f"  {report.differing_buckets} of {report.buckets} chunks differ: {report.missing} "
         f"missing from the target, {report.extra} extra in it, {report.different} different, "
-        f"{report.duplicate} duplicated keys",
+        f"{report.duplicate} duplicated keys"
     ]
     for diff in report.examples:
         lines.append(f"  {diff.kind} {diff.key}: source {diff.source} target {diff.target}")
     hidden = report.missing + report.extra + report.different - len(report.examples)
     if hidden > 0:
         lines.append(f"  ... and {hidden} more (--show N, or --json for the report)")
-    return "\n".join(lines)
+    return lines
 
 
 @app.command()

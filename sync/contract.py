@@ -354,6 +354,37 @@ class Reader(ABC, Generic[P]):
         """The columns that identify a row (a table's primary key), for ``syncx verify``."""
         return None
 
+    def incremental_column(self) -> str | None:
+        """The column an incremental run reads by (ChunJun's ``increColumn``), for
+        ``syncx verify --since``; ``None`` when there is none."""
+        return None
+
+    def read_since(self, column: str, value: str) -> bool:
+        """Read only the rows whose ``column`` is at or after ``value`` (text, taken as a value
+        of the column's type), for ``syncx verify --since``; call it before :meth:`plan`.
+        False (the default) when this reader cannot filter: verify then filters what it reads.
+        A value that is not one of the column's type is a ``ValueError`` naming the column."""
+        del column, value
+        return False
+
+    def tables(self) -> dict[str, Reader[Any]] | None:
+        """For a stream of several tables' changes (CDC): each table it captures (``db.table``)
+        and a bounded reader of that table as it is now (closed by this reader's :meth:`close`),
+        for ``syncx verify``; ``None`` for a reader that is verified as it is."""
+        return None
+
+    def changes_since(
+        self, splits: Sequence[Split], checkpoint: CompletedCheckpoint
+    ) -> Iterator[tuple[str, pa.Table]]:
+        """The rows changed after ``checkpoint``'s positions up to the source's end when the
+        iteration starts, as ``(table, row images)`` (every column or at least the key ones;
+        a superset is fine), for ``syncx verify`` of a CDC job. What cannot be
+        resumed from (an unfinished snapshot) is a :class:`~sync.errors.JobFileError` at the
+        call, before anything is read."""
+        del splits, checkpoint
+        msg = f"{type(self).__name__} cannot list the changes after a checkpoint"
+        raise NotImplementedError(msg)
+
     def notify_checkpoint_complete(self, checkpoint: CompletedCheckpoint) -> None:
         """A checkpoint is stored (called on the coordinator thread, before writers commit it)."""
 
@@ -426,10 +457,15 @@ class Writer(ABC, Generic[P]):
     def finish(self) -> None:
         """Once, after the final checkpoint is committed (postSql)."""
 
-    def read_back(self) -> tuple[str, dict[str, Any]] | None:
+    def read_back(
+        self, table: str | None = None, columns: Sequence[str] = ()
+    ) -> tuple[str, dict[str, Any]] | None:
         """The reader that reads what this writer wrote, for ``syncx verify``: its name, and
         parameters (by their job-file names) to add to the ones the two plugins' models share,
-        which are carried over (``None``: this writer's output cannot be read back)."""
+        which are carried over (``None``: this writer's output cannot be read back). For a CDC
+        job, ``table`` is a source table (``db.table``) whose target is wanted, with the source's
+        ``columns``, to be read by name in that order."""
+        del table, columns
         return None
 
     def close(self) -> None:

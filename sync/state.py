@@ -502,6 +502,26 @@ class StateDir:
                 log.warning("skipping %s; using the checkpoint before it", exc)
         return None
 
+    def committed(self) -> Checkpoint | None:
+        """The newest checkpoint whose output every writer has surely committed, while its
+        job may still be running: the newest when it is final (a bounded run ends only after
+        committing it), else the one before it of the same run (checkpoint n + 1 is stored
+        only once every writer acknowledged it, and a writer commits n before it takes barrier
+        n + 1), else the newest."""
+        for _ in range(3):
+            latest = self.latest()
+            if latest is None or latest.final:
+                return latest
+            older = [p for p in self.checkpoint_paths() if _id_of(p) < latest.id]
+            if not older:
+                return latest
+            try:
+                before = self.load(older[-1])
+            except JobFileError:
+                continue  # the running job removed it meanwhile (retention): look again
+            return before if before.run_id == latest.run_id else latest
+        return self.latest()
+
     def find(self, checkpoint_id: int) -> str:
         """The file of checkpoint ``checkpoint_id``."""
         return self._join("checkpoints", f"chk-{checkpoint_id:010d}.json")

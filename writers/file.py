@@ -32,7 +32,7 @@ import os
 import posixpath
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
@@ -548,9 +548,12 @@ class FileWriter(StagedFileWriter[FileWriterParams]):
         self.max_file_size = params.max_file_size
 
     @override
-    def read_back(self) -> tuple[str, dict[str, Any]] | None:
-        """The folder's part files through ``filereader``."""
-        return "filereader", {}
+    def read_back(
+        self, table: str | None = None, columns: Sequence[str] = ()
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The folder's part files through ``filereader`` (a CDC job's are a changelog)."""
+        del columns
+        return None if table is not None else ("filereader", {})
 
     @override
     def check(self) -> None:

@@ -67,6 +67,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -335,9 +336,13 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         return self.params.filesystem(where=WHERE, plugin="hdfswriter", stopping=self.ctx.stopping)
 
     @override
-    def read_back(self) -> tuple[str, dict[str, Any]] | None:
-        """The folder through ``hdfsreader`` (partition folders carry values it cannot pair)."""
-        return None if self.partition else ("hdfsreader", {})
+    def read_back(
+        self, table: str | None = None, columns: Sequence[str] = ()
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The folder through ``hdfsreader`` (partition folders carry values it cannot pair; a
+        CDC job's files are a changelog)."""
+        del columns
+        return None if self.partition or table is not None else ("hdfsreader", {})
 
     @override
     def format_options(self) -> dict[str, object]:

@@ -73,6 +73,12 @@ counted in ``emitted``), so a restore or the next run reads it again and emits i
 ``{journalName, position}`` up to there; a timestamp (ms) up to the first transaction after it.
 The run then ends (exit 0) with its position saved.
 
+**Verify** (``syncx verify``): :meth:`BinlogReader.tables` gives each captured table's snapshot
+reader (the table as it is now) and :meth:`BinlogReader.changes_since` the rows changed from a
+checkpoint's stream position (its transaction boundary: a superset) to the binlog's end, read
+by a stream split of its own (another replica id, every kind of change, DDL ignored), so that
+verify compares a target that is behind at the position it reached.
+
 **Modules**: :mod:`~readers.binlog.params` (parameters, table selection),
 :mod:`~readers.binlog.server` (flavour, settings and privilege checks, start and handover
 positions), :mod:`~readers.binlog.positions` (positions and split data as ``State`` s; older

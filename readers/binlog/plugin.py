@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+import pyarrow as pa
 from typing_extensions import override
 
+from libs.cdc import touched_rows
 from readers.binlog.params import BinlogReaderParams, BinlogStart
 from readers.binlog.positions import (
     BinlogPosition,
@@ -33,7 +36,7 @@ from sync.contract import (
     State,
     encode,
 )
-from sync.errors import JobFailedError
+from sync.errors import JobFailedError, JobFileError
 
 __all__ = ["BinlogReader"]
 
@@ -204,6 +207,77 @@ class BinlogReader(Reader[BinlogReaderParams]):
         if position is None:
             return None
         return {"binlog": encode(position)}
+
+    @override
+    def tables(self) -> dict[str, Reader[Any]]:
+        """Each captured table and the ``mysqlreader`` of its snapshot (closed with this one)."""
+        conn = self.server.connect()
+        try:
+            captured = self.server.captured_tables(conn)
+        finally:
+            conn.close()
+        return {f"{db}.{table}": self.snapshot_table(db, table).reader for db, table in captured}
+
+    @override
+    def changes_since(
+        self, splits: Sequence[Split], checkpoint: CompletedCheckpoint
+    ) -> Iterator[tuple[str, pa.Table]]:
+        """The rows the binlog changed from the checkpoint's stream position to the binlog's
+        end when the iteration starts, of every captured table and every kind of change
+        (whatever ``cat`` says), read by a stream of its own (another replica id)."""
+        return self._changes_from(self._checkpointed_start(splits, checkpoint))
+
+    def _checkpointed_start(
+        self, splits: Sequence[Split], checkpoint: CompletedCheckpoint
+    ) -> BinlogPosition:
+        """The stream position ``checkpoint`` holds, at its transaction boundary (the changes
+        emitted after it are read again: a superset); before the stream emitted anything, its
+        start, once every snapshot split is done."""
+        stream = next((s for s in splits if isinstance(s.data, StreamSplit)), None)
+        if stream is None:
+            msg = f"checkpoint {checkpoint.id} holds no binlog stream"
+            raise JobFileError(msg)
+        position = checkpoint.positions.get(stream.id)
+        if isinstance(position, BinlogPosition):
+            return dataclasses.replace(position, emitted={})
+        pending = [s for s in stream.data.snapshot if s not in checkpoint.done]
+        if pending:
+            msg = (
+                f"checkpoint {checkpoint.id} was taken while the snapshot was being copied "
+                f"({len(pending)} of {len(stream.data.snapshot)} split(s) to go), so its target "
+                "holds part of the tables; verify once the snapshot is done and checkpointed"
+            )
+            raise JobFileError(msg)
+        return BinlogPosition.from_json(stream.data.start)
+
+    def _changes_from(self, start: BinlogPosition) -> Iterator[tuple[str, pa.Table]]:
+        conn = self.server.connect()
+        try:
+            end = self.server.current(conn, self.server.flavor(conn))
+        finally:
+            conn.close()
+        stop = BinlogStart.model_validate({"journalName": end.file, "position": end.pos})
+        copy = BinlogReader(
+            self.params.model_copy(
+                update={
+                    "stop_at": stop,
+                    "cat": None,
+                    "ddl": "apply",
+                    "slave_id": None,
+                    "snapshot": "never",
+                }
+            ),
+            self.ctx,
+        )
+        opened = copy.open(Split("binlog", StreamSplit(start=start.to_json())), start)
+        try:
+            for batch in opened.batches():
+                found = touched_rows(batch) if batch is not None else None
+                if found is not None:
+                    yield found
+        finally:
+            opened.close()
+            copy.close()
 
     def stream_opened(self, reader: StreamSplitReader, start: BinlogPosition) -> None:
         """The stream split was opened (in this process) at ``start``."""

@@ -372,10 +372,13 @@ class BinlogServer:
         return position, tables
 
     def captured_tables(self, conn: Any) -> list[tuple[str, str]]:
-        """The base tables ``table``/``filter`` select, in name order."""
-        rows = query(
-            conn,
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
-            "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME",
-        )
+        """The base tables ``table``/``filter`` select, in name order (only the databases they
+        can be in are listed: information_schema over every database of a busy server took a
+        minute)."""
+        sql = "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = "
+        sql += "'BASE TABLE'"
+        databases = sorted(self.selection.databases or ())
+        if databases:
+            sql += f" AND TABLE_SCHEMA IN ({', '.join(['%s'] * len(databases))})"
+        rows = query(conn, sql + " ORDER BY TABLE_SCHEMA, TABLE_NAME", databases or None)
         return [(str(db), str(t)) for db, t in rows if (str(db), str(t)) in self.selection]

@@ -193,7 +193,7 @@ class MysqlReader(SqlReader):
 
     @override
     def next_job_state(self, positions: dict[str, Position]) -> dict[str, Any] | None:
-        name = self.incre_column()
+        name = self.incremental_column()
         if name is None or self.params.polling:
             return None
         merged = self._stored_watermark()
@@ -212,6 +212,17 @@ class MysqlReader(SqlReader):
         """``readTimeout`` (or ``queryTimeOut``): the pool for reflection, planning and
         estimates stalls no longer than the reading connections."""
         return self.params.effective_read_timeout()
+
+    @override
+    def parse_value(self, column: str, kind: pa.DataType, text: str) -> Any:
+        """``text`` as MySQL writes a value of ``column``'s type (UTC-naive datetimes)."""
+        mt = self._types.get(column) or self._type_of(column)
+        try:
+            parsed = _parse_location_array(pc.cast(pa.array([text.strip()]), pa.string()), mt)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+            msg = f"'{text}' is not a value of column '{column}' ({mt.arrow}): {exc}"
+            raise ValueError(msg) from exc
+        return plain(parsed[0].as_py())
 
     @override
     def column_specs(self) -> list[SqlColumn] | None:
@@ -268,7 +279,8 @@ class MysqlReader(SqlReader):
             read_timeout=self.params.effective_read_timeout(),
         )
 
-    def incre_column(self) -> str | None:
+    @override
+    def incremental_column(self) -> str | None:
         """The increColumn's name in the source (resolved case-insensitively)."""
         name = self.params.incre_name()
         if name is None:
@@ -576,7 +588,7 @@ class MysqlReader(SqlReader):
 
     def _incremental_bounds(self) -> dict[str, Any] | None:
         """``start`` (watermark or startLocation) and ``stop`` (useMaxFunc) of this run."""
-        if self.incre_column() is None:
+        if self.incremental_column() is None:
             return None
         bounds: dict[str, Any] = {}
         mark = self._stored_watermark()
@@ -616,7 +628,7 @@ class MysqlReader(SqlReader):
         name = self.params.incre_name()
         if not state.get("watermark") or name is None:
             return Watermark()
-        if str(state.get("increColumn", "")).lower() != self.incre_column().lower():  # type: ignore[union-attr]
+        if str(state.get("increColumn", "")).lower() != self.incremental_column().lower():  # type: ignore[union-attr]
             log.warning(
                 "%s: the stored watermark is of column %s, not increColumn %s: ignored",
                 self.plugin_name,
@@ -639,14 +651,11 @@ class MysqlReader(SqlReader):
         """``startLocation`` as a value of the increColumn's type."""
         name = self.extra().inc
         assert name is not None
-        mt = self._types[name]
         try:
-            value = pc.cast(pa.array([text.strip()]), pa.string())
-            parsed = _parse_location_array(value, mt)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-            msg = f"'{text}' is not a value of increColumn '{name}' ({mt.arrow}): {exc}"
-            raise MysqlConfigError([ConfigIssue(f"{self.param_path}.startLocation", msg)]) from exc
-        return plain(parsed[0].as_py())
+            return self.parse_value(name, self._types[name].arrow, text)
+        except ValueError as exc:
+            path = f"{self.param_path}.startLocation"
+            raise MysqlConfigError([ConfigIssue(path, f"increColumn: {exc}")]) from exc
 
     def _check_split_pk(self, source: Source) -> None:
         """``splitPk`` must be indexed: otherwise every channel scans the whole table."""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
@@ -66,9 +67,10 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     """Reads one table or query of a SQLAlchemy database in resumable key-range splits.
 
     Hooks for dialect plugins: :meth:`create_engine`, :meth:`query_timeout`, :meth:`implicit_key`,
-    :meth:`column_specs`, :meth:`column_field`, :meth:`cut_points`, :meth:`conditions`,
-    :meth:`page_query`, :meth:`tie_query`, :meth:`stream_query`, :meth:`fetch_rows`,
-    :meth:`to_batch` and :meth:`open_split`; ``position_type`` and ``split_type``.
+    :meth:`column_specs`, :meth:`column_field`, :meth:`parse_value`, :meth:`cut_points`,
+    :meth:`conditions`, :meth:`page_query`, :meth:`tie_query`, :meth:`stream_query`,
+    :meth:`fetch_rows`, :meth:`to_batch` and :meth:`open_split`; ``position_type`` and
+    ``split_type``. ``syncx verify --since`` adds its bound through :meth:`read_since`.
     """
 
     Parameters = SqlReaderParams
@@ -80,6 +82,7 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     def __init__(self, params: SqlReaderParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
         self._source: Source | None = None
+        self._since: ColumnElement[bool] | None = None
 
     # -- framework ---------------------------------------------------------------------------
 
@@ -137,6 +140,21 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
             data = self.split_type(mode="keyset", key=key, range=span, nulls=nulls and index == 0)
             splits.append(Split(f"range-{index}", data))
         return splits
+
+    @override
+    def read_since(self, column: str, value: str) -> bool:
+        """Add ``column >= value`` to every query, ``value`` bound as a value of the column's
+        type (:meth:`parse_value`). Not on a text column (the database compares text by its
+        collation, and both sides of a comparison must be filtered alike), nor on SQLite (a
+        value there has no fixed type: a DATETIME is text, compared as text)."""
+        found = next((c for c in self.source().columns if c.name.lower() == column.lower()), None)
+        if found is None or found.field is None or self.engine().dialect.name == "sqlite":
+            return False
+        kind = found.field.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return False
+        self._since = found.expr >= self.parse_value(found.name, kind, value)
+        return True
 
     @override
     def open(self, split: Split, position: Position | None) -> SplitReader:
@@ -231,6 +249,15 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         """The Arrow field a reflected column is read as."""
         return pa.field(column.name, arrow_type_of(column.type), nullable=column.nullable)
 
+    def parse_value(self, column: str, kind: pa.DataType, text: str) -> Any:
+        """``text`` as a value of ``column`` (read as ``kind``), to bind in a query; a
+        ``ValueError`` naming the column when it is not one."""
+        try:
+            return pc.cast(pa.array([text.strip()]), kind)[0].as_py()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            msg = f"'{text}' is not a value of column '{column}' ({kind}): {exc}"
+            raise ValueError(msg) from exc
+
     def range_bounds(self, parallelism: int) -> list[tuple[int | None, int | None]]:
         """Cut ``[MIN, MAX]`` of ``splitPk`` into ``parallelism`` ranges (first and last open)."""
         source = self.source()
@@ -261,11 +288,9 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
         return sorted({lo + ((hi - lo + 1) * i) // count for i in range(1, count)})
 
     def conditions(self, split: Split) -> list[ColumnElement[bool]]:
-        """``where`` and the split's key range."""
+        """``where``, the :meth:`read_since` condition and the split's key range."""
         source = self.source()
-        conds: list[ColumnElement[bool]] = []
-        if self.params.where is not None:
-            conds.append(sql_text(f"({self.params.where})"))  # type: ignore[arg-type]
+        conds = self._where_only()
         span = split.data.range
         if span and source.range is not None:
             column = source.range.expr
@@ -376,9 +401,13 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
     # -- implementation ----------------------------------------------------------------------
 
     def _where_only(self) -> list[ColumnElement[bool]]:
-        if self.params.where is None:
-            return []
-        return [sql_text(f"({self.params.where})")]  # type: ignore[list-item]
+        """``where`` and the :meth:`read_since` condition (no split bounds)."""
+        conds: list[ColumnElement[bool]] = []
+        if self.params.where is not None:
+            conds.append(sql_text(f"({self.params.where})"))  # type: ignore[arg-type]
+        if self._since is not None:
+            conds.append(self._since)
+        return conds
 
     def _url_text(self) -> str:
         return safe_url(self.engine().url)

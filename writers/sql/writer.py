@@ -82,11 +82,17 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
         return self.params.semantic
 
     @override
-    def read_back(self) -> tuple[str, dict[str, Any]] | None:
-        """The table, through the matching reader (a CDC job's many tables cannot be)."""
-        if self.routes_by_source():
-            return None
-        return self.plugin_name.replace("writer", "reader"), {}
+    def read_back(
+        self, table: str | None = None, columns: Sequence[str] = ()
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The table, through the matching reader; for a CDC job the target of source table
+        ``table`` (``table: "*"``: the table of its name), its ``columns`` by name (changes are
+        applied by name)."""
+        reader = self.plugin_name.replace("writer", "reader")
+        if table is None:
+            return None if self.routes_by_source() else (reader, {})
+        extra: dict[str, Any] = {"table": self.changes.target_name(table)}
+        return reader, extra | ({"column": list(columns)} if columns else {})
 
     @override
     def check(self) -> None:
