@@ -238,18 +238,18 @@ class Workload:
 
 @contextlib.contextmanager
 def changing(
-    work: Workload, pause: float, until: Callable[[], bool] | None = None
+    step: Callable[[], object], pause: float, until: Callable[[], bool] | None = None
 ) -> Iterator[None]:
-    """While the body runs (and ``until`` is not true yet), a thread keeps making
-    ``work.step(bulk=False)`` changes, ``pause`` seconds apart; an error of that thread fails
-    the test."""
+    """While the body runs (and ``until`` is not true yet), a thread keeps calling ``step``
+    (changes: ``lambda: work.step(bulk=False)``, a sysbench run), ``pause`` seconds apart; an
+    error of that thread fails the test."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def load() -> None:
         try:
             while not stop.is_set() and not (until is not None and until()):
-                work.step(bulk=False)
+                step()
                 stop.wait(pause)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -974,7 +974,7 @@ def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_p
             },
         ),
     )
-    with changing(work, pause=0.05):
+    with changing(lambda: work.step(bulk=False), pause=0.05):
         first = ok(run(job, tmp_path / "state"))
         assert "snapshot complete" in first
     ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
