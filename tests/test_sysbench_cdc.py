@@ -24,7 +24,8 @@ from tests.servers.mariadb import MariaDB, ensure_server
 from tests.servers.sysbench import (
     Database,
     mariadb_scratch,
-    postgres_scratch,
+    prepare,
+    scratch,
     sysbench,
     table_rows,
     transactions,
@@ -52,7 +53,7 @@ def server() -> MariaDB:
 def source(server: MariaDB) -> Iterator[Database]:
     """A database of the binlogged server holding sysbench's prepared tables."""
     with mariadb_scratch(server, "sysbench_src") as database:
-        sysbench(database, "prepare", *SIZE)
+        prepare(database, TABLES, ROWS)
         yield database
 
 
@@ -60,12 +61,8 @@ def source(server: MariaDB) -> Iterator[Database]:
 def target(request: pytest.FixtureRequest, server: MariaDB) -> Iterator[Database]:
     """Empty tables made by sysbench: in a private PostgreSQL database, or in a database of the
     private MariaDB."""
-    with (
-        postgres_scratch("sysbench_dst")
-        if request.param == "postgresql"
-        else mariadb_scratch(server, "sysbench_dst")
-    ) as database:
-        sysbench(database, "prepare", f"--tables={TABLES}", "--table-size=0")
+    with scratch(server, request.param, "sysbench_dst") as database:
+        prepare(database, TABLES, 0)
         yield database
 
 

@@ -65,6 +65,12 @@ def sysbench(database: Database, command: str, *options: str) -> str:
     return done.stdout
 
 
+def prepare(database: Database, tables: int, rows: int) -> None:
+    """sysbench's tables ``sbtest1`` … in ``database``, ``rows`` rows each (0: empty, a
+    replication target)."""
+    sysbench(database, "prepare", f"--tables={tables}", f"--table-size={rows}")
+
+
 def transactions(output: str) -> int:
     """The transactions a ``sysbench run`` reports having committed."""
     found = re.search(r"^\s*transactions:\s+(\d+)", output, re.MULTILINE)
@@ -119,6 +125,11 @@ def postgres_scratch(prefix: str) -> Iterator[Database]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+def scratch(server: MariaDB, kind: str, prefix: str) -> contextlib.AbstractContextManager[Database]:
+    """A fresh database of ``kind``: ``postgresql``, or ``mariadb`` on ``server``."""
+    return postgres_scratch(prefix) if kind == "postgresql" else mariadb_scratch(server, prefix)
 
 
 def table_rows(database: Database, table: str) -> pa.Table:
