@@ -33,12 +33,17 @@ if [[ ",$extras," == *",dev,"* ]] && ! .venv/bin/python -c 'import MySQLdb' >/de
   .venv/bin/python -m pip install -q -e ".[mysqlclient]" ||
     echo "setup: mysqlclient did not build; the MySQL plugins use connectorx or pymysql" >&2
 fi
-# The scheduler's status page is tested in a real headless browser: Debian's chromium and its
-# WebDriver (the dev extra's selenium drives it); that test fails without them.
-if [[ ",$extras," == *",dev,"* ]] && ! command -v chromedriver >/dev/null; then
-  if command -v apt-get >/dev/null; then
-    echo "setup: installing chromium and chromium-driver with apt (for the status page test)" >&2
-    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } ||
-      echo "setup: could not install chromium; the status page browser test will fail" >&2
+# Debian packages the tests run (dev): the scheduler's status page is tested in a real headless
+# browser, Debian's chromium and its WebDriver (the dev extra's selenium drives it); the CDC tests
+# replicate a load made by sysbench (tests/test_sysbench_cdc.py). The tests that need one fail
+# without it.
+if [[ ",$extras," == *",dev,"* ]]; then
+  missing=()
+  command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
+  command -v sysbench >/dev/null || missing+=(sysbench)
+  if ((${#missing[@]})) && command -v apt-get >/dev/null; then
+    echo "setup: installing ${missing[*]} with apt (for the tests)" >&2
+    { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+      echo "setup: could not install ${missing[*]}; the tests that use them will fail" >&2
   fi
 fi

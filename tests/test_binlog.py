@@ -238,18 +238,18 @@ class Workload:
 
 @contextlib.contextmanager
 def changing(
-    work: Workload, pause: float, until: Callable[[], bool] | None = None
+    step: Callable[[], object], pause: float, until: Callable[[], bool] | None = None
 ) -> Iterator[None]:
-    """While the body runs (and ``until`` is not true yet), a thread keeps making
-    ``work.step(bulk=False)`` changes, ``pause`` seconds apart; an error of that thread fails
-    the test."""
+    """While the body runs (and ``until`` is not true yet), a thread keeps calling ``step``
+    (changes: ``lambda: work.step(bulk=False)``, a sysbench run), ``pause`` seconds apart; an
+    error of that thread fails the test."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def load() -> None:
         try:
             while not stop.is_set() and not (until is not None and until()):
-                work.step(bulk=False)
+                step()
                 stop.wait(pause)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -974,7 +974,7 @@ def test_snapshot_and_handover_while_the_source_keeps_changing(pair: Pair, tmp_p
             },
         ),
     )
-    with changing(work, pause=0.05):
+    with changing(lambda: work.step(bulk=False), pause=0.05):
         first = ok(run(job, tmp_path / "state"))
         assert "snapshot complete" in first
     ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
@@ -1210,6 +1210,50 @@ def _read_stream(reader: BinlogReader, split: Any, position: Any) -> list[tuple[
     finally:
         opened.close()
     return out
+
+
+def test_a_table_map_is_parsed_once_until_the_layout_changes(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small transactions (sysbench's: every statement maps its table again) parse the table's
+    map once, not once per statement (mysql-replication re-parsed every map, most of the
+    reader's time under such a load, issue 16); after an ALTER TABLE (a new table id) the map is
+    parsed again and the changes carry the new layout."""
+    parsed: list[int] = []
+    original = rev.TableMapEvent._get_optional_meta_data
+
+    def counted(event: Any) -> Any:
+        parsed.append(event.table_id)
+        return original(event)
+
+    monkeypatch.setattr(rev.TableMapEvent, "_get_optional_meta_data", counted)
+    start = pair.gtid()
+    conn = pair.server.connect(pair.source)
+    with conn.cursor() as cur:
+        for key in range(1, 151):
+            cur.execute("INSERT INTO orders (id, customer) VALUES (%s, 'c')", (key,))
+            cur.execute("UPDATE orders SET qty = %s WHERE id = %s", (key, key))
+        cur.execute("ALTER TABLE orders ADD COLUMN extra INT NULL")
+        cur.execute("INSERT INTO orders (id, customer, extra) VALUES (999, 'after', 7)")
+    conn.close()
+    params = BinlogReaderParams.model_validate(
+        {
+            "jdbcUrl": f"jdbc:mysql://{pair.server.host}:{pair.server.port}/{pair.source}",
+            "username": pair.server.user,
+            "password": pair.server.password,
+            "pavingData": False,
+            "start": {"gtid": start},
+            "stopAt": "now",
+        }
+    )
+    reader = BinlogReader(params, JobContext.of("maps", tmp_path, Setting(), run_id="maps"))
+    (split,) = reader.plan(1)
+    changes = [c for c, _ in _read_stream(reader, split, None)]
+    reader.close()
+    assert sum(c.rows.num_rows for c in changes) == 301
+    last = changes[-1].rows.to_pylist()[-1]
+    assert (last["id"], last["extra"]) == (999, 7)
+    assert len(parsed) == 2 and parsed[0] != parsed[1], parsed
 
 
 def test_ddl_naming_several_tables_resumes_between_its_batches(

@@ -13,19 +13,25 @@ is deferred to the commit). ``SYNCX_CRASH_SEED=N`` replays a failing seed.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
 import time
-import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.crash import latest_checkpoint, mixed_kill_plan, run_until_done, syncx_command
+from tests.crash import (
+    CrashReport,
+    crash_seed,
+    latest_checkpoint,
+    mixed_kill_plan,
+    run_until_done,
+    syncx_command,
+)
 from tests.servers.mariadb import MariaDB, ensure_server
 from tests.test_binlog import (
     TABLES,
@@ -53,11 +59,6 @@ CRASH_POINTS = [
 ]
 
 
-def _seed(name: str) -> int:
-    override = os.environ.get("SYNCX_CRASH_SEED")
-    return int(override) if override else zlib.crc32(name.encode())
-
-
 @pytest.fixture(scope="module")
 def server() -> MariaDB:
     return ensure_server()
@@ -71,22 +72,24 @@ def pair(server: MariaDB) -> Any:
     server.drop_database(made.target)
 
 
-def _kill_until_done(
+def kill_until_done(
     job: Path,
     state: Path,
     seed: int,
     window: tuple[float, float],
     *,
-    work: Workload | None = None,
-) -> None:
+    load: Callable[[], object] | None = None,
+    pause: float = 0.04,
+) -> CrashReport:
     """Run ``job`` to its end through 3 random kills in ``window``, 3 kills after a stored
     checkpoint and one at each crash point (the last at the final commit), restoring after each.
 
-    With ``work``, the source keeps changing until the run of the last planned kill starts:
-    every run before it then has changes to read however long the runs before took (on a
-    loaded machine a bounded job could otherwise finish before the plan is spent). A catch-up
-    run (``--restore latest-or-new``: a new run from the saved end position) then reads the
-    changes made while that last run was starting.
+    With ``load`` (one round of changes on the source), the source keeps changing, a round
+    every ``pause`` seconds, until the run of the last planned kill starts: every run before it
+    then has changes to read however long the runs before took (on a loaded machine a bounded
+    job could otherwise finish before the plan is spent). A catch-up run (``--restore
+    latest-or-new``: a new run from the saved end position) then reads the changes made while
+    that last run was starting.
     """
     plan = mixed_kill_plan(
         random.Random(seed),
@@ -95,15 +98,16 @@ def _kill_until_done(
         crash_points=CRASH_POINTS,
         progress_kills=3,
     )
-    if work is None:
+    if load is None:
         report = run_until_done(job, state, plan, seed=seed, run_timeout=120)
         assert report.kills >= 7, report.summary()
-        return
+        return report
     last_run_log = state.parent / f"{state.name}-logs" / f"run-{len(plan) - 1:03d}.log"
-    with changing(work, pause=0.04, until=last_run_log.exists):
+    with changing(load, pause=pause, until=last_run_log.exists):
         report = run_until_done(job, state, plan, seed=seed, run_timeout=120)
     assert report.kills == len(plan), report.summary()  # every planned kill landed
     ok(run(job, state, "--restore=latest-or-new"))
+    return report
 
 
 def _no_staged_changes(pair: Pair) -> None:
@@ -124,7 +128,7 @@ def test_stream_to_mysql_killed_and_restored(pair: Pair, tmp_path: Path, plugin:
     """Streamed changes (multi-table transactions, key changes, NULLs, a 3,000-row transaction)
     into MySQL, exactly once, whatever the moment of the kill: staged by sqlwriter, or applied
     inside mysqlwriter's XA transactions."""
-    seed = _seed(f"stream_to_mysql-{plugin}")
+    seed = crash_seed(f"stream_to_mysql-{plugin}")
     start = pair.gtid()
     work = Workload(pair.server, pair.source, seed=seed)
     for _ in range(4):
@@ -144,7 +148,13 @@ def test_stream_to_mysql_killed_and_restored(pair: Pair, tmp_path: Path, plugin:
         ),
     )
     try:
-        _kill_until_done(job, tmp_path / "state", seed, window=(0.6, 2.0), work=work)
+        kill_until_done(
+            job,
+            tmp_path / "state",
+            seed,
+            window=(0.6, 2.0),
+            load=lambda: work.step(bulk=False),
+        )
     finally:
         work.close()
     pair.same()
@@ -158,7 +168,7 @@ def test_ddl_applied_through_xa_killed_and_restored(server: MariaDB, tmp_path: P
     crash point: DDLs (a table created, columns added, widened and dropped, a table truncated,
     another dropped) among changes of four tables, each DDL and what follows it deferred to the
     commit of its XA transaction; the target ends equal to the source, no record left over."""
-    seed = _seed("ddl_through_xa")
+    seed = crash_seed("ddl_through_xa")
     pair = make_pair(server)
     try:
         job = evolving_job(
@@ -171,7 +181,7 @@ def test_ddl_applied_through_xa_killed_and_restored(server: MariaDB, tmp_path: P
                 "restore": {"isRestore": True, "checkpointInterval": 0.3},
             },
         )
-        _kill_until_done(job, tmp_path / "state", seed, window=(0.6, 2.5))
+        kill_until_done(job, tmp_path / "state", seed, window=(0.6, 2.5))
         pair.same()
         assert_no_table(pair, "scratch")
         assert_applied_in_xa(pair, job, tmp_path / "state", deferred=True)
@@ -183,7 +193,7 @@ def test_ddl_applied_through_xa_killed_and_restored(server: MariaDB, tmp_path: P
 def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_path: Path) -> None:
     """``snapshot: initial`` over two channels, killed while copying and while streaming, with
     changes going on all along; a last catch-up run after the load stops: equal tables."""
-    seed = _seed("snapshot_stream")
+    seed = crash_seed("snapshot_stream")
     work = Workload(pair.server, pair.source, seed=seed)
     for table in TABLES:
         work.insert(table, 2500)
@@ -205,7 +215,7 @@ def test_snapshot_and_stream_killed_while_the_source_changes(pair: Pair, tmp_pat
         crash_points=["writer-prepared@3", "checkpoint-stored@3", "writer-committed@4"],
         progress_kills=3,
     )
-    with changing(work, pause=0.1):
+    with changing(lambda: work.step(bulk=False), pause=0.1):
         report = run_until_done(job, tmp_path / "state", plan, seed=seed, run_timeout=120)
     assert report.kills >= 6, report.summary()
     ok(run(job, tmp_path / "state", "--restore", "latest-or-new"))
@@ -283,7 +293,7 @@ def test_killed_while_the_stream_waits_for_the_snapshot(server: MariaDB, tmp_pat
 def test_changelog_files_hold_every_change_once(server: MariaDB, tmp_path: Path) -> None:
     """binlog → Parquet (envelope): the killed-and-restored changelog equals the changelog of
     an uninterrupted run, change for change (no change repeated, none missing)."""
-    seed = _seed("changelog")
+    seed = crash_seed("changelog")
     pair = make_pair(server)
     try:
         start = pair.gtid()

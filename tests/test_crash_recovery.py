@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import socket
 import sqlite3
 import subprocess
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from tests.crash import (
     Kill,
     RunRecord,
     assert_exact,
+    crash_seed,
     mixed_kill_plan,
     read_folder,
     run_syncx,
@@ -76,12 +75,6 @@ STREAM_COLUMNS = [
     {"name": "s", "type": "string"},
     {"name": "v", "type": "double"},
 ]
-
-
-def _seed(name: str) -> int:
-    """The seed of a test: ``SYNCX_CRASH_SEED`` when set, else a stable one per test."""
-    override = os.environ.get("SYNCX_CRASH_SEED")
-    return int(override) if override else zlib.crc32(name.encode())
 
 
 def _batch_rows(records_per_second: int) -> int:
@@ -327,7 +320,7 @@ def _prepare(case: CrashCase, folder: Path, seed: int) -> PreparedCase:
 
 def _crash_loop(case: CrashCase, folder: Path) -> tuple[CrashReport, PreparedCase]:
     """Prepare ``case`` and run it to its end under a seeded plan of kills."""
-    seed = _seed(case.name)
+    seed = crash_seed(case.name)
     rng = random.Random(seed)
     folder.mkdir(parents=True)
     prepared = _prepare(case, folder, seed)
@@ -363,7 +356,7 @@ def test_killed_job_resumes_exactly(tmp_path: Path, kind: str) -> None:
         pytest.importorskip("writers.sql", reason="sqlwriter not available")
     cases = KINDS[kind]
     for case in cases:
-        print(f"{case.name}: seed {_seed(case.name)} (SYNCX_CRASH_SEED replays it)")
+        print(f"{case.name}: seed {crash_seed(case.name)} (SYNCX_CRASH_SEED replays it)")
     with ThreadPoolExecutor(max_workers=len(cases)) as pool:
         futures = [pool.submit(_crash_loop, case, tmp_path / case.name) for case in cases]
         results = [future.result() for future in futures]

@@ -6,7 +6,8 @@ previous boundary plus the changes emitted per table (:class:`BinlogPosition` ``
 restore drops exactly what was emitted already. A lost connection, a server restart or a binlog
 rotation resume from the last emitted position with backoff; DDL on captured tables is skipped,
 fails the job or travels as a DDL batch (``ddl``). Row events are decoded by
-:class:`~readers.binlog.decoder.RowDecoder` where it can, else by ``mysql-replication``.
+:class:`~readers.binlog.decoder.RowDecoder` where it can, else by ``mysql-replication``; a
+table map is parsed once per table id.
 """
 
 from __future__ import annotations
@@ -310,6 +311,11 @@ class StreamSplitReader(SplitReader):
             if self._server.selection.databases is not None
             else None,
             "slave_heartbeat": HEARTBEAT_SECONDS,
+            # each table id's map parsed once, as _shape caches per id (a DDL gives the table a
+            # new id; ids are forgotten at a new binlog file): a load of small transactions maps
+            # its tables for every statement, and parsing those maps again was most of the
+            # reader's time under sysbench (issue 16)
+            "freeze_schema": True,
             "pymysql_wrapper": connect,
             "enable_logging": False,
         }

@@ -46,6 +46,7 @@ __all__ = [
     "RunRecord",
     "assert_exact",
     "compare_exact",
+    "crash_seed",
     "latest_checkpoint",
     "mixed_kill_plan",
     "restore_args",
@@ -179,6 +180,13 @@ class CrashReport:
             f"elapsed={self.elapsed:.1f}s (rerun with SYNCX_CRASH_SEED={self.seed})"
         )
         return "\n".join([head, *(f"  {run.describe()}" for run in self.runs)])
+
+
+def crash_seed(name: str) -> int:
+    """The seed of a crash test's kill plan: ``SYNCX_CRASH_SEED`` when set (to replay a
+    failure), else a stable one per ``name``."""
+    override = os.environ.get("SYNCX_CRASH_SEED")
+    return int(override) if override else zlib.crc32(name.encode())
 
 
 def syncx_command() -> list[str]:
@@ -472,7 +480,7 @@ def run_with_kills(job: dict[str, Any], tmp_path: Path, name: str, **kills: Any)
     at random moments (``kills``: :func:`mixed_kill_plan`'s options) and at one exact
     step of each checkpoint phase, resumed after each kill, checkpoints every 0.3 s. The plan is
     drawn from ``SYNCX_CRASH_SEED`` (default: from ``name``)."""
-    seed = int(os.environ.get("SYNCX_CRASH_SEED") or zlib.crc32(name.encode()))
+    seed = crash_seed(name)
     rng = random.Random(seed)
     job_path = tmp_path / f"{name}.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")

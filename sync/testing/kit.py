@@ -44,7 +44,6 @@ import signal
 import subprocess
 import sys
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +74,7 @@ from sync.testing.crash import (
     Kill,
     assert_exact,
     compare_exact,
+    crash_seed,
     run_until_done,
     write_job,
 )
@@ -520,7 +520,7 @@ def crash_round(case: JobCase, tmp_path: Path, name: str) -> CrashReport:
     then once at a random moment after its first checkpoint and once at a random moment of
     start-up or work (a kill that comes after the run ended is none), then after the final
     commit. The seed is ``SYNCX_CRASH_SEED`` or one per ``name``."""
-    seed = int(os.environ.get("SYNCX_CRASH_SEED") or zlib.crc32(name.encode()))
+    seed = crash_seed(name)
     rng = random.Random(seed)
     job = json.loads(json.dumps(case.job))
     setting = job["job"].setdefault("setting", {})
