@@ -378,7 +378,12 @@ class StreamSplitReader(SplitReader):
         group_ts = 0
         group_skipped = False
         file = self._position.file
+        event = None
         while not ctx.stopping.is_set():
+            if event is not None:
+                # mysql-replication's event and its packet refer to each other: break the cycle
+                # so the event's bytes go now, not at the next (rare: syncx run) collection
+                event.packet = None
             event = stream.fetchone()
             now = self._last_read = time.monotonic()
             if event is None:
