@@ -101,8 +101,10 @@ class SpillFile:
         return pa.ipc.open_stream(data).read_next_batch()
 
     def close(self) -> None:
-        """Close (and so free) the file; again is harmless."""
-        self._file.close()
+        """Close (and so free) the file; again is harmless. What a failed write (a full disk)
+        left buffered fails the close's flush again: the file is dropped all the same."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 class Spill:

@@ -451,9 +451,8 @@ class StreamSplitReader(SplitReader):
                 pass
             elif kind is ev.XAPrepareEvent:
                 prepared.add(xa_id)
-                if xa is not None and xa.rows:  # held until its XA COMMIT; the position
-                    # stays before it
-                    held[xa_id] = xa
+                if xa is not None and xa.rows:
+                    held[xa_id] = xa  # until its XA COMMIT; the position stays before it
                     if self._floor is None:
                         self._floor = self._position
             elif kind is ev.QueryEvent:
