@@ -4,7 +4,8 @@ Against the private MariaDB (binlog on): one big transaction replicates exactly 
 bound while the process's peak RSS stays far under that of a run holding it in memory; a
 SIGKILL while it is emitted from its spill file, then ``--restore latest``, ends exact and
 leaves no file; a spilled XA transaction is emitted at its ``XA COMMIT`` (and a restore in the
-middle of it drops exactly what was emitted), a spilled one rolled back never is.
+middle of it drops exactly what was emitted), a spilled one rolled back never is; a spill
+folder that cannot be written, or is full, is named.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from bench.mysql_bench import measured
 from readers.binlog import BinlogReader, BinlogReaderParams
 from sync.contract import JobContext, encode
 from sync.contract import decode as decode_state
-from sync.errors import FatalError
+from sync.errors import DiskFullError, FatalError
 from sync.model import Setting
+from tests.conftest import Mount
 from tests.crash import Kill, latest_checkpoint, run_syncx, syncx_command
 from tests.servers.mariadb import MariaDB, ensure_server
 from tests.test_binlog import (
@@ -311,3 +313,17 @@ def test_a_spill_folder_that_cannot_be_written_is_named(big: Pair, tmp_path: Pat
     message = str(raised.value)
     assert f"spill a big source transaction into {tmp_path / 'tmp'}" in message
     assert "transactionBufferBytes" in message
+
+
+def test_a_full_spill_disk_is_named(big: Pair, tmp_path: Path, small_fs: Mount) -> None:
+    """A spill folder on a full filesystem (a 64 KiB tmpfs) stops the read with the full-disk
+    error: the folder, the space left, how to resume."""
+    folder = small_fs("state", "64k")
+    start = big.gtid()
+    big.execute(big.source, f"INSERT INTO big SELECT {_values(40)} FROM seq_1_to_3000")
+    with pytest.raises(DiskFullError) as raised:
+        _ids_and_positions(_reader(big, folder, start, 1000), None)
+    message = str(raised.value)
+    assert f"no space left on device spilling a source transaction into {folder / 'tmp'}" in message
+    assert "of 64 KiB" in message and "--restore latest" in message
+    assert not _spill_files(os.getpid(), folder / "tmp")  # closed, though its flush failed
