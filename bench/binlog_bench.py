@@ -1,6 +1,6 @@
 """binlogreader benchmarks on the private MariaDB: read rate, apply rate, end-to-end lag.
 
-    .venv/bin/python bench/binlog_bench.py [--changes 200000] [--lag-seconds 20]
+    .venv/bin/python bench/binlog_bench.py [--changes 200000] [--lag-seconds 20] [--big-rows N]
 
 1. **Read rate**: ``--changes`` row changes (inserts in 1,000-row transactions, updates,
    deletes) on a 7-column table, then the binlog read back: by the reader alone (in-process,
@@ -17,6 +17,11 @@
    10 changes per transaction, a connection per 1,000 changes/s) runs on the source; a poller
    measures, for every inserted row, the time from its source commit to its visibility in the
    target. Percentiles printed (target: p99 under 1 s at 5,000 changes/s).
+4. **A big transaction**: one ``UPDATE`` of ``--big-rows`` rows (one source transaction, 1M by
+   default) read by a ``binlogreader → streamwriter`` job with the default
+   ``transactionBufferBytes`` (64 MiB: the rest spills to the state folder) and with a bound
+   past the transaction's size (held in memory until its XID): peak RSS of the process (measured
+   alone, :func:`mysql_bench.measured`) and changes per second.
 
 Numbers are medians of ``--rounds`` rounds where a round is cheap (rates), single runs
 otherwise. Each run is a real ``syncx run`` process (start-up included in job rates; the
@@ -41,6 +46,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.mysql_bench import measured  # noqa: E402
 from readers.binlog import BinlogReader, BinlogReaderParams  # noqa: E402
 from sync.contract import JobContext  # noqa: E402
 from sync.model import Setting  # noqa: E402
@@ -247,6 +253,35 @@ def rates(server: MariaDB, changes: int, rounds: int, folder: Path) -> None:
         )
 
 
+def big_transaction(server: MariaDB, rows: int, folder: Path) -> None:
+    """Peak RSS and rate of binlog → null over one ``rows``-row UPDATE, spilled or not."""
+    source = _database(server, "bench_big")
+    conn = server.connect(source)
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO orders SELECT seq, CONCAT('customer-', seq % 1000), seq % 7, "
+            f"seq % 1000 * 1.5, seq % 2, 0, 'web' FROM seq_1_to_{rows}"
+        )
+    start = _gtid(server)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE orders SET qty = qty + 1, channel = 'app'")
+    conn.close()
+    reader = {"start": {"gtid": start}, "stopAt": _end(server)}
+    null_writer = {"name": "streamwriter", "parameter": {"print": False}}
+    print(f"\n== one UPDATE of {rows:,} rows (one source transaction), binlog -> null ==")
+    for label, bound in (("spilled (default 64 MiB)", None), ("in memory (bound 64 GiB)", 2**36)):
+        params = {**reader, **({"transactionBufferBytes": bound} if bound else {})}
+        path = folder / f"big-{bound}.json"
+        path.write_text(json.dumps(_job(server, source, null_writer, **params)), encoding="utf-8")
+        state = folder / f"big-{bound}-state"
+        run = measured([*SYNCX, "run", str(path), f"--state-dir={state}"])
+        print(
+            f"{label:28s} peak RSS {run.peak_mb:6.0f} MB  {run.seconds:5.1f}s  "
+            f"{rows / run.seconds:8,.0f} changes/s"
+        )
+    server.drop_database(source)
+
+
 BLOCK = 10**9
 """Each load connection inserts ids of its own block (``k * BLOCK + 1`` on), so that the poller
 sees every row whatever order the connections commit in."""
@@ -376,12 +411,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lag-seconds", type=float, default=20)
     parser.add_argument("--skip-lag", action="store_true")
+    parser.add_argument("--big-rows", type=int, default=1_000_000, help="0: skip")
     args = parser.parse_args()
     os.environ.setdefault("SYNCX_TEST_MYSQL_PORT", "3307")
     server = ensure_server()
     with tempfile.TemporaryDirectory(prefix="binlog-bench-") as tmp:
         folder = Path(tmp)
         rates(server, args.changes, args.rounds, folder)
+        if args.big_rows:
+            big_transaction(server, args.big_rows, folder)
         if args.skip_lag:
             return
         print(

@@ -158,8 +158,14 @@ sys.exit(os.waitstatus_to_exitcode(status) % 256)
 """
 
 
-def measured(args: list[str], *, env: dict[str, str] | None = None, stdout: Any = None) -> Run:
-    """Wall time and peak RSS of one process.
+def measured(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    stdout: Any = None,
+    stderr: Path | None = None,
+) -> Run:
+    """Wall time and peak RSS of one process (its stderr kept in ``stderr`` when given).
 
     The process is started from a small launcher (a fresh ``python -S``, a few MB): a child
     forked from this process would start with this process's memory counted in its
@@ -170,7 +176,10 @@ def measured(args: list[str], *, env: dict[str, str] | None = None, stdout: Any 
     taken in the launcher, around fork and wait. The tool's stderr goes to a file, not a pipe,
     so that a chatty tool cannot fill the pipe and block.
     """
-    with tempfile.TemporaryFile() as errors, tempfile.NamedTemporaryFile("r") as report:
+    with (
+        stderr.open("w+b") if stderr else tempfile.TemporaryFile() as errors,
+        tempfile.NamedTemporaryFile("r") as report,
+    ):
         process = subprocess.run(
             [sys.executable, "-S", "-c", _LAUNCHER, report.name, *args],
             stdout=stdout or subprocess.DEVNULL,

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -226,6 +227,10 @@ class JobContext:
     """CDC readers report seconds between an event's time and its processing (``cdcLag``)."""
     stopping: threading.Event = field(default_factory=threading.Event)
     """Set when the job is stopping: long waits inside a plugin should end early."""
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    """A local folder for a plugin's temporary files (a reader's spill): ``tmp/`` in the job's
+    state folder when that is on this machine, else the system temp dir. It may not exist yet;
+    several jobs may share it, so a plugin names its files uniquely and deletes them itself."""
 
     @classmethod
     def of(

@@ -343,6 +343,7 @@ class _Runner:
             report_dirty=self.dirty.report,
             report_lag=lambda seconds: self.metrics.set(Metric.CDC_LAG, seconds),
             stopping=halt,
+            temp_dir=self.state.temp,
         )
         reader = job.reader_cls(job.reader_params, ctx)
         writer = job.writer_cls(job.writer_params, ctx)

@@ -6,6 +6,7 @@ Layout of a state directory (default ``.syncx/state/<job name>``)::
     checkpoints/chk-0000000042.json   one file per completed checkpoint (temp + fsync + rename)
     job-state.json             what a scheduled job's next run starts from (a watermark)
     dirty/                     dirty records, unless setting.dirty.path says otherwise
+    tmp/                       plugins' temporary files (a binlog reader's spill; unlinked)
 
 Every file carries ``format`` (see :data:`FORMAT`); older formats are migrated step by step on
 load. A checkpoint that cannot be read is skipped with a warning and the one before it is used,
@@ -35,6 +36,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -333,6 +335,16 @@ class StateDir:
 
     def __str__(self) -> str:
         return self.url or self.path
+
+    @property
+    def temp(self) -> Path:
+        """Where the run's plugins put temporary files (:attr:`JobContext.temp_dir`): ``tmp/``
+        here when this folder is on this machine only (its disk, chosen for the job, rather than
+        a system temp dir that may be memory), else the system temp dir (shared storage may be
+        remote or slow, and a node of a cluster writes its own)."""
+        if self.shared:
+            return Path(tempfile.gettempdir())
+        return Path(self.path) / "tmp"
 
     @property
     def identity_path(self) -> Path:

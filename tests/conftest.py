@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +124,40 @@ def kafka_bootstrap() -> str:
         ["bash", str(KAFKA_SCRIPT), "start"], check=True, env=env, stdin=subprocess.DEVNULL
     )
     return f"127.0.0.1:{port}"
+
+
+# -- a small filesystem of its own (a full disk) -------------------------------------------------
+
+Mount = Callable[[str, str], Path]
+
+
+def system_command(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a system command (mount, umount) from ``/``, its output captured, 30 s at most."""
+    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=30, cwd="/")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Mount]:
+    """``mount(name, size)``: a tmpfs of ``size`` (``3m``) at ``tmp_path/name``, unmounted at the
+    end of the test whatever happened. Skips, saying why, where mounting is not permitted."""
+    mounted: list[Path] = []
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); running as non-root")
+
+    def mount(name: str, size: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = system_command(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)])
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip()
+            pytest.skip(f"mounting a tmpfs is not permitted here (no CAP_SYS_ADMIN?): {reason}")
+        mounted.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in reversed(mounted):
+            done = system_command(["umount", str(point)])
+            if done.returncode != 0:  # something still open: detach it rather than leak it
+                system_command(["umount", "-l", str(point)])

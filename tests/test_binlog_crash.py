@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,11 +23,12 @@ import pytest
 
 from tests.crash import (
     CrashReport,
+    Kill,
     crash_seed,
     latest_checkpoint,
     mixed_kill_plan,
+    run_syncx,
     run_until_done,
-    syncx_command,
 )
 from tests.servers.mariadb import MariaDB, ensure_server
 from tests.test_binlog import (
@@ -254,26 +252,18 @@ def test_killed_while_the_stream_waits_for_the_snapshot(server: MariaDB, tmp_pat
             ),
         )
         state = tmp_path / "state"
-        log = tmp_path / "killed.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*syncx_command(), "run", str(job), f"--state-dir={state}"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + 90
-            try:  # SIGKILL once a stored checkpoint has the stream split (waiting) in it
-                while time.monotonic() < deadline and process.poll() is None:
-                    stored = latest_checkpoint(state)
-                    if stored is not None and "binlog" in stored["positions"]:
-                        break
-                    time.sleep(0.02)
-            finally:
-                process.kill()
-                process.wait()
-        shown = log.read_text(errors="replace")[-3000:]
-        assert process.returncode == -signal.SIGKILL, shown
+
+        def stream_checkpointed(_pid: int) -> bool:
+            stored = latest_checkpoint(state)
+            return stored is not None and "binlog" in stored["positions"]
+
+        killed = run_syncx(
+            ["run", job, f"--state-dir={state}"],
+            log=tmp_path / "killed.log",
+            kill=Kill(when=stream_checkpointed),
+        )
+        shown = killed.tail(60)
+        assert killed.killed, f"{killed.describe()}\n{shown}"
         stored = latest_checkpoint(state)
         assert stored is not None and "binlog" in stored["positions"], shown
         big = [v for k, v in stored["positions"].items() if k.endswith(".big:all")]

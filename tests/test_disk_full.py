@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from readers.stream import StreamReader, StreamReaderParams
 from sync.contract import JobContext
 from sync.model import Setting
 from sync.ratelimit import RateLimiter
-from tests.conftest import RunCli, stream_job
+from tests.conftest import Mount, RunCli, stream_job, system_command
 from tests.crash import assert_exact, latest_checkpoint, read_folder, staging_leftovers
 
 RATE = 40_000
@@ -49,42 +48,9 @@ COLUMNS = [
 PAGE = 4096
 """tmpfs allocates whole pages: a file of 1 to 4096 bytes takes one."""
 
-Mount = Callable[[str, str], Path]
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=30, cwd="/")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Mount]:
-    """``mount(name, size)``: a tmpfs of ``size`` (``3m``) at ``tmp_path/name``, unmounted at the
-    end of the test whatever happened. Skips, saying why, where mounting is not permitted."""
-    mounted: list[Path] = []
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN); running as non-root")
-
-    def mount(name: str, size: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
-        done = _run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)])
-        if done.returncode != 0:
-            reason = (done.stderr or done.stdout).strip()
-            pytest.skip(f"mounting a tmpfs is not permitted here (no CAP_SYS_ADMIN?): {reason}")
-        mounted.append(point)
-        return point
-
-    try:
-        yield mount
-    finally:
-        for point in reversed(mounted):
-            done = _run(["umount", str(point)])
-            if done.returncode != 0:  # something still open: detach it rather than leak it
-                _run(["umount", "-l", str(point)])
-
 
 def _remount(point: Path, size: str) -> None:
-    done = _run(["mount", "-o", f"remount,size={size}", str(point)])
+    done = system_command(["mount", "-o", f"remount,size={size}", str(point)])
     assert done.returncode == 0, done.stderr
 
 

@@ -6,7 +6,7 @@ list), ``filter`` (a regex on ``db.table``, used when ``table`` is absent; with 
 table of the jdbcUrl's database), ``cat`` (``insert,update,delete``), ``start``
 (``journalName``/``journal-name`` + ``position``, ``timestamp`` in ms, ``gtid``),
 ``pavingData``, ``splitUpdate``, ``slaveId``/``serverId``, ``isGTIDMode``, ``ddlSkip``; and
-syncx's own ``snapshot``, ``ddl``, ``stopAt``. The batch layouts are described in
+syncx's own ``snapshot``, ``ddl``, ``stopAt``, ``transactionBufferBytes``. The batch layouts are described in
 :mod:`libs.cdc`.
 
 **The server** must log ROW images with column names: ``log_bin``, ``binlog_format=ROW``,
@@ -69,6 +69,12 @@ with the remaining tables, never past them.
 prepared but not committed the position stays before it (later transactions' changes are
 counted in ``emitted``), so a restore or the next run reads it again and emits it if it commits.
 
+**Big transactions** (``transactionBufferBytes``, default 64 MiB): a transaction's changes wait
+until its commit, built into batches as they come; past the bound per open transaction they wait
+in a spill file (Arrow IPC, made already unlinked in the state folder's ``tmp/``, so nothing
+outlives the process) and are read back batch by batch at the commit. Positions are unchanged:
+the spill is below them (:mod:`~readers.binlog.spill`).
+
 **Bounded runs** (``stopAt``): ``now`` reads up to the binlog end at start time; a
 ``{journalName, position}`` up to there; a timestamp (ms) up to the first transaction after it.
 The run then ends (exit 0) with its position saved.
@@ -84,6 +90,7 @@ verify compares a target that is behind at the position it reached.
 positions), :mod:`~readers.binlog.positions` (positions and split data as ``State`` s; older
 checkpoints' plain dicts still load), :mod:`~readers.binlog.decoder` (table shapes, the binary
 row decoder), :mod:`~readers.binlog.snapshot`, :mod:`~readers.binlog.stream`,
+:mod:`~readers.binlog.spill` (changes waiting for their transaction's end),
 :mod:`~readers.binlog.plugin` (:class:`BinlogReader`). Column types come from the one MySQL type
 table, :mod:`libs.mysql.types`; where to connect and login errors from :mod:`libs.mysql.connect`.
 """

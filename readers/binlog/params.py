@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 
@@ -18,6 +18,8 @@ __all__ = ["PARAM_PATH", "PLUGIN", "BinlogReaderParams", "BinlogStart", "Selecti
 PLUGIN = "binlogreader"
 PARAM_PATH = "job.content[0].reader.parameter"
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+TRANSACTION_BUFFER_BYTES = 64 * 1024 * 1024
+"""``transactionBufferBytes``: how much of an open transaction's changes stays in memory."""
 SYNCX_TABLE_PREFIX = "_syncx_"
 """syncx's own staging and marker tables are never captured."""
 
@@ -114,6 +116,12 @@ class BinlogReaderParams(MysqlServer):
         gt=0,
         description="Seconds without any byte from the server (it sends a heartbeat every "
         "0.25 s) before the connection counts as stalled and is opened again.",
+    )
+    transaction_buffer_bytes: Annotated[int, Field(gt=0)] = Field(
+        default=TRANSACTION_BUFFER_BYTES,
+        description="Bytes of changes (as Arrow batches) an open source transaction holds in "
+        "memory until its commit; past that they wait in a spill file (an unlinked file in the "
+        "state folder's tmp/).",
     )
     column: list[Any] | None = Field(
         default=None, description="Accepted for ChunJun compatibility (informational)."

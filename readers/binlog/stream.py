@@ -1,9 +1,10 @@
 """``binlogreader``'s stream split: binlog events → CDC batches, positions at transaction ends.
 
-Changes of whole transactions gather in a flush window and leave as one batch per table segment;
+Changes of whole transactions gather in a flush window and leave as batches of one table each;
 the position after the last of them is the window's transaction boundary, before that the
 previous boundary plus the changes emitted per table (:class:`BinlogPosition` ``emitted``), so a
-restore drops exactly what was emitted already. A lost connection, a server restart or a binlog
+restore drops exactly what was emitted already. A transaction too big for memory waits in a
+spill file (:mod:`~readers.binlog.spill`). A lost connection, a server restart or a binlog
 rotation resume from the last emitted position with backoff; DDL on captured tables is skipped,
 fails the job or travels as a DDL batch (``ddl``). Row events are decoded by
 :class:`~readers.binlog.decoder.RowDecoder` where it can, else by ``mysql-replication``; a
@@ -16,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from readers.binlog.decoder import Change, TableShape
 from readers.binlog.params import PLUGIN, BinlogStart
 from readers.binlog.positions import BinlogPosition, GtidState, StreamSplit, binlog_bytes
 from readers.binlog.server import pymysql_module, query
+from readers.binlog.spill import ChangeBuffer, Part, Spill, records
 from sync.contract import DirtyRecord, SplitReader
 from sync.errors import JobFailedError, RetriableError
 from sync.registry import require
@@ -50,8 +51,6 @@ HEARTBEAT_SECONDS = 0.25
 
 _CATEGORIES = {"c": "insert", "u": "update", "d": "delete"}
 """A change's ``op`` → its ``cat`` name."""
-_Held = list[tuple[TableShape, list[Change]]]
-"""The changes of one XA transaction between its ``XA PREPARE`` and its ``XA COMMIT``."""
 DDL_EMITTED = "(ddl)"
 """The key of :attr:`BinlogPosition.emitted` counting DDL batches emitted after the position."""
 _XA_PREPARED_FLAG = 64
@@ -67,45 +66,6 @@ def _xa_id(query: str) -> str:
 
 class _Reconnect(Exception):
     """The replication connection must be opened again (from the last emitted position)."""
-
-
-@dataclass
-class _Segment:
-    """Consecutive changes of one table with one layout, waiting in a flush window."""
-
-    shape: TableShape
-    changes: list[Change] = field(default_factory=list)
-
-
-@dataclass
-class _Window:
-    """Changes of whole transactions not emitted yet, in commit order, per table segment."""
-
-    segments: list[_Segment] = field(default_factory=list)
-    last: dict[str, _Segment] = field(default_factory=dict)
-    rows: int = 0
-    opened: float = 0.0
-    boundary: BinlogPosition | None = None
-    """The transaction boundary the window's changes end at."""
-
-    def add(self, shape: TableShape, change: Change) -> None:
-        """One change of ``shape``'s table, after the window's others."""
-        name = shape.layout.qualified
-        segment = self.last.get(name)
-        if segment is None or segment.shape is not shape:
-            segment = _Segment(shape)
-            self.segments.append(segment)
-            self.last[name] = segment
-        if not self.rows:
-            self.opened = time.monotonic()
-        segment.changes.append(change)
-        self.rows += 1
-
-    def clear(self) -> None:
-        self.segments.clear()
-        self.last.clear()
-        self.rows = 0
-        self.boundary = None
 
 
 class StreamSplitReader(SplitReader):
@@ -129,6 +89,9 @@ class StreamSplitReader(SplitReader):
         self._stream_connects = 0
         self._sequence = 0
         self._layout: Layout = owner.params.layout()
+        self._double_updates = self._layout == "paving" and owner.params.split_update
+        """An update is two records (UPDATE_BEFORE, UPDATE_AFTER)."""
+        self._spill = Spill(owner.ctx.temp_dir, owner.params.transaction_buffer_bytes)
         self._categories = owner.params.categories()
         self._ddl = owner.params.ddl_policy()
         self._shapes: dict[tuple[str, str, int], TableShape] = {}
@@ -349,6 +312,9 @@ class StreamSplitReader(SplitReader):
         return "the replication connection was lost"
 
     def _close_stream(self) -> None:
+        """Close the replication connection, and the spill files of the transactions it was
+        reading (they are read again from the last emitted position)."""
+        self._spill.close_all()
         if self._stream is not None:
             try:
                 self._stream.close()
@@ -393,7 +359,7 @@ class StreamSplitReader(SplitReader):
         """Read events until stopped or the end is reached; raises to reconnect.
 
         Changes of whole transactions gather in a window; at a transaction boundary the window
-        is flushed (one batch per table segment) once it is ``FLUSH_SECONDS`` old or holds a
+        is flushed (batches of one table each) once it is ``FLUSH_SECONDS`` old or holds a
         batch worth of changes, or when the server is idle (heartbeat).
         """
         from pymysqlreplication import event as ev  # noqa: PLC0415
@@ -401,7 +367,7 @@ class StreamSplitReader(SplitReader):
 
         ctx = self._owner.ctx
         stream = self._open_stream()
-        window = _Window()
+        window = self._buffer()
         skip = dict(self._position.emitted)
         after_ts = self._position.after_ts
         selection = self._server.selection
@@ -409,16 +375,21 @@ class StreamSplitReader(SplitReader):
         last_yield = time.monotonic()
         in_group = False
         explicit_begin = False
-        xa: _Held | None = None  # the current group's changes when it is an XA transaction
+        xa: ChangeBuffer | None = None  # the current group's changes when it is an XA one
         xa_id = ""
-        held: dict[str, _Held] = {}  # prepared XA transactions with captured changes, by id
+        held: dict[str, ChangeBuffer] = {}  # prepared XA transactions with changes, by id
         prepared: set[str] = set()  # every XA transaction whose XA PREPARE was read
         self._floor = None
         group_gtid: str | None = None
         group_ts = 0
         group_skipped = False
         file = self._position.file
+        event = None
         while not ctx.stopping.is_set():
+            if event is not None:
+                # mysql-replication's event and its packet refer to each other: break the cycle
+                # so the event's bytes go now, not at the next (rare: syncx run) collection
+                event.packet = None
             event = stream.fetchone()
             now = self._last_read = time.monotonic()
             if event is None:
@@ -431,9 +402,9 @@ class StreamSplitReader(SplitReader):
                     continue
                 shape, changes = self._changes(event, kind, rev, file, group_gtid)
                 if xa is not None:
-                    xa.append((shape, changes))  # emitted at XA COMMIT, if it comes
+                    xa.admit(shape, changes, {})  # emitted at XA COMMIT, if it comes
                 else:
-                    self._admit(window, skip, shape, changes)
+                    window.admit(shape, changes, skip)
                 if now - last_yield >= TICK_SECONDS:
                     yield None  # a long transaction: let checkpoints through (position unchanged)
                     last_yield = time.monotonic()
@@ -471,7 +442,7 @@ class StreamSplitReader(SplitReader):
                 in_group = True
                 explicit_begin = explicit_begin and kind is ev.QueryEvent
                 xa_flag = getattr(event, "flags", 0) & _XA_PREPARED_FLAG
-                xa = [] if kind is ev.MariadbGtidEvent and xa_flag else None
+                xa = self._buffer() if kind is ev.MariadbGtidEvent and xa_flag else None
                 group_gtid = (
                     getattr(event, "gtid", None) if kind is not ev.QueryEvent else group_gtid
                 )
@@ -481,13 +452,13 @@ class StreamSplitReader(SplitReader):
                     after_ts = None
                 continue
             ddl: str | None = None
-            release: _Held = []
+            release: ChangeBuffer | None = None
             if kind is ev.XidEvent:
                 pass
             elif kind is ev.XAPrepareEvent:
                 prepared.add(xa_id)
-                if xa:  # held until its XA COMMIT; the position stays before it
-                    held[xa_id] = xa
+                if xa is not None and xa.rows:
+                    held[xa_id] = xa  # until its XA COMMIT; the position stays before it
                     if self._floor is None:
                         self._floor = self._position
             elif kind is ev.QueryEvent:
@@ -495,13 +466,13 @@ class StreamSplitReader(SplitReader):
                 if upper.startswith(("SAVEPOINT", "ROLLBACK TO")):
                     continue
                 if upper.startswith(("XA START", "XA BEGIN", "XA END")) and in_group:
-                    xa = [] if xa is None else xa
+                    xa = self._buffer() if xa is None else xa
                     xa_id = _xa_id(query)
                     continue
                 if upper.startswith("XA COMMIT") and query.upper().endswith("ONE PHASE"):
-                    release = xa or []  # MySQL's one-phase XA commit ends its own group
+                    release = xa  # MySQL's one-phase XA commit ends its own group
                 elif upper.startswith("XA COMMIT"):
-                    release = held.pop(_xa_id(query), [])
+                    release = held.pop(_xa_id(query), None)
                     if _xa_id(query) not in prepared:
                         log.warning(
                             "binlogreader: XA transaction %s committed at %s:%s was prepared "
@@ -512,7 +483,9 @@ class StreamSplitReader(SplitReader):
                         )
                     prepared.discard(_xa_id(query))
                 elif upper.startswith("XA ROLLBACK"):
-                    held.pop(_xa_id(query), None)
+                    rolled_back = held.pop(_xa_id(query), None)
+                    if rolled_back is not None:
+                        rolled_back.clear()
                     prepared.discard(_xa_id(query))
                 elif not upper.startswith(("COMMIT", "ROLLBACK", "XA ")) and not group_skipped:
                     ddl = query
@@ -521,9 +494,10 @@ class StreamSplitReader(SplitReader):
             if not held:
                 self._floor = None
             xa = None
-            if not group_skipped:
-                for shape, changes in release:
-                    self._admit(window, skip, shape, changes)
+            if release is not None and not group_skipped:
+                window.take(release, skip)
+            elif release is not None:
+                release.clear()  # committed before the start timestamp: not emitted
             # a transaction boundary
             in_group = False
             explicit_begin = False
@@ -585,20 +559,6 @@ class StreamSplitReader(SplitReader):
         source = SourceInfo(file, event.packet.log_pos, gtid, event.timestamp * 1000)
         return shape, shape.changes(event, op, source)
 
-    def _admit(
-        self, window: _Window, skip: dict[str, int], shape: TableShape, changes: list[Change]
-    ) -> None:
-        """Changes into the window, in emission order; those emitted before a restore (``skip``)
-        are dropped."""
-        name = shape.layout.qualified
-        records = 2 if (self._layout == "paving" and self._params.split_update) else 1
-        for change in changes:
-            count = records if change[0] == "u" else 1
-            if skip.get(name, 0) > 0:
-                skip[name] -= count
-                continue
-            window.add(shape, change)
-
     def _shape(self, event: Any) -> TableShape:
         key = (event.schema, event.table, event.table_id)
         shape = self._shapes.get(key)
@@ -624,10 +584,15 @@ class StreamSplitReader(SplitReader):
         self._shapes[key] = shape
         return shape
 
-    def _flush(self, window: _Window, skip: dict[str, int]) -> Iterator[pa.RecordBatch]:
-        """Emit the window, one batch per table segment (split at ``batch_rows``); the position
-        after the last of them is the window's boundary, before that the previous boundary
-        plus the changes emitted per table."""
+    def _buffer(self) -> ChangeBuffer:
+        """A buffer for the changes of open transactions (the flush window, an XA one)."""
+        step = max(1, self._owner.ctx.batch_rows)
+        return ChangeBuffer(self._build, step, self._spill, double_updates=self._double_updates)
+
+    def _flush(self, window: ChangeBuffer, skip: dict[str, int]) -> Iterator[pa.RecordBatch]:
+        """Emit the window, one batch per part (a table's changes, at most ``batch_rows``), from
+        memory or its spill file; the position after the last of them is the window's boundary,
+        before that the previous boundary plus the changes emitted per table."""
         if skip_pending(skip) or window.boundary is None:
             return  # changes emitted before a restore are still to be dropped again
         boundary = self._after(window.boundary)
@@ -635,20 +600,16 @@ class StreamSplitReader(SplitReader):
             self._position = boundary
             window.clear()
             return
-        step = max(1, self._owner.ctx.batch_rows)
-        parts = [
-            (segment, segment.changes[start : start + step])
-            for segment in window.segments
-            for start in range(0, len(segment.changes), step)
-        ]
+        window.seal()
         emitted = dict(self._position.emitted)
         last_ts = 0
-        for index, (segment, part) in enumerate(parts):
-            name = segment.shape.layout.qualified
-            batch = self._build(segment.shape, part)
-            emitted[name] = emitted.get(name, 0) + self._records(part)
-            last_ts = max(last_ts, part[-1][3].ts_ms)
-            if index == len(parts) - 1 and self._floor is None:
+        for index, part in enumerate(window.parts):
+            batch = part.load()
+            for _at, _records, record in part.dirty:
+                self._owner.ctx.report_dirty(record)
+            emitted[part.table] = emitted.get(part.table, 0) + part.records
+            last_ts = max(last_ts, part.last_ts)
+            if index == len(window.parts) - 1 and self._floor is None:
                 self._position = boundary
             else:
                 self._position = self._position.with_emitted(emitted)
@@ -663,45 +624,46 @@ class StreamSplitReader(SplitReader):
         changes are read again on restore) with what was emitted since."""
         return boundary if self._floor is None else self._position
 
-    def _records(self, part: list[Change]) -> int:
-        if self._layout == "paving" and self._params.split_update:
-            return sum(2 if c[0] == "u" else 1 for c in part)
-        return len(part)
-
-    def _build(self, shape: TableShape, part: list[Change]) -> pa.RecordBatch:
+    def _build(self, shape: TableShape, changes: list[Change]) -> Part:
+        """One batch of ``changes`` of ``shape``'s table, numbered on from the stream's
+        sequence; a change whose values do not convert is left out of it, to be reported as
+        dirty when the part is emitted (its transaction may yet be rolled back)."""
         sequence = self._sequence
-        self._sequence += self._records(part)
+        counts = [records(c, double_updates=self._double_updates) for c in changes]
+        self._sequence += sum(counts)
+        part = Part(shape.layout.qualified, sum(counts), changes[-1][3].ts_ms, [], None)
         try:
-            return build_changes(
-                shape.layout,
-                self._layout,
-                part,  # type: ignore[arg-type]
-                split_update=self._params.split_update,
-                sequence=sequence,
-            )
+            part.batch = self._build_batch(shape, changes, sequence)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError):
             good = []
-            for change in part:
+            at = 0
+            for change, count in zip(changes, counts, strict=True):
                 try:
                     build_changes(shape.layout, self._layout, [change])  # type: ignore[list-item]
                 except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, ValueError) as exc:
                     row = dict(zip(shape.names, change[2] or change[1] or [], strict=False))
-                    self._owner.ctx.report_dirty(
-                        DirtyRecord(row, f"{shape.layout.qualified}: {exc}", "conversion")
-                    )
-                    continue
-                good.append(change)
-            return build_changes(
-                shape.layout,
-                self._layout,
-                good,  # type: ignore[arg-type]
-                split_update=self._params.split_update,
-                sequence=sequence,
-            )
+                    reason = f"{shape.layout.qualified}: {exc}"
+                    part.dirty.append((at, count, DirtyRecord(row, reason, "conversion")))
+                else:
+                    good.append(change)
+                at += count
+            part.batch = self._build_batch(shape, good, sequence)
+        return part
+
+    def _build_batch(
+        self, shape: TableShape, changes: list[Change], sequence: int
+    ) -> pa.RecordBatch:
+        return build_changes(
+            shape.layout,
+            self._layout,
+            changes,  # type: ignore[arg-type]
+            split_update=self._params.split_update,
+            sequence=sequence,
+        )
 
     def _ddl_event(
         self,
-        window: _Window,
+        window: ChangeBuffer,
         skip: dict[str, int],
         db: str,
         query: str,

@@ -30,7 +30,7 @@ import sys
 import time
 import zlib
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,23 +76,26 @@ class CrashHarnessError(AssertionError):
 
 @dataclass(frozen=True)
 class Kill:
-    """How one run is interrupted: SIGKILL after ``after`` seconds, or at crash point ``crash_at``.
+    """How one run is interrupted: SIGKILL after ``after`` seconds, at crash point ``crash_at``,
+    or once ``when`` holds.
 
     ``after`` counts from the start of the process, or, with ``after_output``, from the moment
     that text first appears in the run's output (``"stored"``: the run's first checkpoint is
     stored, so the kill lands in the middle of the work rather than during start-up).
     ``crash_at`` is a ``SYNCX_CRASH_AT`` value such as ``"checkpoint-stored@2"``: the process
-    kills itself the second time it passes that point. Both may be given; whichever comes first
-    kills.
+    kills itself the second time it passes that point. ``when`` is asked every 20 ms, with the
+    process id, whether the moment has come (a stored checkpoint holds some position, the
+    process has some file open). Any may be given; whichever comes first kills.
     """
 
     after: float | None = None
     crash_at: str | None = None
     after_output: str | None = None
+    when: Callable[[int], bool] | None = None
 
     def __post_init__(self) -> None:
-        if self.after is None and self.crash_at is None:
-            msg = "a Kill needs `after` (seconds) or `crash_at` (a crash point)"
+        if self.after is None and self.crash_at is None and self.when is None:
+            msg = "a Kill needs `after` (seconds), `crash_at` (a crash point) or `when`"
             raise ValueError(msg)
         if self.crash_at is not None:
             for item in self.crash_at.split(","):
@@ -109,6 +112,8 @@ class Kill:
             parts.append(f"sigkill@{self.after:.2f}s{since}")
         if self.crash_at is not None:
             parts.append(f"crash@{self.crash_at}")
+        if self.when is not None:
+            parts.append(f"sigkill@{getattr(self.when, '__name__', 'when')}")
         return "+".join(parts)
 
 
@@ -246,6 +251,8 @@ def run_syncx(
             start_new_session=True,
         )
         try:
+            if kill is not None and kill.when is not None:
+                _kill_when(process, kill.when, started + timeout)
             if kill is not None and kill.after is not None:
                 ready = True
                 if kill.after_output is not None:
@@ -269,6 +276,17 @@ def run_syncx(
         elapsed=time.monotonic() - started,
         log=log,
     )
+
+
+def _kill_when(
+    process: subprocess.Popen[bytes], when: Callable[[int], bool], deadline: float
+) -> None:
+    """SIGKILL ``process`` as soon as ``when(pid)`` holds (unless it ends first)."""
+    while time.monotonic() < deadline and process.poll() is None:
+        if when(process.pid):
+            process.kill()
+            return
+        time.sleep(0.02)
 
 
 def _wait_for_output(
