@@ -1199,6 +1199,22 @@ def test_ddl_policies(server: MariaDB, tmp_path: Path) -> None:
         server.drop_database(pair.target)
 
 
+def stream_reader(pair: Pair, start: str, ctx: JobContext, **parameters: Any) -> BinlogReader:
+    """A ``binlogreader`` of ``pair``'s source from GTID ``start`` to now, unpaved changes."""
+    params = BinlogReaderParams.model_validate(
+        {
+            "jdbcUrl": f"jdbc:mysql://{pair.server.host}:{pair.server.port}/{pair.source}",
+            "username": pair.server.user,
+            "password": pair.server.password,
+            "pavingData": False,
+            "start": {"gtid": start},
+            "stopAt": "now",
+            **parameters,
+        }
+    )
+    return BinlogReader(params, ctx)
+
+
 def _read_stream(reader: BinlogReader, split: Any, position: Any) -> list[tuple[Any, Any]]:
     """Every batch the stream split yields from ``position``, with the position after it."""
     opened = reader.open(split, position)
@@ -1236,17 +1252,7 @@ def test_a_table_map_is_parsed_once_until_the_layout_changes(
         cur.execute("ALTER TABLE orders ADD COLUMN extra INT NULL")
         cur.execute("INSERT INTO orders (id, customer, extra) VALUES (999, 'after', 7)")
     conn.close()
-    params = BinlogReaderParams.model_validate(
-        {
-            "jdbcUrl": f"jdbc:mysql://{pair.server.host}:{pair.server.port}/{pair.source}",
-            "username": pair.server.user,
-            "password": pair.server.password,
-            "pavingData": False,
-            "start": {"gtid": start},
-            "stopAt": "now",
-        }
-    )
-    reader = BinlogReader(params, JobContext.of("maps", tmp_path, Setting(), run_id="maps"))
+    reader = stream_reader(pair, start, JobContext.of("maps", tmp_path, Setting(), run_id="maps"))
     (split,) = reader.plan(1)
     changes = [c for c, _ in _read_stream(reader, split, None)]
     reader.close()
@@ -1270,19 +1276,8 @@ def test_ddl_naming_several_tables_resumes_between_its_batches(
             pair.execute(pair.source, f"INSERT INTO {name} VALUES (1)")
         pair.execute(pair.source, "DROP TABLE a, b, c")
         pair.execute(pair.source, "INSERT INTO orders (id, customer) VALUES (7, 'after')")
-        params = BinlogReaderParams.model_validate(
-            {
-                "jdbcUrl": f"jdbc:mysql://{server.host}:{server.port}/{pair.source}",
-                "username": server.user,
-                "password": server.password,
-                "pavingData": False,
-                "ddl": "apply",
-                "start": {"gtid": start},
-                "stopAt": "now",
-            }
-        )
         ctx = JobContext.of("ddl", tmp_path, Setting(), run_id="ddl")
-        reader = BinlogReader(params, ctx)
+        reader = stream_reader(pair, start, ctx, ddl="apply")
         (split,) = reader.plan(1)
         whole = _read_stream(reader, split, None)
         drops = [

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.mysql_bench import measured
-from readers.binlog import BinlogReader, BinlogReaderParams
+from readers.binlog import BinlogReader
 from sync.contract import JobContext, encode
 from sync.contract import decode as decode_state
 from sync.errors import DiskFullError, FatalError
@@ -38,6 +38,7 @@ from tests.test_binlog import (
     mysql_sink,
     ok,
     run,
+    stream_reader,
     table_rows,
     write_job,
 )
@@ -227,21 +228,10 @@ def _on(conn: Any, *statements: str) -> None:
 
 
 def _reader(pair: Pair, folder: Path, start: str, batch_rows: int) -> BinlogReader:
-    params = BinlogReaderParams.model_validate(
-        {
-            "jdbcUrl": f"jdbc:mysql://{pair.server.host}:{pair.server.port}/{pair.source}",
-            "username": pair.server.user,
-            "password": pair.server.password,
-            "pavingData": False,
-            "start": {"gtid": start},
-            "stopAt": "now",
-            "transactionBufferBytes": 1,
-        }
-    )
     ctx = JobContext.of(
         "spill", folder, Setting(), run_id="spill", batch_rows=batch_rows, temp_dir=folder / "tmp"
     )
-    return BinlogReader(params, ctx)
+    return stream_reader(pair, start, ctx, transactionBufferBytes=1)
 
 
 def _ids_and_positions(reader: BinlogReader, position: Any) -> list[tuple[list[int], Any]]:
