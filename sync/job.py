@@ -23,6 +23,7 @@ from sync.dirty import DirtySink
 from sync.errors import JobFailedError, JobFileError, JobInterruptedError
 from sync.jobfile import LoadedJob
 from sync.metrics import Metric, Metrics
+from sync.model import Params
 from sync.ratelimit import RateLimiter
 from sync.registry import canonical_name
 from sync.runtime import Execution, is_retriable, new_run_id
@@ -35,7 +36,7 @@ __all__ = [
     "RunReport",
     "default_state_dir",
     "fingerprint",
-    "fingerprint_diff",
+    "job_changes",
     "job_semantic",
     "run_job",
     "secret_values",
@@ -116,29 +117,45 @@ def secret_values(job: LoadedJob) -> set[str]:
     return found
 
 
-def fingerprint(job: LoadedJob) -> dict[str, Any]:
-    """What must not change between a checkpoint and the job restoring from it (no secrets)."""
+def fingerprint(job: LoadedJob, *, exclude_defaults: bool = False) -> dict[str, Any]:
+    """What must not change between a checkpoint and the job restoring from it (no secrets);
+    with ``exclude_defaults``, only the parameters the job sets to something else."""
+
+    def dump(params: Params) -> dict[str, Any]:
+        return params.model_dump(mode="json", by_alias=True, exclude_defaults=exclude_defaults)
+
     content = job.file.content
     return {
         "reader": {
             "name": canonical_name("reader", content.reader.name),
-            "parameter": job.reader_params.model_dump(mode="json", by_alias=True),
+            "parameter": dump(job.reader_params),
         },
         "writer": {
             "name": canonical_name("writer", content.writer.name),
-            "parameter": job.writer_params.model_dump(mode="json", by_alias=True),
+            "parameter": dump(job.writer_params),
         },
         "transformer": content.transformer.transform_sql if content.transformer else None,
     }
 
 
-def fingerprint_diff(old: Any, new: Any, path: str = "") -> list[str]:
-    """Paths whose values differ between two fingerprints."""
+def job_changes(stored: dict[str, Any], job: LoadedJob) -> list[str]:
+    """Paths of ``job``'s fingerprint that differ from a checkpoint's ``stored`` one.
+
+    A parameter newer than the checkpoint (a syncx upgrade added it) that the job leaves at its
+    default is not a change: the upgrade alone must not make a restore refuse.
+    """
+    return _diff(stored, fingerprint(job), fingerprint(job, exclude_defaults=True), "")
+
+
+def _diff(old: Any, new: Any, explicit: Any, path: str) -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
+        given = explicit if isinstance(explicit, dict) else {}
         diffs: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
+            if key not in old and key not in given:
+                continue
             sub = f"{path}.{key}" if path else str(key)
-            diffs.extend(fingerprint_diff(old.get(key), new.get(key), sub))
+            diffs.extend(_diff(old.get(key), new.get(key), given.get(key), sub))
         return diffs
     return [] if old == new else [path]
 
@@ -198,7 +215,7 @@ def _starting_checkpoint(state: StateDir, options: RunOptions) -> Checkpoint | N
 
 
 def _check_fingerprint(checkpoint: Checkpoint, job: LoadedJob, force: bool) -> None:
-    diffs = fingerprint_diff(checkpoint.fingerprint, fingerprint(job))
+    diffs = job_changes(checkpoint.fingerprint, job)
     if diffs and not force:
         listed = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
         msg = (

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 from sync.canonical import canonical_text, canonical_value
 from sync.contract import CompletedCheckpoint, JobContext, Reader, Writer
 from sync.errors import JobFailedError, JobFileError
-from sync.job import fingerprint, fingerprint_diff
+from sync.job import job_changes
 from sync.jobfile import LoadedJob
 from sync.model import Params
 from sync.registry import load, require
@@ -433,7 +433,7 @@ def _target_checkpoint(job: LoadedJob, state: StateDir | None) -> Checkpoint:
             "checkpoints (setting.restore.isRestore) first, or pass the --state-dir it ran with"
         )
         raise JobFileError(msg)
-    diffs = fingerprint_diff(found.fingerprint, fingerprint(job))
+    diffs = job_changes(found.fingerprint, job)
     if diffs:
         listed = ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
         msg = (

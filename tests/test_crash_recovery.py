@@ -552,6 +552,31 @@ def test_second_run_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     _check_target(expected, tmp_path / "out", "parquet", job.stem, first_output)
 
 
+def test_a_parameter_newer_than_the_checkpoint_left_at_its_default_is_no_change(
+    tmp_path: Path,
+) -> None:
+    """A syncx upgrade adds a parameter: a checkpoint of the older version, whose fingerprint
+    lacks it, restores while the job leaves it at its default."""
+    job, expected = _small_stream_job(tmp_path)
+    killed = _run(tmp_path, job, kill=Kill(crash_at="checkpoint-stored@2"))
+    assert killed.killed, killed.output
+    stored = sorted((tmp_path / "state" / "checkpoints").glob("chk-*.json"))[-1]
+    raw = json.loads(stored.read_text(encoding="utf-8"))
+    stored_params = raw["fingerprint"]["writer"]["parameter"]
+    given = json.loads(job.read_text(encoding="utf-8"))["job"]["content"][0]["writer"]
+    newer = next(
+        key
+        for key, value in stored_params.items()
+        if key not in given["parameter"] and value is not None
+    )
+    del stored_params[newer]
+    stored.write_text(json.dumps(raw), encoding="utf-8")
+    done = _run(tmp_path, job, "--restore", "latest")
+    assert done.exit_code == 0, done.output
+    assert "although the job changed" not in done.output, done.output
+    _check_target(expected, tmp_path / "out", "parquet", job.stem, done.output)
+
+
 def test_changed_job_is_refused_unless_forced(tmp_path: Path) -> None:
     job, expected = _small_stream_job(tmp_path)
     killed = _run(tmp_path, job, kill=Kill(crash_at="checkpoint-stored@2"))
