@@ -44,7 +44,9 @@ from libs.mysql.connect import (
     errno,
     is_connection_lost,
     is_read_timeout,
+    pymysql_connection,
 )
+from libs.sql import KEEPALIVE
 from readers.binlog import BinlogReaderParams
 from readers.mysql import MysqlReaderParams
 from sync.schema import plugin_schema
@@ -372,6 +374,26 @@ def test_writer_survives_resets_around_prepare_and_commit(
     assert len(faults.fired) == len(steps), f"{len(faults.fired)} of {len(steps)}\n{output}"
     assert "restart" in output
     _assert_copy_exact(db, job, tmp_path / "state", WRITE_ROWS)
+
+
+def test_connections_open_within_the_connect_timeout_with_keepalive(
+    db: Db, proxy: FaultProxy
+) -> None:
+    """pymysql bounds only the TCP connect by its connect timeout: a handshake the network held
+    back waited for ever. Every pymysql connection's socket has TCP keepalive after 60 s idle."""
+    login = {"host": "127.0.0.1", "user": db.server.user, "password": db.server.password}
+    conn = pymysql_connection()(**login, port=db.server.port)
+    try:
+        options = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+        got = tuple(conn._sock.getsockopt(socket.IPPROTO_TCP, o) for o in options)
+        assert got == KEEPALIVE
+    finally:
+        conn.close()
+    proxy.stall_after(1)  # the server's greeting: its first byte only
+    started = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as failed:
+        pymysql_connection()(**login, port=proxy.port, connect_timeout=1)
+    assert is_connection_lost(failed.value) and time.monotonic() - started < 3
 
 
 # -- a private server, SIGKILLed freely -------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 from libs.sql.dialects import (
     DEFAULT_CONNECT_TIMEOUT,
     DIALECTS,
+    KEEPALIVE,
     SESSION_TIME_ZONE,
     Dialect,
     MysqlDialect,
@@ -64,6 +65,7 @@ from libs.sql.values import (
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DIALECTS",
+    "KEEPALIVE",
     "SESSION_TIME_ZONE",
     "BadValue",
     "ColumnInfo",
