@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -34,6 +34,9 @@ from libs.sql import (
 from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
 from sync.model import Params
 from sync.registry import require
+
+if TYPE_CHECKING:
+    from libs.mysql.stall import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +336,12 @@ def connect(
     local_infile: bool = False,
     read_timeout: float | None = None,
     init: Sequence[str] = (),
+    watch: StallWatch | None = None,
 ) -> Any:
     """A DB-API connection to ``url`` with syncx's session settings (utf8mb4, UTC).
 
     ``raw``: values come back as the server's text (``str``/``bytes``), not as Python objects.
+    ``watch``: a pymysql connection that ``watch`` checks for stalls (instead of a read timeout).
     Errors are the driver's (callers classify them with :func:`errno`).
     """
     commands = [f"SET time_zone = '{SESSION_TIME_ZONE}'", *init]
@@ -354,7 +359,7 @@ def connect(
         if raw:
             kwargs["conv"] = _raw_conversions()
         kwargs["local_infile"] = local_infile
-        conn = pymysql_connection()(**kwargs)
+        conn = pymysql_connection()(**kwargs) if watch is None else watch.connect(**kwargs)
     cursor = conn.cursor()
     try:
         for command in commands:
