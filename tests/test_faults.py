@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pymysql
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from libs.mysql.connect import (
@@ -44,7 +45,10 @@ from libs.mysql.connect import (
     errno,
     is_connection_lost,
     is_read_timeout,
+    pymysql_connection,
 )
+from libs.mysql.stall import DEFAULT_STALL_TIMEOUT
+from libs.sql import KEEPALIVE
 from readers.binlog import BinlogReaderParams
 from readers.mysql import MysqlReaderParams
 from sync.schema import plugin_schema
@@ -61,6 +65,7 @@ from tests.test_binlog import (
     query,
 )
 from tests.test_mysql import Db, _assert_same_rows, _rollback_prepared
+from writers.mysql import MysqlWriterParams
 
 pytestmark = pytest.mark.mysql
 
@@ -196,6 +201,26 @@ def test_read_timeouts_are_documented_parameters_with_defaults() -> None:
     assert "prefer_socket=false" in connectorx_url(url)  # never the server's Unix socket
 
 
+def test_writer_stall_timeout_defaults_and_socket_timeout_in_the_jdbc_url() -> None:
+    """``readTimeout`` of ``mysqlwriter`` (default 60 s); a DataX/ChunJun jdbcUrl's
+    ``socketTimeout`` (milliseconds) takes its place unless ``readTimeout`` is given; JDBC's
+    ``socketTimeout=0`` ("none") keeps the default; a bad one is named."""
+
+    def params(jdbc: str, **extra: Any) -> MysqlWriterParams:
+        entry = {"jdbcUrl": f"jdbc:mysql://h:1/d{jdbc}", "table": ["t"]}
+        return MysqlWriterParams.model_validate({"connection": [entry], **extra})
+
+    assert params("").stall_timeout() == DEFAULT_STALL_TIMEOUT == 60
+    datax = "?useSSL=false&socketTimeout=172800000"  # DataX's own 48 hours
+    assert params(datax).stall_timeout() == 172_800
+    assert params(datax, readTimeout=5).stall_timeout() == 5
+    assert params("?socketTimeout=0").stall_timeout() == 60
+    with pytest.raises(ValueError, match="socketTimeout=2s in the jdbcUrl"):
+        params("?socketTimeout=2s")
+    field = plugin_schema("writer", "mysqlwriter")["properties"]["readTimeout"]
+    assert field["default"] == 60 and "stall" in field["description"]
+
+
 # -- MySQL → MySQL --------------------------------------------------------------------------------
 
 SOURCE_DDL = (
@@ -221,6 +246,7 @@ def _copy_job(
     semantic: str = "exactly-once",
     mode: str = "insert",
     reader: dict[str, Any] | None = None,
+    writer: dict[str, Any] | None = None,
     speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     def jdbc(port: int) -> str:
@@ -250,6 +276,7 @@ def _copy_job(
                             "connection": [{"jdbcUrl": jdbc(writer_port), "table": ["dst"]}],
                             "semantic": semantic,
                             "writeMode": mode,
+                            **(writer or {}),
                         },
                     },
                 }
@@ -333,18 +360,21 @@ WRITE_ROWS = 30_000
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fault", ["reset", "stall"])
 @pytest.mark.parametrize(
     ("semantic", "mode"), [("exactly-once", "insert"), ("at-least-once", "replace")]
 )
-def test_writer_survives_resets_around_prepare_and_commit(
-    db: Db, proxy: FaultProxy, tmp_path: Path, semantic: str, mode: str
+def test_writer_survives_faults_around_prepare_and_commit(
+    db: Db, proxy: FaultProxy, tmp_path: Path, fault: str, semantic: str, mode: str
 ) -> None:
-    """The writer's connections reset at each step of a checkpoint: before ``XA PREPARE``
+    """The writer's connections fail at each step of a checkpoint: before ``XA PREPARE``
     reaches the server (the server rolls the transaction back), after it prepared but before
     the client hears (the restore rolls it back), before ``XA COMMIT`` (retried; the restore
     would commit it) and after it committed but before the client hears (the commit finds its
-    marker); at-least-once: before and after the local ``COMMIT``; and in the middle of a
-    ``LOAD DATA``."""
+    marker); at-least-once: before and after the local ``COMMIT``; and twice in the middle of a
+    ``LOAD DATA``. Either reset (RST), or stalled (no data, no close): then readTimeout (1 s)
+    finds each stall, the session is killed (one held in a ``LOAD DATA`` the server gave up
+    itself: it is gone) and it goes on as for a reset."""
     _source(db, WRITE_ROWS)
     job = write_job(
         tmp_path / "write.json",
@@ -354,24 +384,93 @@ def test_writer_survives_resets_around_prepare_and_commit(
             writer_port=proxy.port,
             semantic=semantic,
             mode=mode,
+            writer={"readTimeout": 1},
             speed={"readerChannel": 2, "writerChannel": 2, "record": 20_000},
         ),
     )
-    rng = random.Random(_seed(f"writer-{semantic}"))
+    rng = random.Random(_seed(f"writer-{fault}-{semantic}"))
+    after, when = (
+        (proxy.reset_after, proxy.reset_when)
+        if fault == "reset"
+        else (proxy.stall_after, proxy.stall_when)
+    )
     xa = semantic == "exactly-once"
     statements = [b"XA PREPARE", b"XA COMMIT"] if xa else [b"\x03COMMIT"]  # COM_QUERY COMMIT
     steps: list[Callable[[], Fault]] = [
-        partial(proxy.reset_after, rng.randint(50_000, 400_000), direction="up")
+        partial(after, rng.randint(50_000, 400_000), direction="up")
     ]
     for statement in statements:
-        steps.append(partial(proxy.reset_when, statement))
-        steps.append(partial(proxy.reset_when, statement, reply=True))
-    steps.append(partial(proxy.reset_after, rng.randint(50_000, 400_000), direction="up"))
+        steps.append(partial(when, statement))
+        steps.append(partial(when, statement, reply=True))
+    steps.append(partial(after, rng.randint(50_000, 400_000), direction="up"))
     with Faults(steps) as faults:
         output = _ok(_syncx(job, tmp_path / "state"))
     assert len(faults.fired) == len(steps), f"{len(faults.fired)} of {len(steps)}\n{output}"
     assert "restart" in output
+    if fault == "stall":
+        found = output.count(f"mysqlwriter: no answer from 127.0.0.1:{proxy.port}")
+        assert found == len(steps), output
+        assert "the connection stalled (readTimeout 1s)" in output
+        assert "has no session" in output, output  # a LOAD DATA the server gave up
     _assert_copy_exact(db, job, tmp_path / "state", WRITE_ROWS)
+
+
+def test_a_slow_statement_is_waited_for_and_a_stalled_one_is_broken(
+    db: Db, proxy: FaultProxy
+) -> None:
+    """``mysqlwriter`` with readTimeout 1 s, on a connection of its pool (where DDL runs): a
+    statement the server runs for 2.5 s comes back; one the network holds back fails within
+    seconds as a lost connection that names the stall, and its session is killed on the server,
+    releasing its transaction's locks at once. On a session connection, when the server cannot
+    be reached to ask, the statement fails too."""
+    db.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    db.execute("INSERT INTO t VALUES (1, 0)")
+    jdbc = f"jdbc:mysql://127.0.0.1:{proxy.port}/{db.name}"
+    writer = db.writer("t", readTimeout=1, connection=[{"jdbcUrl": jdbc, "table": ["t"]}])
+    try:
+        with writer.engine().connect() as conn:
+            assert conn.exec_driver_sql("SELECT SLEEP(2.5)").scalar() == 0  # never cut
+            conn.exec_driver_sql("UPDATE t SET v = 1 WHERE id = 1")  # a row lock
+            session = conn.connection.dbapi_connection.thread_id()  # type: ignore[union-attr]
+            proxy.stall()
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError) as failed:
+                conn.exec_driver_sql("UPDATE t SET v = 2 WHERE id = 1")
+        waited = time.monotonic() - started
+        assert is_connection_lost(failed.value) and 1 <= waited < 5, waited
+        message = str(failed.value.orig)
+        assert f"no answer from 127.0.0.1:{proxy.port}" in message, message
+        assert "the connection stalled (readTimeout 1s)" in message, message
+        assert db.query(f"SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {session}") == []
+        db.execute("UPDATE t SET v = 3 WHERE id = 1")  # no lock left behind
+        raw = writer.connect()  # a session connection, whose server cannot be reached
+        proxy.refuse()
+        proxy.stall()
+        with pytest.raises(pymysql.err.OperationalError) as failed, raw.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert "and the server cannot be asked" in str(failed.value), failed.value
+    finally:
+        writer.close()
+
+
+def test_connections_open_within_the_connect_timeout_with_keepalive(
+    db: Db, proxy: FaultProxy
+) -> None:
+    """pymysql bounds only the TCP connect by its connect timeout: a handshake the network held
+    back waited for ever. Every pymysql connection's socket has TCP keepalive after 60 s idle."""
+    login = {"host": "127.0.0.1", "user": db.server.user, "password": db.server.password}
+    conn = pymysql_connection()(**login, port=db.server.port)
+    try:
+        options = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+        got = tuple(conn._sock.getsockopt(socket.IPPROTO_TCP, o) for o in options)
+        assert got == KEEPALIVE
+    finally:
+        conn.close()
+    proxy.stall_after(1)  # the server's greeting: its first byte only
+    started = time.monotonic()
+    with pytest.raises(pymysql.err.OperationalError) as failed:
+        pymysql_connection()(**login, port=proxy.port, connect_timeout=1)
+    assert is_connection_lost(failed.value) and time.monotonic() - started < 3
 
 
 # -- a private server, SIGKILLed freely -------------------------------------------------------

@@ -1388,31 +1388,39 @@ def test_lost_connections_are_retried_then_the_job_restarts_from_its_checkpoint(
     )
     path = write_json(tmp_path / "lost.json", job)
     killed: list[int] = []
+    finished = threading.Event()
 
     def kill_sessions() -> None:
-        time.sleep(1.5)
-        for _ in range(2):
-            conn = db.server.connect()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(
-                        "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                        (db.name,),
-                    )
-                    for (session,) in cur.fetchall():
+        """Twice, once the job has sessions (it starts slower on a busy machine): kill them."""
+        conn = db.server.connect()
+        try:
+            with conn.cursor() as cur:
+                for _ in range(2):
+                    sessions: list[tuple[int]] = []
+                    while not sessions and not finished.wait(0.05):
+                        cur.execute(
+                            "SELECT id FROM information_schema.processlist WHERE db = %s "
+                            "AND id <> CONNECTION_ID()",
+                            (db.name,),
+                        )
+                        sessions = list(cur.fetchall())
+                    for (session,) in sessions:
                         with contextlib.suppress(Exception):
                             cur.execute(f"KILL CONNECTION {int(session)}")
                             killed.append(session)
-            finally:
-                conn.close()
-            time.sleep(0.8)
+                    finished.wait(0.8)  # let the job go on before the second round
+        finally:
+            conn.close()
 
     killer = threading.Thread(target=kill_sessions)
     killer.start()
-    done = run_cli(
-        "run", path, "--state-dir", tmp_path / "st", "--checkpoint-interval", "0.5", timeout=120
-    )
-    killer.join()
+    try:
+        done = run_cli(
+            "run", path, "--state-dir", tmp_path / "st", "--checkpoint-interval", "0.5", timeout=120
+        )
+    finally:
+        finished.set()
+        killer.join()
     assert killed
     assert done.returncode == 0, done.stderr
     assert "lost" in done.stderr.lower() or "restart" in done.stderr.lower(), done.stderr

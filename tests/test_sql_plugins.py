@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -28,7 +29,14 @@ import sqlalchemy as sa
 import yaml
 
 from libs.cdc import SourceInfo, TableLayout, build_changes, ddl_batch
-from libs.sql import SqlConnectionError, decode_value, encode_value, jdbc_to_url
+from libs.sql import (
+    KEEPALIVE,
+    SqlConnectionError,
+    create_engine,
+    decode_value,
+    encode_value,
+    jdbc_to_url,
+)
 from readers.sql import SqlPosition, SqlReader, SqlReaderParams, SqlSplit
 from sync.contract import DirtyRecord, JobContext, Split, decode
 from sync.errors import JobFailedError, JobFileError, SyncxError
@@ -154,6 +162,22 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
             with admin.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA "{backend.schema}" CASCADE'))
             admin.dispose()
+
+
+def test_postgresql_connections_have_tcp_keepalive() -> None:
+    """A PostgreSQL peer that vanished (a host gone, a NAT that dropped the flow) is found by
+    TCP keepalive in about two minutes, not the kernel's default two hours and more."""
+    engine = create_engine(sa.make_url(PG_SERVER))
+    try:
+        with engine.connect() as conn:
+            fileno = conn.connection.dbapi_connection.fileno()  # type: ignore[union-attr]
+            with socket.socket(fileno=os.dup(fileno)) as sock:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                options = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+                got = tuple(sock.getsockopt(socket.IPPROTO_TCP, o) for o in options)
+        assert got == KEEPALIVE
+    finally:
+        engine.dispose()
 
 
 def _read_split(reader: SqlReader, split: Split, position: Any = None) -> list[pa.RecordBatch]:

@@ -7,7 +7,8 @@ What the two plugins (and ``binlogreader``) share, on top of :mod:`libs.sql`, on
   ``sqlreader``/``sqlwriter`` get it too, whatever else is loaded); :class:`MysqlEndpoint` adds
   the plain ``host`` / ``port`` / ``database`` form. Every connection — the dialect's engines and
   :func:`connect`'s DB-API ones — uses ``utf8mb4`` and the session time zone ``+00:00``, so
-  ``TIMESTAMP`` values travel as UTC. JDBC driver properties (``useSSL``, ...) are ignored.
+  ``TIMESTAMP`` values travel as UTC. JDBC driver properties (``useSSL``, ...) are ignored,
+  but for ``mysqlwriter``'s ``socketTimeout`` (its ``readTimeout``).
 - **Types** (``types``: :class:`MysqlType`, :func:`mysql_type`, :func:`mysql_type_of_field`): one Arrow
   type per MySQL column type, the same for every driver; the table is in the README ("MySQL
   type mapping").
@@ -27,6 +28,9 @@ What the two plugins (and ``binlogreader``) share, on top of :mod:`libs.sql`, on
   not when a plugin is built (``syncx validate`` and other plugins are left alone).
 - **Errors** (``connect``): MySQL error codes sorted into lost connections (retried, then
   :class:`~sync.errors.RetriableError`), rejected rows (dirty records) and the rest.
+- **Stalls** (``stall``: :class:`StallWatch`): the writer's connections have no read timeout; a
+  statement without an answer for ``readTimeout`` is checked with the server, and broken (its
+  session killed) only when the server is not running it.
 - **Writing** (``text``: :func:`tsv_text`, :func:`sql_values`): an Arrow batch as ``LOAD DATA`` text or as
   SQL ``VALUES`` rows, built with Arrow compute (no per-value Python).
 - **XA** (``xa``: :class:`Xid`, :func:`xa_recover`): transaction ids of the exactly-once writer.

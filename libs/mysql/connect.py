@@ -12,10 +12,11 @@ import functools
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -23,6 +24,7 @@ from sqlalchemy.engine import URL
 
 from libs.sql import (
     DEFAULT_CONNECT_TIMEOUT,
+    KEEPALIVE,
     SESSION_TIME_ZONE,
     parse_url,
     safe_url,
@@ -33,7 +35,13 @@ from sync.errors import FatalError, JobFileError, RetriableError, SyncxError
 from sync.model import Params
 from sync.registry import require
 
+if TYPE_CHECKING:
+    from libs.mysql.stall import StallWatch
+
 log = logging.getLogger(__name__)
+
+CR_SERVER_LOST = 2013
+"""The client's "lost connection to MySQL server during query"."""
 
 
 class MysqlConfigError(JobFileError, FatalError):
@@ -230,12 +238,32 @@ def pick_driver(wanted: str, plugin: str) -> Driver:
     return chosen
 
 
+def keepalive(sock: socket.socket) -> None:
+    """Turn on TCP :data:`~libs.sql.KEEPALIVE` (the options the platform has)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in zip(
+        ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE, strict=True
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
 @functools.cache
 def pymysql_connection() -> type:
-    """pymysql's ``Connection``, building the TLS context of its default mode (``preferred``:
-    TLS when the server offers it, certificates not verified) once per process rather than
-    once per connection. Loading the system's CA certificates cost ~25 ms of CPU a connection,
-    and exactly-once ``mysqlwriter`` opens one per checkpoint and subtask."""
+    """pymysql's ``Connection`` with three changes.
+
+    - The TLS context of its default mode (``preferred``: TLS when the server offers it,
+      certificates not verified) is built once per process rather than once per connection.
+      Loading the system's CA certificates cost ~25 ms of CPU a connection, and exactly-once
+      ``mysqlwriter`` opens one per checkpoint and subtask.
+    - Opening a connection — the handshake and session setup too, not only the TCP connect as in
+      pymysql — takes at most its connect timeout: a stall there fails like a lost connection.
+      Sockets get :func:`keepalive`.
+    - A write on a connection already closed is a lost connection (error 2013): pymysql's
+      ``LOAD DATA LOCAL`` writes its end packet after a failed send, and the ``AttributeError``
+      of that write on the closed socket hid the lost connection.
+    """
     import pymysql  # noqa: PLC0415 - optional driver
 
     base: Any = pymysql.connections.Connection
@@ -243,6 +271,7 @@ def pymysql_connection() -> type:
     class Connection(base):  # type: ignore[misc,valid-type]
         preferred: Any = None
         """The context of the default mode, built by the first connection."""
+        _read_timeout: float | None
 
         def _create_ssl_ctx(self, sslp: Any) -> Any:
             if sslp != {}:
@@ -250,6 +279,23 @@ def pymysql_connection() -> type:
             if Connection.preferred is None:  # a race builds two: harmless
                 Connection.preferred = super()._create_ssl_ctx(sslp)
             return Connection.preferred
+
+        def connect(self, sock: Any = None) -> None:
+            steady = self._read_timeout
+            self._read_timeout = self.connect_timeout
+            try:
+                super().connect(sock)
+            finally:
+                self._read_timeout = steady  # the next read sets it on the socket
+            if not self.unix_socket:
+                keepalive(self._sock)
+
+        def _write_bytes(self, data: bytes) -> None:
+            if self._sock is None:
+                raise pymysql.err.OperationalError(
+                    CR_SERVER_LOST, "Lost connection to MySQL server during query"
+                )
+            super()._write_bytes(data)
 
     return Connection
 
@@ -290,10 +336,12 @@ def connect(
     local_infile: bool = False,
     read_timeout: float | None = None,
     init: Sequence[str] = (),
+    watch: StallWatch | None = None,
 ) -> Any:
     """A DB-API connection to ``url`` with syncx's session settings (utf8mb4, UTC).
 
     ``raw``: values come back as the server's text (``str``/``bytes``), not as Python objects.
+    ``watch``: a pymysql connection that ``watch`` checks for stalls (instead of a read timeout).
     Errors are the driver's (callers classify them with :func:`errno`).
     """
     commands = [f"SET time_zone = '{SESSION_TIME_ZONE}'", *init]
@@ -311,7 +359,7 @@ def connect(
         if raw:
             kwargs["conv"] = _raw_conversions()
         kwargs["local_infile"] = local_infile
-        conn = pymysql_connection()(**kwargs)
+        conn = pymysql_connection()(**kwargs) if watch is None else watch.connect(**kwargs)
     cursor = conn.cursor()
     try:
         for command in commands:

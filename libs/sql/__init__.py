@@ -31,6 +31,7 @@ from __future__ import annotations
 from libs.sql.dialects import (
     DEFAULT_CONNECT_TIMEOUT,
     DIALECTS,
+    KEEPALIVE,
     SESSION_TIME_ZONE,
     Dialect,
     MysqlDialect,
@@ -50,7 +51,7 @@ from libs.sql.reflect import (
     run_statement,
     sql_text,
 )
-from libs.sql.urls import jdbc_to_url, parse_url, safe_url, scrub, strip_password
+from libs.sql.urls import jdbc_property, jdbc_to_url, parse_url, safe_url, scrub, strip_password
 from libs.sql.values import (
     BadValue,
     arrow_type_of,
@@ -64,6 +65,7 @@ from libs.sql.values import (
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DIALECTS",
+    "KEEPALIVE",
     "SESSION_TIME_ZONE",
     "BadValue",
     "ColumnInfo",
@@ -83,6 +85,7 @@ __all__ = [
     "encode_value",
     "ident",
     "is_orderable",
+    "jdbc_property",
     "jdbc_to_url",
     "key_in",
     "open_engine",

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DIALECTS",
     "IN_CHUNK",
+    "KEEPALIVE",
     "SESSION_TIME_ZONE",
     "SQLITE_BUSY_TIMEOUT",
     "Dialect",
@@ -44,6 +45,13 @@ __all__ = [
 
 DEFAULT_CONNECT_TIMEOUT = 10
 """Seconds to wait for a server to answer a connection attempt."""
+
+KEEPALIVE = (60, 10, 6)
+"""TCP keepalive of MySQL (pymysql) and PostgreSQL connections: the first probe after 60 s idle,
+then one every 10 s; 6 unanswered close the connection. A peer that vanished (a host gone, a
+NAT or firewall that dropped the flow) is then found in about two minutes rather than the
+kernel's default two hours and more; any live peer answers the probes, so no slow statement
+is ever cut by them."""
 
 SQLITE_BUSY_TIMEOUT = 60.0
 """Seconds a SQLite connection waits for another connection's write lock."""
@@ -264,10 +272,18 @@ class PostgresqlDialect(Dialect):
         return postgresql.dialect()  # type: ignore[no-any-return]
 
     def setup_engine(self, url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
-        """Connect timeout; ``queryTimeOut`` as the session's ``statement_timeout``."""
+        """Connect timeout, TCP :data:`KEEPALIVE`; ``queryTimeOut`` as the session's
+        ``statement_timeout``."""
         if url.get_driver_name() in ("psycopg", "psycopg2"):
             args = kwargs.setdefault("connect_args", {})
             args.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+            args.setdefault("keepalives", 1)
+            for name, value in zip(
+                ("keepalives_idle", "keepalives_interval", "keepalives_count"),
+                KEEPALIVE,
+                strict=True,
+            ):
+                args.setdefault(name, value)
             if query_timeout:
                 options = str(url.query.get("options", ""))
                 timeout = f"-c statement_timeout={int(query_timeout * 1000)}"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 
@@ -31,12 +32,19 @@ def _missing_driver_message(exc: ModuleNotFoundError, url: URL, plugin: str) -> 
 
 
 def create_engine(
-    url: URL, *, query_timeout: float | None = None, plugin: str = "sql", write: bool = False
+    url: URL,
+    *,
+    query_timeout: float | None = None,
+    plugin: str = "sql",
+    write: bool = False,
+    connect: Callable[..., Any] | None = None,
 ) -> Engine:
     """An engine for ``url`` with its dialect's settings (:func:`dialect_of`); no connection is
     made yet.
 
     ``write``: the engine of a writer (on SQLite its transactions take the write lock at once).
+    ``connect``: opens the pool's DB-API connections from the driver's keyword arguments, in
+    place of the driver's own ``connect``.
     """
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     dialect = dialect_of(url)
@@ -52,6 +60,13 @@ def create_engine(
         msg = f"{plugin}: the URL {safe_url(url)} is not usable: {scrub(str(exc), [url.password])}"
         raise JobFileError(msg) from exc
     dialect.prepare_engine(engine, write=write)
+    if connect is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+            del dialect, record
+            return connect(*cargs, **cparams)
+
     return engine
 
 
@@ -63,8 +78,10 @@ def open_engine(
     query_timeout: float | None = None,
     secret: str | None = None,
     write: bool = False,
+    connect: Callable[..., Any] | None = None,
 ) -> Engine:
-    """An engine on the first of ``urls`` that accepts a connection.
+    """An engine on the first of ``urls`` that accepts a connection (``connect``: see
+    :func:`create_engine`).
 
     Errors name every URL tried (password masked) and the driver's message with the password
     scrubbed out; ``path`` is the parameter the URLs came from.
@@ -73,7 +90,9 @@ def open_engine(
     for url in urls:
         secrets = [secret, None if url.password is None else str(url.password)]
         try:
-            engine = create_engine(url, query_timeout=query_timeout, plugin=plugin, write=write)
+            engine = create_engine(
+                url, query_timeout=query_timeout, plugin=plugin, write=write, connect=connect
+            )
         except FileNotFoundError as exc:
             failures.append(f"{safe_url(url)}: {exc}")
             continue

@@ -130,12 +130,14 @@ class SqlConnectionParams(Params):
 
     # -- resolved values ---------------------------------------------------------------------
 
+    def url_texts(self) -> list[str]:
+        """The URLs as given (``url``, or ``connection[0].jdbcUrl``'s), in order."""
+        return [self.url] if self.url is not None else self.connection[0].urls
+
     def candidate_urls(self) -> list[URL]:
         """Every URL to try, in order, with ``username`` / ``password`` applied."""
-        texts = [self.url] if self.url is not None else self.connection[0].urls
         urls = []
-        for text in texts:
-            assert text is not None
+        for text in self.url_texts():
             url = parse_url(text)
             if url.get_backend_name() == "sqlite":  # a file: no credentials
                 urls.append(url)

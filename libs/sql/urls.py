@@ -14,6 +14,7 @@ from libs.sql.dialects import jdbc_driver, jdbc_schemes
 
 __all__ = [
     "entry_without_password",
+    "jdbc_property",
     "jdbc_to_url",
     "parse_url",
     "safe_url",
@@ -67,6 +68,16 @@ def jdbc_to_url(jdbc: str) -> URL:
         port=port,
         database=database,
     )
+
+
+def jdbc_property(text: str, name: str) -> str | None:
+    """The driver property ``name`` of a ``jdbc:`` URL (``?socketTimeout=60000&...``), or None
+    (also for any other URL)."""
+    stripped = text.strip()
+    if not stripped.lower().startswith("jdbc:"):
+        return None
+    query = urlsplit(stripped[5:]).query
+    return dict(parse_qsl(query, keep_blank_values=True)).get(name)
 
 
 def parse_url(text: str) -> URL:

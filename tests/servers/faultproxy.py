@@ -15,8 +15,9 @@ out (no sleeps stand in for synchronisation):
 - triggers, fired by the traffic itself rather than by time: :meth:`~FaultProxy.reset_when`
   resets a connection when the client sends a statement containing a pattern (before it reaches
   the server, or once the server's reply arrives, so the server ran it but the client never
-  hears), :meth:`~FaultProxy.reset_after` and :meth:`~FaultProxy.stall_after` act once a number
-  of bytes went through (in the middle of a result set, of a binlog stream).
+  hears), :meth:`~FaultProxy.stall_when` stalls it there instead, :meth:`~FaultProxy.reset_after`
+  and :meth:`~FaultProxy.stall_after` act once a number of bytes went through (in the middle of
+  a result set, of a binlog stream, of a ``LOAD DATA``).
 
 ``connections_seen`` counts accepted connections, ``live`` the open ones.
 """
@@ -48,7 +49,7 @@ class Fault:
     pattern: bytes | None = None
     after_bytes: int | None = None
     on_reply: bool = False
-    """``reset_when(..., reply=True)``: reset when the server answers the matching statement."""
+    """``reply=True``: act when the server answers the matching statement."""
     scope: Literal["link", "all"] = "link"
     refuse: bool = False
     """When it fires, the proxy starts refusing new connections (in the same step)."""
@@ -78,7 +79,8 @@ class _Link:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.closed = False
-        self.reset_on_reply = False
+        self.on_reply: Literal["reset", "stall"] | None = None
+        """What to do when the server's next answer arrives (a statement trigger's ``reply``)."""
         self.tail: dict[Direction, bytes] = {"up": b"", "down": b""}
 
 
@@ -201,6 +203,12 @@ class FaultProxy:
         fault = Fault("reset", "up", pattern=pattern, on_reply=reply, times=times, refuse=refuse)
         fault.scope = scope  # type: ignore[assignment]
         return self._arm(fault)
+
+    def stall_when(self, pattern: bytes, *, reply: bool = False) -> Fault:
+        """Stall the connection whose client sends ``pattern``: holding the statement (the
+        server never gets it), or (``reply``) holding the server's answer (the server ran it,
+        the client never hears)."""
+        return self._arm(Fault("stall", "up", pattern=pattern, on_reply=reply))
 
     def mark_after(self, count: int, *, direction: Direction = "down") -> Fault:
         """A trigger that only fires once ``count`` more bytes went ``direction``."""
@@ -409,10 +417,14 @@ class FaultProxy:
     def _statement_triggers(self, link: _Link, direction: Direction, data: bytes) -> bool:
         """Apply the pattern triggers to a chunk before it is forwarded (and reset a link whose
         reply was to be dropped); True when ``link`` was reset (``data`` is dropped)."""
-        if direction == "down" and link.reset_on_reply:
-            link.reset_on_reply = False
+        if direction == "down" and link.on_reply == "reset":
+            link.on_reply = None
             self._reset(link)
             return True
+        if direction == "down" and link.on_reply == "stall":
+            link.on_reply = None
+            link.flowing.clear()
+            return False
         seen = link.tail[direction] + data
         reset = everyone = False
         with self._lock:
@@ -424,10 +436,10 @@ class FaultProxy:
                 self._fire(fault)
                 seen = b""  # a statement fires a pattern once
                 everyone = everyone or fault.scope == "all"
-                if fault.action == "stall":
+                if fault.on_reply:
+                    link.on_reply = "stall" if fault.action == "stall" else "reset"
+                elif fault.action == "stall":
                     link.flowing.clear()
-                elif fault.on_reply:
-                    link.reset_on_reply = True
                 elif fault.action == "reset":
                     reset = True
             keep = max((len(f.pattern) for f in self._faults if f.pattern), default=1) - 1

@@ -9,8 +9,8 @@ changes held or deferred; ``load``: LOAD DATA and statements; ``handles``; ``par
 ``database``), ``username``, ``password``, ``column`` (names or ``{name, type}``: matched by
 position to the incoming columns; the target's own types are what rows are converted to),
 ``writeMode`` / ``mode``, ``updateKey`` / ``uniqueKey``, ``batchSize``, ``preSql``, ``postSql``,
-``semantic``; ``fullcolumn`` and ``flushIntervalMills`` are accepted and ignored (commits follow
-checkpoints).
+``semantic``, and syncx's ``readTimeout`` (*Stalls* below) and ``loadData``; ``fullcolumn`` and
+``flushIntervalMills`` are accepted and ignored (commits follow checkpoints).
 
 **Modes.** ``insert``: ``INSERT`` (a duplicate key is a dirty record); ``replace``: ``REPLACE
 INTO``; ``update``: ``INSERT ... ON DUPLICATE KEY UPDATE`` of the written non-key columns. With
@@ -97,6 +97,12 @@ Sessions use the UTC time zone (TIMESTAMP values are UTC), ``STRICT_TRANS_TABLES
 ``NO_AUTO_VALUE_ON_ZERO`` (a 0 in an ``AUTO_INCREMENT`` column stays 0, as ``mysqldump`` does).
 A lost connection fails the attempt as retriable: ``setting.restart`` restarts the job from its
 last checkpoint (the open transaction is rolled back by the server, a prepared one waits).
+
+*Stalls.* A ``LOAD DATA``, an ``XA COMMIT`` or a DDL may rightly run long, so the writer's
+connections (sessions, commit connections and its pool) have no read timeout: a
+:class:`~libs.mysql.stall.StallWatch` asks the server about a statement that has had no answer
+for ``readTimeout`` seconds (default 60; else a jdbcUrl's ``socketTimeout`` in milliseconds) and
+kills the session when the server is not running it, which fails it as a lost connection.
 """
 
 from __future__ import annotations

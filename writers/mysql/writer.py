@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from typing_extensions import override
 
 from libs.mysql.connect import MysqlConfigError, connect, error_text, is_connection_lost
+from libs.mysql.stall import StallWatch
 from libs.mysql.types import mysql_type
 from libs.mysql.xa import Xid
 from libs.sql import ColumnInfo, TableInfo
@@ -47,6 +49,7 @@ class MysqlWriter(SqlWriter):
     def __init__(self, params: MysqlWriterParams, ctx: JobContext) -> None:
         super().__init__(params, ctx)
         self._rows_destination: Destination | None = None
+        self._watch: StallWatch | None = None
 
     @override
     def new_strategy(self) -> Strategy:
@@ -67,7 +70,20 @@ class MysqlWriter(SqlWriter):
                 raise MysqlConfigError(exc.issues, exc.source) from exc
             raise
 
+    @override
+    def close(self) -> None:
+        super().close()
+        with self.lock:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+
     # -- hooks -------------------------------------------------------------------------------
+
+    @override
+    def dbapi_connect(self) -> Callable[..., Any]:
+        """The pool's connections are watched for stalls too (reflection, DDL, markers)."""
+        return lambda **settings: self.stall_watch().connect(**settings)
 
     @override
     def column_field(self, column: ColumnInfo) -> pa.Field:
@@ -91,6 +107,17 @@ class MysqlWriter(SqlWriter):
 
     # -- connections and transactions ----------------------------------------------------------
 
+    def stall_watch(self) -> StallWatch:
+        """What finds this writer's stalled connections (``readTimeout``; one per attempt)."""
+        with self.lock:
+            if self._watch is None:
+                self._watch = StallWatch(
+                    self.params.stall_timeout(),
+                    name=self.plugin_name,
+                    secrets=[self.params.secret()],
+                )
+            return self._watch
+
     def connect(
         self, *, autocommit: bool = True, local_infile: bool = False, read_committed: bool = False
     ) -> Any:
@@ -98,7 +125,9 @@ class MysqlWriter(SqlWriter):
         COMMITTED for applying changes)."""
         url = self.engine().url
         try:
-            conn = connect(url, autocommit=autocommit, local_infile=local_infile)
+            conn = connect(
+                url, autocommit=autocommit, local_infile=local_infile, watch=self.stall_watch()
+            )
             cursor = conn.cursor()
             try:
                 cursor.execute("SELECT @@SESSION.sql_mode")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -147,7 +147,13 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             plugin=self.plugin_name,
             secret=self.params.secret(),
             write=True,
+            connect=self.dbapi_connect(),
         )
+
+    def dbapi_connect(self) -> Callable[..., Any] | None:
+        """How the pool opens a DB-API connection from the driver's keyword arguments (None:
+        the driver's own ``connect``)."""
+        return None
 
     def column_field(self, column: ColumnInfo) -> pa.Field:
         """The Arrow field rows are converted to before they are written into ``column``."""
