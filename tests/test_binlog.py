@@ -1215,14 +1215,17 @@ def stream_reader(pair: Pair, start: str, ctx: JobContext, **parameters: Any) ->
     return BinlogReader(params, ctx)
 
 
-def _read_stream(reader: BinlogReader, split: Any, position: Any) -> list[tuple[Any, Any]]:
-    """Every batch the stream split yields from ``position``, with the position after it."""
+def read_stream(
+    reader: BinlogReader, split: Any, position: Any, view: Callable[[Any], Any] = decode
+) -> list[tuple[Any, Any]]:
+    """``view`` of every batch the stream split yields from ``position`` (the decoded change by
+    default), with the position after it."""
     opened = reader.open(split, position)
     out = []
     try:
         for batch in opened.batches():
             if batch is not None and batch.num_rows:
-                out.append((decode(batch), opened.snapshot()))
+                out.append((view(batch), opened.snapshot()))
     finally:
         opened.close()
     return out
@@ -1254,7 +1257,7 @@ def test_a_table_map_is_parsed_once_until_the_layout_changes(
     conn.close()
     reader = stream_reader(pair, start, JobContext.of("maps", tmp_path, Setting(), run_id="maps"))
     (split,) = reader.plan(1)
-    changes = [c for c, _ in _read_stream(reader, split, None)]
+    changes = [c for c, _ in read_stream(reader, split, None)]
     reader.close()
     assert sum(c.rows.num_rows for c in changes) == 301
     last = changes[-1].rows.to_pylist()[-1]
@@ -1279,7 +1282,7 @@ def test_ddl_naming_several_tables_resumes_between_its_batches(
         ctx = JobContext.of("ddl", tmp_path, Setting(), run_id="ddl")
         reader = stream_reader(pair, start, ctx, ddl="apply")
         (split,) = reader.plan(1)
-        whole = _read_stream(reader, split, None)
+        whole = read_stream(reader, split, None)
         drops = [
             i for i, (c, _) in enumerate(whole) if getattr(c, "statement", "").startswith("DROP")
         ]
@@ -1287,7 +1290,7 @@ def test_ddl_naming_several_tables_resumes_between_its_batches(
         first, last = whole[drops[0]][1], whole[drops[-1]][1]
         assert first.emitted == {DDL_EMITTED: 1} and (first.file, first.pos) < (last.file, last.pos)
         stored = json.loads(json.dumps(encode(first)))
-        resumed = _read_stream(reader, split, decode_state(BinlogReader.position_type, stored))
+        resumed = read_stream(reader, split, decode_state(BinlogReader.position_type, stored))
         assert [getattr(c, "table", None) for c, _ in resumed[:2]] == ["b", "c"]
         rest = [c.rows.column("id").to_pylist() for c, _ in resumed[2:]]
         assert rest == [[7]]

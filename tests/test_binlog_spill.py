@@ -37,6 +37,7 @@ from tests.test_binlog import (
     make_pair,
     mysql_sink,
     ok,
+    read_stream,
     run,
     stream_reader,
     table_rows,
@@ -238,16 +239,9 @@ def _ids_and_positions(reader: BinlogReader, position: Any) -> list[tuple[list[i
     """The ids of each batch the stream split yields from ``position``, with the position
     after it."""
     (split,) = reader.plan(1)
-    opened = reader.open(split, position)
-    out = []
-    try:
-        for batch in opened.batches():
-            if batch is not None and batch.num_rows:
-                ids = [row["id"] for row in batch.column("after").to_pylist()]
-                out.append((ids, opened.snapshot()))
-    finally:
-        opened.close()
-    return out
+    return read_stream(
+        reader, split, position, lambda batch: [r["id"] for r in batch.column("after").to_pylist()]
+    )
 
 
 def test_spilled_xa_transaction_at_commit_only_and_resumed_in_its_middle(
