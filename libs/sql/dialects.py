@@ -10,15 +10,16 @@ when a module is imported, so a plugin behaves the same whatever else the job lo
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, default
 from sqlalchemy.engine.interfaces import Dialect as SaDialect
 from sqlalchemy.sql.expression import Executable
@@ -89,7 +90,15 @@ class Dialect:
 
     def sa_dialect(self) -> SaDialect:
         """SQLAlchemy's dialect (no driver needed): for quoting and compiling."""
-        return default.DefaultDialect()
+        if self.name == Dialect.name:
+            return default.DefaultDialect()
+        return self.sa.dialect()  # type: ignore[no-any-return]
+
+    @property
+    def sa(self) -> ModuleType:
+        """SQLAlchemy's package for this database (``sqlalchemy.dialects.<name>``), imported
+        when first used: importing all three took ~25 ms of every job's start."""
+        return importlib.import_module(f"sqlalchemy.dialects.{self.name}")
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -194,16 +203,34 @@ class Dialect:
         return state in ("40P01", "40001")
 
 
-class SqliteDialect(Dialect):
+class _OnConflict(Dialect):
+    """A database with ``INSERT ... ON CONFLICT`` (SQLite, PostgreSQL)."""
+
+    def upsert(
+        self,
+        table: sa.Table,
+        key: Sequence[str],
+        columns: Sequence[str],
+        select: sa.Select[Any] | None = None,
+    ) -> Executable | None:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col``."""
+        statement: Any = self.sa.insert(table)
+        if select is not None:
+            statement = statement.from_select(list(columns), select)
+        index = [table.c[k] for k in key]
+        updates = {c: statement.excluded[c] for c in columns if c not in key}
+        if updates:
+            return statement.on_conflict_do_update(index_elements=index, set_=updates)  # type: ignore[no-any-return]
+        return statement.on_conflict_do_nothing(index_elements=index)  # type: ignore[no-any-return]
+
+
+class SqliteDialect(_OnConflict):
     """SQLite (Python's ``sqlite3``): a file, real ``BEGIN``/``SAVEPOINT``, no server."""
 
     name = "sqlite"
     backends = ("sqlite",)
     jdbc: ClassVar[Mapping[str, str]] = {"sqlite": "sqlite"}
     packages: ClassVar[Mapping[str, str]] = {}
-
-    def sa_dialect(self) -> SaDialect:
-        return sqlite.dialect()  # type: ignore[no-any-return]
 
     def setup_engine(self, url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
         """A missing database file is an error (SQLite would create it); the busy timeout."""
@@ -237,15 +264,6 @@ class SqliteDialect(Dialect):
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql(begin)
 
-    def upsert(
-        self,
-        table: sa.Table,
-        key: Sequence[str],
-        columns: Sequence[str],
-        select: sa.Select[Any] | None = None,
-    ) -> Executable | None:
-        return _on_conflict(sqlite.insert(table), table, key, columns, select)
-
     def truncate(self, qualified: str) -> str:
         return f"DELETE FROM {qualified}"
 
@@ -253,7 +271,7 @@ class SqliteDialect(Dialect):
         return "database is locked" in str(exc.orig).lower()
 
 
-class PostgresqlDialect(Dialect):
+class PostgresqlDialect(_OnConflict):
     """PostgreSQL (``psycopg``): ``statement_timeout``, ``COPY FROM STDIN``, ``ON CONFLICT``."""
 
     name = "postgresql"
@@ -267,9 +285,6 @@ class PostgresqlDialect(Dialect):
         "psycopg2": "psycopg2-binary",
     }
     deletes_by_join = True
-
-    def sa_dialect(self) -> SaDialect:
-        return postgresql.dialect()  # type: ignore[no-any-return]
 
     def setup_engine(self, url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
         """Connect timeout, TCP :data:`KEEPALIVE`; ``queryTimeOut`` as the session's
@@ -289,15 +304,6 @@ class PostgresqlDialect(Dialect):
                 timeout = f"-c statement_timeout={int(query_timeout * 1000)}"
                 url = url.update_query_dict({"options": f"{options} {timeout}".strip()})
         return url
-
-    def upsert(
-        self,
-        table: sa.Table,
-        key: Sequence[str],
-        columns: Sequence[str],
-        select: sa.Select[Any] | None = None,
-    ) -> Executable | None:
-        return _on_conflict(postgresql.insert(table), table, key, columns, select)
 
     def insert_rows(self, conn: Connection, table: sa.Table, rows: Rows) -> None:
         """``COPY FROM STDIN`` with psycopg (3-4x faster than executemany)."""
@@ -323,7 +329,7 @@ class PostgresqlDialect(Dialect):
         if len(key) != 1:
             return super().existing_keys(conn, table, key, values)
         column = table.c[key[0]]
-        array = sa.bindparam("keys", [v[0] for v in values], type_=postgresql.ARRAY(column.type))
+        array = sa.bindparam("keys", [v[0] for v in values], type_=self.sa.ARRAY(column.type))
         query = sa.select(column).where(column == sa.any_(array))
         return {tuple(r) for r in conn.execute(query)}
 
@@ -340,9 +346,6 @@ class MysqlDialect(Dialect):
         "connectorx": "connectorx",
     }
     deletes_by_join = True
-
-    def sa_dialect(self) -> SaDialect:
-        return mysql.dialect()  # type: ignore[no-any-return]
 
     def setup_engine(self, url: URL, kwargs: dict[str, Any], query_timeout: float | None) -> URL:
         """utf8mb4, the UTC session time zone (TIMESTAMP values travel as UTC), the connect
@@ -368,7 +371,7 @@ class MysqlDialect(Dialect):
         select: sa.Select[Any] | None = None,
     ) -> Executable | None:
         """``INSERT ... ON DUPLICATE KEY UPDATE col = VALUES(col)`` for the non-key columns."""
-        statement = mysql.insert(table)
+        statement = self.sa.insert(table)
         if select is not None:
             statement = statement.from_select(list(columns), select)
         updates = {c: statement.inserted[c] for c in columns if c not in key}
@@ -428,23 +431,6 @@ def driver_package(module: str) -> str | None:
 
 
 # -- shared pieces of the hooks -----------------------------------------------------------------
-
-
-def _on_conflict(
-    statement: Any,
-    table: sa.Table,
-    key: Sequence[str],
-    columns: Sequence[str],
-    select: sa.Select[Any] | None,
-) -> Executable:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col`` (SQLite, PostgreSQL)."""
-    if select is not None:
-        statement = statement.from_select(list(columns), select)
-    index = [table.c[k] for k in key]
-    updates = {c: statement.excluded[c] for c in columns if c not in key}
-    if updates:
-        return statement.on_conflict_do_update(index_elements=index, set_=updates)  # type: ignore[no-any-return]
-    return statement.on_conflict_do_nothing(index_elements=index)  # type: ignore[no-any-return]
 
 
 def key_in(
