@@ -231,6 +231,45 @@ def test_json_encoding_is_valid_json_for_every_type() -> None:
     assert rows[1] == dict.fromkeys(rows[0])
 
 
+def test_json_encoding_of_columns_without_nulls_folds_their_quotes_into_the_row() -> None:
+    """Columns without nulls have no join of their own: their quotes are literals of the row's
+    one join. Their escapes, zones, non-finite floats and nested objects must come out alike."""
+    moment = dt.datetime(2024, 5, 1, 12, 0, 1)
+    batch = pa.record_batch(
+        {
+            "s": ['q"uo\\te', "plain"],
+            "c": ["ctl\x01", "x"],
+            "t": pa.array([moment, moment], pa.timestamp("us")),
+            "z": pa.array([moment, moment], pa.timestamp("us", tz="UTC")),
+            "f": [float("nan"), 2.5],
+            "n": pa.array([{"a": 1, "b": 'x"y'}, {"a": 2, "b": "z"}]),
+            "i": [1, 2],
+        }
+    )
+    assert all(column.null_count == 0 for column in batch.columns)
+    rows = [json.loads(text) for text in json_objects(batch).to_pylist()]
+    assert rows == [
+        {
+            "s": 'q"uo\\te',
+            "c": "ctl\x01",
+            "t": "2024-05-01 12:00:01.000000",
+            "z": "2024-05-01 12:00:01.000000Z",
+            "f": None,
+            "n": {"a": 1, "b": 'x"y'},
+            "i": 1,
+        },
+        {
+            "s": "plain",
+            "c": "x",
+            "t": "2024-05-01 12:00:01.000000",
+            "z": "2024-05-01 12:00:01.000000Z",
+            "f": 2.5,
+            "n": {"a": 2, "b": "z"},
+            "i": 2,
+        },
+    ]
+
+
 # -- runs against the broker ---------------------------------------------------------------------
 
 

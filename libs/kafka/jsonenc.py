@@ -8,15 +8,15 @@ row's document is the element-wise join of ``"name":`` and the column texts. Bin
 types without a text kernel go through Python (base64 for binary), column by column.
 
 Strings are escaped for ``"`` and ``\\``; a string holding a control character is encoded by
-:func:`json.dumps` (rare in practice, still correct). Times
-with a zone are written in UTC with a ``Z``.
+:func:`json.dumps` (rare in practice, still correct). Times with a zone are written in UTC with
+a ``Z``. A row is one join: the quotes of a column without nulls are literals of that join, not
+a join of their own (which was most of the encoding's time).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,79 +32,79 @@ def _text(value: str) -> pa.Scalar:
     return pa.scalar(value, pa.string())
 
 
-_QUOTE = _text('"')
 _EMPTY = _text("")
 _NULL = _text("null")
-_QUOTE_Z = _text('Z"')
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_NONE = pa.scalar(None, pa.string())
 
 
-def _quoted(text: pa.Array) -> pa.Array:
-    """``"text"`` with JSON escapes (nulls stay null).
+def _escaped(text: pa.Array) -> pa.Array | None:
+    """The JSON escapes of a string array, without its quotes (nulls stay null); ``None`` when
+    a value holds a control character (the caller encodes those with :func:`json.dumps`).
 
-    The bytes of the whole column are scanned once (NumPy) for ``"``, ``\\`` and control
-    characters; ``"`` and ``\\`` are then escaped column-wise, and a value holding a control
-    character is encoded by :func:`json.dumps`, which is always right and rarely needed."""
+    The bytes of the whole column are searched once each for ``\\`` and ``"`` (``bytes``
+    search) and their least byte is taken (NumPy) for control characters; ``"`` and ``\\`` are
+    then escaped column-wise where they occur."""
     data = text.buffers()[2]
-    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-    escaped = text
-    for byte, old, new in ((0x5C, "\\", "\\\\"), (0x22, '"', '\\"')):
-        if (raw == byte).any():
-            escaped = pc.replace_substring(escaped, pattern=old, replacement=new)
-    quoted = pc.binary_join_element_wise(_QUOTE, escaped, _QUOTE, _EMPTY)
-    if (raw < 0x20).any():
-        return pa.array(
-            [
-                json.dumps(value) if value is not None and _CONTROL.search(value) else done
-                for value, done in zip(text.to_pylist(), quoted.to_pylist(), strict=True)
-            ],
-            pa.string(),
-        )
-    return quoted
+    raw = data.to_pybytes() if data is not None else b""
+    if raw and np.frombuffer(raw, np.uint8).min() < 0x20:
+        return None
+    for old, new in (("\\", "\\\\"), ('"', '\\"')):
+        if old.encode() in raw:
+            text = pc.replace_substring(text, pattern=old, replacement=new)
+    return text
 
 
-def json_column(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Each value's JSON text (``null`` for nulls), as a string array."""
+def _pieces(column: pa.Array | pa.ChunkedArray) -> tuple[str, pa.Array, str]:
+    """A column's JSON text as (opening literal, values, closing literal): strings and times are
+    ``"`` + text + ``"``. The values are null where the JSON is ``null``. Kept apart so that a
+    column without nulls needs no join of its own: its literals join its neighbours'."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     kind = column.type
     if pa.types.is_dictionary(kind):
-        column = column.dictionary_decode()
-        kind = column.type
+        return _pieces(column.dictionary_decode())
     if pa.types.is_null(kind):
-        text = pa.nulls(len(column), pa.string())
-    elif pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind):
-        text = pc.cast(column, pa.string())
-    elif pa.types.is_floating(kind):
+        return "", pa.nulls(len(column), pa.string()), ""
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind):
+        return "", pc.cast(column, pa.string()), ""
+    if pa.types.is_floating(kind):
         finite = pc.is_finite(column)
-        text = pc.if_else(finite, pc.cast(column, pa.string()), pa.scalar(None, pa.string()))
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        text = _quoted(pc.cast(column, pa.string()))
-    elif pa.types.is_timestamp(kind) and kind.tz is not None:
-        utc = pc.cast(column.view(pa.timestamp(kind.unit)), pa.string())
-        text = pc.binary_join_element_wise(_QUOTE, utc, _QUOTE_Z, _EMPTY)
-    elif pa.types.is_temporal(kind) and not pa.types.is_duration(kind):
-        text = pc.binary_join_element_wise(_QUOTE, pc.cast(column, pa.string()), _QUOTE, _EMPTY)
-    elif pa.types.is_struct(kind):
-        return json_object(
-            [kind.field(i).name for i in range(kind.num_fields)],
-            [column.field(i) for i in range(kind.num_fields)],
-            column.is_valid(),
-        )
-    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        text = pa.array(
-            [
-                None if v is None else json.dumps(base64.b64encode(v).decode())
-                for v in column.to_pylist()
-            ],
-            pa.string(),
-        )
-    else:
-        text = pa.array(
-            [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
-            pa.string(),
-        )
-    return pc.fill_null(text, _NULL)
+        return "", pc.if_else(finite, pc.cast(column, pa.string()), _NONE), ""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        text = pc.cast(column, pa.string())
+        escaped = _escaped(text)
+        if escaped is not None:
+            return '"', escaped, '"'
+        dumped = [None if v is None else json.dumps(v) for v in text.to_pylist()]
+        return "", pa.array(dumped, pa.string()), ""
+    if pa.types.is_timestamp(kind) and kind.tz is not None:
+        return '"', pc.cast(column.view(pa.timestamp(kind.unit)), pa.string()), 'Z"'
+    if pa.types.is_temporal(kind) and not pa.types.is_duration(kind):
+        return '"', pc.cast(column, pa.string()), '"'
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i).name for i in range(kind.num_fields)]
+        text = json_object(fields, [column.field(i) for i in range(kind.num_fields)])
+        return "", pc.if_else(column.is_valid(), text, _NONE), ""
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        encoded = [
+            None if v is None else json.dumps(base64.b64encode(v).decode())
+            for v in column.to_pylist()
+        ]
+        return "", pa.array(encoded, pa.string()), ""
+    dumped = [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()]
+    return "", pa.array(dumped, pa.string()), ""
+
+
+def _joined(opening: str, values: pa.Array, closing: str) -> pa.Array:
+    """``opening`` + value + ``closing`` for each value, ``null`` for nulls."""
+    if opening or closing:
+        values = pc.binary_join_element_wise(_text(opening), values, _text(closing), _EMPTY)
+    return pc.fill_null(values, _NULL) if values.null_count else values
+
+
+def json_column(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Each value's JSON text (``null`` for nulls), as a string array."""
+    return _joined(*_pieces(column))
 
 
 def json_object(
@@ -112,16 +112,24 @@ def json_object(
     columns: Sequence[pa.Array | pa.ChunkedArray],
     valid: pa.Array | None = None,
 ) -> pa.Array:
-    """One JSON object per row from named columns (``null`` where ``valid`` is false)."""
+    """One JSON object per row from named columns (``null`` where ``valid`` is false).
+
+    One join makes every row: the names, separators and the quotes of columns without nulls are
+    literals between the column texts; a column with nulls is joined with its quotes first."""
     parts: list[pa.Array | pa.Scalar] = []
+    literal = "{"
     for index, (name, column) in enumerate(zip(names, columns, strict=True)):
-        prefix = ("{" if index == 0 else ",") + json.dumps(name) + ":"
-        parts.extend([_text(prefix), json_column(column)])
+        literal += ("," if index else "") + json.dumps(name) + ":"
+        opening, values, closing = _pieces(column)
+        if values.null_count:
+            values, opening, closing = _joined(opening, values, closing), "", ""
+        parts.extend([_text(literal + opening), values])
+        literal = closing
     if not parts:
         length = len(valid) if valid is not None else 0
         text = pa.array(["{}"] * length, pa.string())
     else:
-        parts.append(_text("}"))
+        parts.append(_text(literal + "}"))
         text = pc.binary_join_element_wise(*parts, _EMPTY)
     if valid is not None:
         text = pc.if_else(valid, text, _NULL)
