@@ -19,6 +19,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[$extras]"
   touch "$stamp"
 fi
+# An editable install leaves the project's modules uncompiled (pip compiles what it installs), and
+# with PYTHONDONTWRITEBYTECODE set they would be compiled again on every run (~0.1 s of each
+# start): compile them once, as an installed package is.
+.venv/bin/python -m compileall -q -j 0 sync libs readers writers >/dev/null
 # The worked example connector (docs/writing-a-connector.md): a third-party package whose kit tests run in the suite.
 if [[ ",$extras," == *",dev,"* ]] && ! .venv/bin/python -c 'import syncx_applog' >/dev/null 2>&1; then .venv/bin/python -m pip install -q --no-deps -e docs/example-connector; fi
 # mysqlclient (the MySQL plugins' C driver; the tests compare it with the others) compiles
