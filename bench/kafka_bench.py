@@ -10,7 +10,10 @@
 2. **Produce**: the ``orders`` table (``--rows``, bench/orders.py) into a 3-partition topic by
    ``mysqlreader → kafkawriter`` exactly-once (keyed by id, hash-by-key, 2 channels). The limit:
    a produce loop of the same number of pre-serialized ~200-byte messages (idempotent producer,
-   acks=all, one flush). Ratio job / limit (target 0.6).
+   acks=all, one flush). Ratio job / limit (target 0.6). With the private broker, the CPU time
+   of each process (the bench's producer, syncx, Tansu, MariaDB) is read from ``/proc`` around
+   both runs and printed per message, with the highest rate the machine's cores allow for the
+   job when syncx's own share is cut to the bare loop's: the budget a 0.6 target must fit.
 3. **Lag**: an endless ``binlogreader → kafkawriter`` job (exactly-once, checkpoints every
    0.5 s: a change becomes visible when its checkpoint's transaction commits) while 5,000
    changes/s run on the source; a read_committed consumer measures, for every inserted row, the
@@ -126,13 +129,51 @@ def raw_consume(bootstrap: str, name: str, count: int) -> float:
 
 _MEASURE = (
     "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+    "used = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(used.ru_utime + used.ru_stime, used.ru_maxrss); sys.exit(done.returncode)"
 )
-"""Runs a command and prints its peak RSS (KiB): the job's alone, not the bench's other children."""
+"""Runs a command and prints its CPU seconds and peak RSS (KiB): the job's alone, not the bench's
+other children."""
 
 
-def run_job(job: dict[str, Any], folder: Path, name: str) -> tuple[float, float]:
-    """Run a job in a child process; (seconds, the job's peak RSS in MB)."""
+class Job:
+    """A finished job run: wall seconds, CPU seconds, peak RSS in MB."""
+
+    def __init__(self, seconds: float, cpu: float, rss: float) -> None:
+        self.seconds, self.cpu, self.rss = seconds, cpu, rss
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far; 0 when unknown."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid() -> int | None:
+    """The private Tansu broker's pid (None for a broker at ``$KAFKA_BOOTSTRAP``)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        return None
+    port = os.environ.get("SYNCX_TEST_KAFKA_PORT", "19092")
+    folder = Path(os.environ.get("SYNCX_TEST_KAFKA_DIR", f"/tmp/syncx-kafka-{port}"))
+    return int((folder / "tansu.pid").read_text())
+
+
+def mariadb_pid(server: MariaDB) -> int:
+    """The test MariaDB's pid (it runs on this machine)."""
+    conn = server.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@pid_file")
+            (pid_file,) = cur.fetchone()
+    finally:
+        conn.close()
+    return int(Path(pid_file).read_text())
+
+
+def run_job(job: dict[str, Any], folder: Path, name: str) -> Job:
+    """Run a job in a child process and measure it."""
     path = folder / f"{name}.json"
     path.write_text(json.dumps(job), encoding="utf-8")
     started = time.perf_counter()
@@ -154,7 +195,8 @@ def run_job(job: dict[str, Any], folder: Path, name: str) -> tuple[float, float]
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
-    return elapsed, int(done.stdout.split()[-1]) / 1024
+    cpu, rss = done.stdout.split()[-2:]
+    return Job(elapsed, float(cpu), int(rss) / 1024)
 
 
 def consume_job(bootstrap: str, name: str, out: Path) -> dict[str, Any]:
@@ -186,18 +228,18 @@ def consume_job(bootstrap: str, name: str, out: Path) -> dict[str, Any]:
 def consume(bootstrap: str, count: int, folder: Path) -> None:
     small = topic(bootstrap)
     raw_produce(bootstrap, small, messages(count // 5))
-    _, rss_small = run_job(
+    rss_small = run_job(
         consume_job(bootstrap, small, folder / "out-small"), folder, "consume-small"
-    )
+    ).rss
     name = topic(bootstrap)
     raw_produce(bootstrap, name, messages(count))
     limit = raw_consume(bootstrap, name, count)
-    seconds, rss = run_job(consume_job(bootstrap, name, folder / "out-big"), folder, "consume")
-    rate = count / seconds
+    job = run_job(consume_job(bootstrap, name, folder / "out-big"), folder, "consume")
+    rate = count / job.seconds
     print(
         f"consume: limit {limit:,.0f} msg/s; kafka → parquet {rate:,.0f} msg/s "
         f"(ratio {rate / limit:.2f}, target 0.7); peak RSS {rss_small:.0f} MB at "
-        f"{count // 5:,} messages, {rss:.0f} MB at {count:,}",
+        f"{count // 5:,} messages, {job.rss:.0f} MB at {count:,}",
         flush=True,
     )
 
@@ -211,7 +253,11 @@ def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
     try:
         name = topic(bootstrap)
         values = [v + b" " * 40 for v in messages(rows)]  # about the size of a row's JSON
+        broker, mariadb = broker_pid(), mariadb_pid(server)
+        before = time.process_time(), cpu_seconds(broker)
         limit = raw_produce(bootstrap, topic(bootstrap), values)
+        loop_cpu = time.process_time() - before[0]
+        loop_broker_cpu = cpu_seconds(broker) - before[1]
         del values
         reader = {
             "name": "mysqlreader",
@@ -254,13 +300,29 @@ def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
                 "setting": {"speed": {"channel": 2}},
             }
         }
-        seconds, rss = run_job(job, folder, "produce")
-        rate = rows / seconds
+        servers = cpu_seconds(broker), cpu_seconds(mariadb)
+        run = run_job(job, folder, "produce")
+        broker_cpu = cpu_seconds(broker) - servers[0]
+        mariadb_cpu = cpu_seconds(mariadb) - servers[1]
+        rate = rows / run.seconds
         print(
             f"produce: limit {limit:,.0f} msg/s; mysql orders → kafka exactly-once "
-            f"{rate:,.0f} rows/s (ratio {rate / limit:.2f}, target 0.6); peak RSS {rss:.0f} MB",
+            f"{rate:,.0f} rows/s (ratio {rate / limit:.2f}, target 0.6); peak RSS {run.rss:.0f} MB",
             flush=True,
         )
+        if broker is not None:
+            per_row = 1e6 / rows
+            budget = (os.cpu_count() or 1) / (0.6 * limit) * 1e6
+            left = budget - (broker_cpu + mariadb_cpu) * per_row
+            print(
+                f"produce CPU, µs a message: the limit's loop {loop_cpu * per_row:.2f} "
+                f"(+ broker {loop_broker_cpu * per_row:.2f}); "
+                f"the job: syncx {run.cpu * per_row:.2f}, broker {broker_cpu * per_row:.2f}, "
+                f"MariaDB {mariadb_cpu * per_row:.2f}. At 0.6 of the limit, {os.cpu_count()} "
+                f"cores give {budget:.2f} µs a row in all: {left:.2f} for syncx, of which the "
+                f"bare produce call takes {loop_cpu * per_row:.2f}",
+                flush=True,
+            )
     finally:
         server.drop_database(database)
 

@@ -53,6 +53,23 @@ def test_arrow_allocates_with_malloc_unless_the_user_chose(
     assert done.stdout.strip() == expected
 
 
+def test_numpy_starts_no_blas_threads_unless_the_user_chose() -> None:
+    """syncx loads numpy (through pyarrow) without OpenBLAS's spinning thread pool; an
+    ``OPENBLAS_NUM_THREADS`` of the user's wins (two: one thread more than syncx's one)."""
+    probe = "import os, sync.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+
+    def threads(chosen: str | None) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        if chosen:
+            env["OPENBLAS_NUM_THREADS"] = chosen
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        return int(done.stdout)
+
+    assert threads("2") == threads(None) + 1 == threads("1") + 1
+
+
 def test_run_prints_rows_summary_and_metrics_file(tmp_path: Path, run_cli: RunCli) -> None:
     done = run_cli("run", _job(tmp_path, stream_job(counts=[4])), "--metrics-file", "m.json")
     assert done.returncode == 0, done.stderr
