@@ -89,8 +89,8 @@ def row_of(batch: pa.RecordBatch, index: int) -> dict[str, object]:
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> tuple[pa.RecordBatch, list[DirtyRecord]]:
     """Cast ``batch`` column by column (by position) to ``schema``; bad rows become dirty.
 
-    The common case is one vectorized cast per column. Only when a cast fails are the failing
-    rows found one by one, reported, and dropped from the batch.
+    The common case is one vectorized cast per column, done once. Only when a cast fails are the
+    failing rows found one by one, reported, and dropped from the batch (and the rest cast again).
     """
     if batch.num_columns != len(schema):
         msg = (
@@ -101,13 +101,17 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> tuple[pa.RecordBatch, l
     if batch.schema.equals(schema):
         return batch, []
     bad: dict[int, DirtyRecord] = {}
+    columns: list[pa.Array] = []
+    failed = False
     for position, target in enumerate(schema):
         column = batch.column(position)
         if column.type != target.type:
             try:
-                pc.cast(column, target.type, safe=True)
+                column = pc.cast(column, target.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                failed = True
                 _find_bad_values(batch, position, target, bad)
+        columns.append(column)
         if not target.nullable and column.null_count:
             for index in pc.indices_nonzero(pc.is_null(column)).to_pylist():
                 bad.setdefault(
@@ -116,10 +120,10 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> tuple[pa.RecordBatch, l
                         row_of(batch, index), f"{target.name} must not be null", "null", target.name
                     ),
                 )
-    if bad:
+    if bad or failed:
         keep = pa.array([i not in bad for i in range(batch.num_rows)])
         batch = batch.filter(keep)
-    columns = [pc.cast(batch.column(i), field.type, safe=True) for i, field in enumerate(schema)]
+        columns = [pc.cast(batch.column(i), f.type, safe=True) for i, f in enumerate(schema)]
     return pa.RecordBatch.from_arrays(columns, schema=schema), list(bad.values())
 
 
