@@ -203,7 +203,28 @@ class Dialect:
         return state in ("40P01", "40001")
 
 
-class SqliteDialect(Dialect):
+class _OnConflict(Dialect):
+    """A database with ``INSERT ... ON CONFLICT`` (SQLite, PostgreSQL)."""
+
+    def upsert(
+        self,
+        table: sa.Table,
+        key: Sequence[str],
+        columns: Sequence[str],
+        select: sa.Select[Any] | None = None,
+    ) -> Executable | None:
+        """``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col``."""
+        statement: Any = self.sa.insert(table)
+        if select is not None:
+            statement = statement.from_select(list(columns), select)
+        index = [table.c[k] for k in key]
+        updates = {c: statement.excluded[c] for c in columns if c not in key}
+        if updates:
+            return statement.on_conflict_do_update(index_elements=index, set_=updates)  # type: ignore[no-any-return]
+        return statement.on_conflict_do_nothing(index_elements=index)  # type: ignore[no-any-return]
+
+
+class SqliteDialect(_OnConflict):
     """SQLite (Python's ``sqlite3``): a file, real ``BEGIN``/``SAVEPOINT``, no server."""
 
     name = "sqlite"
@@ -243,15 +264,6 @@ class SqliteDialect(Dialect):
         def _begin(conn: Connection) -> None:
             conn.exec_driver_sql(begin)
 
-    def upsert(
-        self,
-        table: sa.Table,
-        key: Sequence[str],
-        columns: Sequence[str],
-        select: sa.Select[Any] | None = None,
-    ) -> Executable | None:
-        return _on_conflict(self.sa.insert(table), table, key, columns, select)
-
     def truncate(self, qualified: str) -> str:
         return f"DELETE FROM {qualified}"
 
@@ -259,7 +271,7 @@ class SqliteDialect(Dialect):
         return "database is locked" in str(exc.orig).lower()
 
 
-class PostgresqlDialect(Dialect):
+class PostgresqlDialect(_OnConflict):
     """PostgreSQL (``psycopg``): ``statement_timeout``, ``COPY FROM STDIN``, ``ON CONFLICT``."""
 
     name = "postgresql"
@@ -292,15 +304,6 @@ class PostgresqlDialect(Dialect):
                 timeout = f"-c statement_timeout={int(query_timeout * 1000)}"
                 url = url.update_query_dict({"options": f"{options} {timeout}".strip()})
         return url
-
-    def upsert(
-        self,
-        table: sa.Table,
-        key: Sequence[str],
-        columns: Sequence[str],
-        select: sa.Select[Any] | None = None,
-    ) -> Executable | None:
-        return _on_conflict(self.sa.insert(table), table, key, columns, select)
 
     def insert_rows(self, conn: Connection, table: sa.Table, rows: Rows) -> None:
         """``COPY FROM STDIN`` with psycopg (3-4x faster than executemany)."""
@@ -428,23 +431,6 @@ def driver_package(module: str) -> str | None:
 
 
 # -- shared pieces of the hooks -----------------------------------------------------------------
-
-
-def _on_conflict(
-    statement: Any,
-    table: sa.Table,
-    key: Sequence[str],
-    columns: Sequence[str],
-    select: sa.Select[Any] | None,
-) -> Executable:
-    """``INSERT ... ON CONFLICT (key) DO UPDATE SET col = excluded.col`` (SQLite, PostgreSQL)."""
-    if select is not None:
-        statement = statement.from_select(list(columns), select)
-    index = [table.c[k] for k in key]
-    updates = {c: statement.excluded[c] for c in columns if c not in key}
-    if updates:
-        return statement.on_conflict_do_update(index_elements=index, set_=updates)  # type: ignore[no-any-return]
-    return statement.on_conflict_do_nothing(index_elements=index)  # type: ignore[no-any-return]
 
 
 def key_in(
