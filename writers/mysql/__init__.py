@@ -45,6 +45,18 @@ told "unknown XID" until it disconnects), so a subtask closes its connection aft
 PREPARE`` and opens a new one for the next transaction; a commit that finds the xid still
 listed by ``XA RECOVER`` asks again for a while.
 
+A prepared transaction keeps its tables locked until it is committed: by metadata lock while its
+connection is open, by InnoDB's table lock once it is gone. So a ``DROP TABLE`` or ``DROP
+DATABASE`` of the target while a job runs waits for the checkpoint's commit and fails (lock wait
+timeout, 1205) after ``innodb_lock_wait_timeout`` if the commit does not come first; the
+transaction is neither lost nor hidden (a server killed meanwhile replays that DROP as it starts,
+waits as long, then gives it up). ``SHOW ENGINE INNODB STATUS`` shows a prepared transaction
+whose connection is gone as ``ACTIVE (PREPARED) ... recovered trx`` with thread id 0, restart or
+not; ``XA RECOVER`` lists it (MariaDB: to any user; MySQL 8: with ``XA_RECOVER_ADMIN``). A job
+recovers only its own xids (``syncx-<job identity>-``, the identity being its name and state
+folder): those of a job whose state folder was removed or moved are finished by no later run and
+hold their locks until rolled back by hand (``XA RECOVER``, ``XA ROLLBACK``).
+
 *Commit ambiguity.* A commit whose reply was lost, or a commit repeated after a restore, finds
 the xid gone (``XAER_NOTA``): it counts as committed only if the transaction's own row in
 ``_syncx_commits`` is there (it became visible with the commit); otherwise the prepared work was
