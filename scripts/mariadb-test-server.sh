@@ -13,7 +13,9 @@
 # with a lock file, so parallel test workers may call `start` at the same time.
 set -euo pipefail
 
+NAME=mariadb-test-server
 PORT="${SYNCX_TEST_MYSQL_PORT:-3307}"
+PORT_VARIABLE=SYNCX_TEST_MYSQL_PORT
 DIR="$(realpath -m -- "${SYNCX_TEST_MYSQL_DIR:-/tmp/syncx-mariadb-$PORT}")"
 DATADIR="$DIR/data"
 BINLOGDIR="$DIR/binlog"
@@ -22,28 +24,20 @@ PIDFILE="$DIR/mysqld.pid"
 ERRLOG="$DIR/error.log"
 OUTLOG="$DIR/mariadbd.out"
 INIT_MARKER="$DATADIR/.syncx-initialised"
+# Our mariadbd is the one on our datadir.
+SERVER_ARG="--datadir=$DATADIR"
+# Generous: a concurrent first start may be busy installing packages.
+LOCK_TIMEOUT=900
 START_TIMEOUT="${SYNCX_TEST_MYSQL_START_TIMEOUT:-30}"
 STOP_TIMEOUT="${SYNCX_TEST_MYSQL_STOP_TIMEOUT:-60}"
+KILL_SETTLE=0.5
 
 MARIADBD=/usr/sbin/mariadbd
 INSTALL_DB=/usr/bin/mariadb-install-db
 ADMIN=/usr/bin/mariadb-admin
 
-log() { echo "mariadb-test-server[$PORT]: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-usage() {
-    echo "usage: $0 start|stop|status|env" >&2
-    exit 2
-}
-
-# Serialise concurrent invocations (e.g. pytest-xdist workers all calling start).
-lock() {
-    mkdir -p "$DIR"
-    exec 9>"$DIR/.lock"
-    # Generous: a concurrent first start may be busy installing packages.
-    flock -w 900 9 || die "could not lock $DIR/.lock"
-}
+# shellcheck source=lib/test-server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/test-server.sh"
 
 ensure_packages() {
     if [[ -x "$MARIADBD" && -x "$INSTALL_DB" && -x "$ADMIN" ]]; then
@@ -59,25 +53,9 @@ ensure_packages() {
     [[ -x "$MARIADBD" ]] || die "$MARIADBD still missing after apt-get install"
 }
 
-# Print the pid from the pid file if it belongs to a live mariadbd using *our*
-# datadir (guards against stale pid files and recycled pids).
-server_pid() {
-    local pid
-    [[ -s "$PIDFILE" ]] || return 1
-    pid="$(<"$PIDFILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    [[ -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "--datadir=$DATADIR" || return 1
-    echo "$pid"
-}
-
-ping_server() {
+server_ready() {
     "$ADMIN" --no-defaults --protocol=tcp --host=127.0.0.1 --port="$PORT" \
         --user=root --connect-timeout=1 ping >/dev/null 2>&1
-}
-
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
 }
 
 initialise() {
@@ -97,7 +75,7 @@ initialise() {
     touch "$INIT_MARKER"
 }
 
-show_error_log() {
+show_log() {
     if [[ -f "$ERRLOG" ]]; then
         log "last lines of $ERRLOG:"
         tail -n 30 "$ERRLOG" >&2
@@ -108,118 +86,55 @@ show_error_log() {
     fi
 }
 
-# Poll every 0.1 s until the server answers on TCP; fail if $1 (the launched
-# process) dies or the timeout expires.
-wait_ready() {
-    local launched="${1:-}" deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ping_server; then
-            return 0
-        fi
-        if [[ -n "$launched" ]] && ! kill -0 "$launched" 2>/dev/null && ! server_pid >/dev/null; then
-            show_error_log
-            die "mariadbd exited during startup"
-        fi
-        sleep 0.1
-    done
-    show_error_log
-    if [[ -n "$launched" ]]; then
-        kill -TERM "$launched" 2>/dev/null || true
-    fi
-    die "mariadbd did not answer on 127.0.0.1:$PORT within ${START_TIMEOUT}s"
+message() {
+    case "$1" in
+        exited) echo "mariadbd exited during startup" ;;
+        timeout) echo "mariadbd did not answer on 127.0.0.1:$PORT within ${START_TIMEOUT}s" ;;
+        kill) echo "pid $2 did not exit within ${STOP_TIMEOUT}s; sending SIGKILL" ;;
+        stopped) echo "stopped (pid $2)" ;;
+        running) echo "running (pid $2) on 127.0.0.1:$PORT, datadir $DATADIR" ;;
+        not-running) echo "not running (port $PORT, dir $DIR)" ;;
+    esac
 }
 
 cmd_start() {
     lock
     ensure_packages
-    local pid
-    if pid="$(server_pid)"; then
-        # Already running (or still starting up): just make sure it answers.
-        wait_ready "$pid"
-        log "already running (pid $pid)"
+    if running_already; then
         return 0
-    fi
-    if port_in_use; then
-        die "port $PORT is in use by another process (set SYNCX_TEST_MYSQL_PORT)"
     fi
     rm -f "$PIDFILE" "$SOCKET" "$SOCKET.lock"
     initialise
     mkdir -p "$BINLOGDIR"
-
-    # Run in a subshell that closes every inherited fd above 2 (the lock fd 9
-    # above all: the server would otherwise hold the lock forever; pipes of
-    # the caller would never see EOF).  setsid detaches the server from the
-    # caller's process group so it survives the shell or pytest run that
-    # started it.
-    (
-        for fd in /proc/"$BASHPID"/fd/*; do
-            fd="${fd##*/}"
-            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
-        done
-        exec setsid "$MARIADBD" --no-defaults \
-            --datadir="$DATADIR" \
-            --port="$PORT" \
-            --bind-address=127.0.0.1 \
-            --socket="$SOCKET" \
-            --pid-file="$PIDFILE" \
-            --user=root \
-            --log-error="$ERRLOG" \
-            --log-bin="$BINLOGDIR/mysql-bin" \
-            --log-bin-index="$BINLOGDIR/mysql-bin.index" \
-            --binlog-format=ROW \
-            --binlog-row-image=FULL \
-            --binlog-row-metadata=FULL \
-            --server-id=1 \
-            --log-slave-updates \
-            --gtid-strict-mode=ON \
-            --gtid-domain-id=0 \
-            --innodb-buffer-pool-size=512M \
-            --innodb-flush-log-at-trx-commit=2 \
-            --max-allowed-packet=256M \
-            --local-infile=1 \
-            --character-set-server=utf8mb4 \
-            --collation-server=utf8mb4_general_ci \
-            --skip-name-resolve \
-            --max-connections=500 \
-            </dev/null >>"$OUTLOG" 2>&1
-    ) &
-    local launched=$!
-    wait_ready "$launched"
+    launch "$OUTLOG" "$MARIADBD" --no-defaults \
+        --datadir="$DATADIR" \
+        --port="$PORT" \
+        --bind-address=127.0.0.1 \
+        --socket="$SOCKET" \
+        --pid-file="$PIDFILE" \
+        --user=root \
+        --log-error="$ERRLOG" \
+        --log-bin="$BINLOGDIR/mysql-bin" \
+        --log-bin-index="$BINLOGDIR/mysql-bin.index" \
+        --binlog-format=ROW \
+        --binlog-row-image=FULL \
+        --binlog-row-metadata=FULL \
+        --server-id=1 \
+        --log-slave-updates \
+        --gtid-strict-mode=ON \
+        --gtid-domain-id=0 \
+        --innodb-buffer-pool-size=512M \
+        --innodb-flush-log-at-trx-commit=2 \
+        --max-allowed-packet=256M \
+        --local-infile=1 \
+        --character-set-server=utf8mb4 \
+        --collation-server=utf8mb4_general_ci \
+        --skip-name-resolve \
+        --max-connections=500
+    wait_ready "$LAUNCHED"
+    local pid
     pid="$(server_pid)" || die "server answers but $PIDFILE is missing"
     log "started (pid $pid) on 127.0.0.1:$PORT, datadir $DATADIR"
-}
-
-cmd_stop() {
-    lock
-    local pid
-    if ! pid="$(server_pid)"; then
-        log "not running"
-        rm -f "$PIDFILE"
-        return 0
-    fi
-    kill -TERM "$pid"
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            log "pid $pid did not exit within ${STOP_TIMEOUT}s; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            sleep 0.5
-            break
-        fi
-        sleep 0.1
-    done
-    rm -f "$PIDFILE"
-    log "stopped (pid $pid)"
-}
-
-cmd_status() {
-    local pid
-    if pid="$(server_pid)" && ping_server; then
-        echo "running (pid $pid) on 127.0.0.1:$PORT, datadir $DATADIR"
-        return 0
-    fi
-    echo "not running (port $PORT, dir $DIR)"
-    return 1
 }
 
 cmd_env() {
@@ -229,10 +144,4 @@ cmd_env() {
 [[ $# -eq 1 ]] || usage
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "SYNCX_TEST_MYSQL_PORT must be a number, got '$PORT'"
 [[ "$PORT" != 3306 ]] || die "refusing port 3306: that is the system MariaDB"
-case "$1" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    env) cmd_env ;;
-    *) usage ;;
-esac
+run_command "$1"

@@ -19,6 +19,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -37,12 +38,13 @@ from sync.testing import (
     WriterCase,
     WriterConformance,
 )
+from tests import kit_cases
+from tests.kit_cases import SCHEMA
 
 pytestmark = pytest.mark.kafka
 
 REAL_KAFKA = bool(os.environ.get("KAFKA_BOOTSTRAP"))
 PARTITIONS = 3
-SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())])
 COLUMNS = [
     {"name": "id", "type": "bigint"},
     {"name": "name", "type": "string"},
@@ -50,86 +52,85 @@ COLUMNS = [
 ]
 
 
-def _rows(count: int, first: int = 1) -> pa.Table:
-    ids = list(range(first, first + count))
-    return pa.table(
-        {
-            "id": ids,
-            "name": [f"név-{i}" if i % 4 else None for i in ids],
-            "amount": [i * 0.5 for i in ids],
-        },
-        schema=SCHEMA,
-    )
+@dataclass(frozen=True)
+class Topics:
+    """The :class:`tests.kit_cases.Target` of ``kafkareader``/``kafkawriter``: JSON topics of
+    :data:`PARTITIONS` partitions on the broker at ``bootstrap``."""
 
+    bootstrap: str
 
-def _topic(bootstrap: str, rows: pa.Table | None = None) -> str:
-    """A new uuid-named topic of :data:`PARTITIONS` partitions, holding ``rows`` as JSON."""
-    name = f"kit-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(name, PARTITIONS, 1)]).values():
-        future.result(10)
-    if rows is not None and rows.num_rows:
-        producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
-        for row in rows.to_pylist():
-            producer.produce(name, json.dumps(row).encode(), partition=row["id"] % PARTITIONS)
-        assert producer.flush(10) == 0
-    return name
+    def create(self, rows: pa.Table | None = None) -> str:
+        """A new uuid-named topic holding ``rows`` as JSON."""
+        name = f"kit-{uuid.uuid4().hex[:10]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        for future in admin.create_topics([NewTopic(name, PARTITIONS, 1)]).values():
+            future.result(10)
+        if rows is not None and rows.num_rows:
+            producer = Producer({"bootstrap.servers": self.bootstrap, "log_level": 0})
+            for row in rows.to_pylist():
+                producer.produce(name, json.dumps(row).encode(), partition=row["id"] % PARTITIONS)
+            assert producer.flush(10) == 0
+        return name
 
+    def read(self, table: str, quiet: float = 1.0) -> pa.Table:
+        """The rows a ``read_committed`` consumer sees in topic ``table`` (parsed from the JSON
+        values), read until none came for ``quiet`` seconds."""
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": f"kit-check-{uuid.uuid4().hex[:6]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "log_level": 0,
+            }
+        )
+        consumer.assign([TopicPartition(table, p, 0) for p in range(PARTITIONS)])
+        found: list[dict[str, Any]] = []
+        last = time.monotonic()
+        try:
+            while time.monotonic() - last < quiet:
+                message = consumer.poll(0.1)
+                if message is None or message.error():
+                    continue
+                found.append(json.loads(message.value()))
+                last = time.monotonic()
+        finally:
+            consumer.close()
+        return pa.Table.from_pylist(
+            [{name: row.get(name) for name in SCHEMA.names} for row in found], schema=SCHEMA
+        )
 
-def _read_back(bootstrap: str, topic: str, quiet: float = 1.0) -> pa.Table:
-    """The rows a ``read_committed`` consumer sees in ``topic`` (parsed from the JSON values)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"kit-check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "log_level": 0,
+    def reader(self, table: str) -> dict[str, Any]:
+        """``kafkareader`` reading topic ``table`` from the earliest offset up to the latest."""
+        return {
+            "name": "kafkareader",
+            "parameter": {
+                "topic": table,
+                "mode": "earliest-offset",
+                "codec": "json",
+                "stopAt": "latest",
+                "groupId": f"g-{table}",
+                "column": COLUMNS,
+                "consumerSettings": {"bootstrap.servers": self.bootstrap},
+            },
         }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    found: list[dict[str, Any]] = []
-    last = time.monotonic()
-    try:
-        while time.monotonic() - last < quiet:
-            message = consumer.poll(0.1)
-            if message is None or message.error():
-                continue
-            found.append(json.loads(message.value()))
-            last = time.monotonic()
-    finally:
-        consumer.close()
-    return pa.Table.from_pylist(
-        [{name: row.get(name) for name in SCHEMA.names} for row in found], schema=SCHEMA
-    )
 
+    def writer(self, table: str) -> dict[str, Any]:
+        """``kafkawriter`` writing topic ``table`` exactly-once, partitioned by ``id``."""
+        return {
+            "name": "kafkawriter",
+            "parameter": {
+                "topic": table,
+                "tableFields": SCHEMA.names,
+                "partitionAssignColumns": ["id"],
+                "semantic": "exactly-once",
+                "producerSettings": {"bootstrap.servers": self.bootstrap},
+            },
+        }
 
-def _reader(bootstrap: str, topic: str) -> dict[str, Any]:
-    return {
-        "name": "kafkareader",
-        "parameter": {
-            "topic": topic,
-            "mode": "earliest-offset",
-            "codec": "json",
-            "stopAt": "latest",
-            "groupId": f"g-{topic}",
-            "column": COLUMNS,
-            "consumerSettings": {"bootstrap.servers": bootstrap},
-        },
-    }
-
-
-def _writer(bootstrap: str, topic: str) -> dict[str, Any]:
-    return {
-        "name": "kafkawriter",
-        "parameter": {
-            "topic": topic,
-            "tableFields": SCHEMA.names,
-            "partitionAssignColumns": ["id"],
-            "semantic": "exactly-once",
-            "producerSettings": {"bootstrap.servers": bootstrap},
-        },
-    }
+    def staged(self, job_id: str) -> list[str]:
+        """Nothing: these cases do not look for Kafka transactions a job left open."""
+        return []
 
 
 _EXACT_READ_BACK = pytest.mark.skipif(
@@ -140,31 +141,21 @@ _EXACT_READ_BACK = pytest.mark.skipif(
 
 
 @pytest.fixture
-def bootstrap(kafka_bootstrap: str) -> str:
-    return kafka_bootstrap
+def topics(kafka_bootstrap: str) -> Topics:
+    return Topics(kafka_bootstrap)
 
 
 class TestKafkaReader(ReaderConformance):
     @pytest.fixture
-    def reader_case(self, bootstrap: str) -> ReaderCase:
-        rows = _rows(40)
-        spec = _reader(bootstrap, _topic(bootstrap, rows))
-        return ReaderCase(spec["name"], spec["parameter"], rows, ["id"], channels=2, batch_rows=6)
+    def reader_case(self, topics: Topics) -> ReaderCase:
+        return kit_cases.reader_case(topics, channels=2, batch_rows=6)
 
 
 @_EXACT_READ_BACK
 class TestKafkaWriter(WriterConformance):
     @pytest.fixture
-    def writer_case(self, bootstrap: str) -> WriterCase:
-        topic = _topic(bootstrap)
-        spec = _writer(bootstrap, topic)
-        return WriterCase(
-            spec["name"],
-            spec["parameter"],
-            _rows(30),
-            ["id"],
-            read_back=lambda: _read_back(bootstrap, topic),
-        )
+    def writer_case(self, topics: Topics) -> WriterCase:
+        return kit_cases.writer_case(topics)
 
 
 @pytest.mark.slow
@@ -179,15 +170,5 @@ class TestKafkaCrash(CrashConformance):
     exactly_once: ClassVar[bool] = REAL_KAFKA
 
     @pytest.fixture
-    def job_case(self, bootstrap: str) -> JobCase:
-        rows = _rows(300)
-        source, target = _topic(bootstrap, rows), _topic(bootstrap)
-        job = {
-            "job": {
-                "content": [
-                    {"reader": _reader(bootstrap, source), "writer": _writer(bootstrap, target)}
-                ],
-                "setting": {"speed": {"channel": 2}},
-            }
-        }
-        return JobCase(job, rows, ["id"], lambda: _read_back(bootstrap, target))
+    def job_case(self, topics: Topics) -> JobCase:
+        return kit_cases.job_case(topics)

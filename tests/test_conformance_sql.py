@@ -28,30 +28,21 @@ from sync.testing import (
     WriterCase,
     WriterConformance,
 )
+from tests import kit_cases
+from tests.kit_cases import SCHEMA, rows
 from tests.servers.mariadb import MariaDB, ensure_server
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.float64())])
 DDL = "CREATE TABLE {name} (id BIGINT PRIMARY KEY, name VARCHAR(40), amount DOUBLE PRECISION)"
 STAGING = ("_syncx_stage_", "_syncx_cdc_")
 """Prefixes of the SQL writers' staging tables: rows left in them are leftovers."""
 
 
-def _rows(count: int, first: int = 1) -> pa.Table:
-    ids = list(range(first, first + count))
-    return pa.table(
-        {
-            "id": ids,
-            "name": [f"név-{i}" if i % 4 else None for i in ids],
-            "amount": [i * 0.5 for i in ids],
-        },
-        schema=SCHEMA,
-    )
-
-
 @dataclass
 class Database:
-    """A fresh database (or schema) of one backend, with what the cases need from it."""
+    """A fresh database (or schema) of one backend, with what the cases need from it: the
+    :class:`tests.kit_cases.Target` of ``sqlreader``/``sqlwriter`` (SQLite, PostgreSQL) or of
+    ``mysqlreader``/``mysqlwriter`` (MariaDB)."""
 
     kind: str
     url: str
@@ -61,7 +52,7 @@ class Database:
     """``jdbc:mysql://...`` of the MariaDB database (``mysqlreader``/``mysqlwriter``)."""
     database: str = ""
 
-    def table(self, rows: pa.Table | None = None) -> str:
+    def create(self, rows: pa.Table | None = None) -> str:
         """A new uuid-named table of :data:`SCHEMA`, holding ``rows``."""
         name = f"t_{uuid.uuid4().hex[:10]}"
         with self.engine.begin() as conn:
@@ -97,6 +88,54 @@ class Database:
                     if xid.startswith(f"syncx-{job_id}-"):
                         left.append(f"prepared XA transaction {xid}")
         return left
+
+    def reader(self, table: str) -> dict[str, Any]:
+        """``mysqlreader`` on MariaDB, else ``sqlreader``: ``table`` split by ``id``."""
+        if self.kind == "mariadb":
+            return {
+                "name": "mysqlreader",
+                "parameter": {
+                    "username": "root",
+                    "password": "",
+                    "connection": [{"jdbcUrl": [self.jdbc], "table": [table]}],
+                    "column": ["id", "name", "amount"],
+                    "splitPk": "id",
+                    "fetchSize": 6,
+                },
+            }
+        return {
+            "name": "sqlreader",
+            "parameter": {
+                "url": self.url,
+                "table": table,
+                "column": ["id", "name", "amount"],
+                "splitPk": "id",
+                "fetchSize": 6,
+            },
+        }
+
+    def writer(self, table: str) -> dict[str, Any]:
+        """``mysqlwriter`` (XA) on MariaDB, else ``sqlwriter`` exactly-once: into ``table``."""
+        if self.kind == "mariadb":
+            return {
+                "name": "mysqlwriter",
+                "parameter": {
+                    "username": "root",
+                    "password": "",
+                    "connection": [{"jdbcUrl": self.jdbc, "table": [table]}],
+                    "writeMode": "insert",
+                    "batchSize": 5,
+                },
+            }
+        return {
+            "name": "sqlwriter",
+            "parameter": {
+                "url": self.url,
+                "table": table,
+                "batchSize": 5,
+                "semantic": "exactly-once",
+            },
+        }
 
 
 @pytest.fixture(scope="module")
@@ -151,96 +190,26 @@ def maria_db(mariadb: MariaDB) -> Iterator[Database]:
     yield from _mariadb(mariadb)
 
 
-def _sql_reader(db: Database, table: str) -> dict[str, Any]:
-    return {
-        "name": "sqlreader",
-        "parameter": {
-            "url": db.url,
-            "table": table,
-            "column": ["id", "name", "amount"],
-            "splitPk": "id",
-            "fetchSize": 6,
-        },
-    }
-
-
-def _sql_writer(db: Database, table: str) -> dict[str, Any]:
-    return {
-        "name": "sqlwriter",
-        "parameter": {"url": db.url, "table": table, "batchSize": 5, "semantic": "exactly-once"},
-    }
-
-
-def _mysql_reader(db: Database, table: str) -> dict[str, Any]:
-    return {
-        "name": "mysqlreader",
-        "parameter": {
-            "username": "root",
-            "password": "",
-            "connection": [{"jdbcUrl": [db.jdbc], "table": [table]}],
-            "column": ["id", "name", "amount"],
-            "splitPk": "id",
-            "fetchSize": 6,
-        },
-    }
-
-
-def _mysql_writer(db: Database, table: str) -> dict[str, Any]:
-    return {
-        "name": "mysqlwriter",
-        "parameter": {
-            "username": "root",
-            "password": "",
-            "connection": [{"jdbcUrl": db.jdbc, "table": [table]}],
-            "writeMode": "insert",
-            "batchSize": 5,
-        },
-    }
-
-
-def _job(reader: dict[str, Any], writer: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "job": {
-            "content": [{"reader": reader, "writer": writer}],
-            "setting": {"speed": {"channel": 2}},
-        }
-    }
-
-
 # -- sqlreader / sqlwriter (SQLite, PostgreSQL) ------------------------------------------------
 
 
 class TestSqlReader(ReaderConformance):
     @pytest.fixture
     def reader_case(self, sql_db: Database) -> ReaderCase:
-        rows = _rows(40)
-        spec = _sql_reader(sql_db, sql_db.table(rows))
-        return ReaderCase(spec["name"], spec["parameter"], rows, ["id"], channels=2)
+        return kit_cases.reader_case(sql_db, channels=2)
 
 
 class TestSqlWriter(WriterConformance):
     @pytest.fixture
     def writer_case(self, sql_db: Database) -> WriterCase:
-        table = sql_db.table()
-        spec = _sql_writer(sql_db, table)
-        return WriterCase(
-            spec["name"],
-            spec["parameter"],
-            _rows(30),
-            ["id"],
-            read_back=lambda: sql_db.read(table),
-            leftovers=sql_db.staged,
-        )
+        return kit_cases.writer_case(sql_db)
 
 
 @pytest.mark.slow
 class TestSqlCrash(CrashConformance):
     @pytest.fixture
     def job_case(self, sql_db: Database) -> JobCase:
-        rows = _rows(300)
-        source, target = sql_db.table(rows), sql_db.table()
-        job = _job(_sql_reader(sql_db, source), _sql_writer(sql_db, target))
-        return JobCase(job, rows, ["id"], lambda: sql_db.read(target), sql_db.staged)
+        return kit_cases.job_case(sql_db)
 
 
 # -- mysqlreader / mysqlwriter / binlogreader (MariaDB) ----------------------------------------
@@ -250,25 +219,14 @@ class TestSqlCrash(CrashConformance):
 class TestMysqlReader(ReaderConformance):
     @pytest.fixture
     def reader_case(self, maria_db: Database) -> ReaderCase:
-        rows = _rows(40)
-        spec = _mysql_reader(maria_db, maria_db.table(rows))
-        return ReaderCase(spec["name"], spec["parameter"], rows, ["id"], channels=2)
+        return kit_cases.reader_case(maria_db, channels=2)
 
 
 @pytest.mark.mysql
 class TestMysqlWriter(WriterConformance):
     @pytest.fixture
     def writer_case(self, maria_db: Database) -> WriterCase:
-        table = maria_db.table()
-        spec = _mysql_writer(maria_db, table)
-        return WriterCase(
-            spec["name"],
-            spec["parameter"],
-            _rows(30),
-            ["id"],
-            read_back=lambda: maria_db.read(table),
-            leftovers=maria_db.staged,
-        )
+        return kit_cases.writer_case(maria_db)
 
 
 @pytest.mark.slow
@@ -276,10 +234,7 @@ class TestMysqlWriter(WriterConformance):
 class TestMysqlCrash(CrashConformance):
     @pytest.fixture
     def job_case(self, maria_db: Database) -> JobCase:
-        rows = _rows(300)
-        source, target = maria_db.table(rows), maria_db.table()
-        job = _job(_mysql_reader(maria_db, source), _mysql_writer(maria_db, target))
-        return JobCase(job, rows, ["id"], lambda: maria_db.read(target), maria_db.staged)
+        return kit_cases.job_case(maria_db)
 
 
 BINLOG_SCHEMA = pa.schema(
@@ -290,18 +245,18 @@ BINLOG_SCHEMA = pa.schema(
 def _binlog_source(db: Database, count: int, per_transaction: int) -> tuple[str, str, pa.Table]:
     """A table, the GTID position before its rows, and the rows inserted after it (in
     transactions of ``per_transaction`` rows), as ``binlogreader`` delivers them (paved)."""
-    table = db.table()
+    table = db.create()
     with db.engine.connect() as conn:
         start = str(conn.exec_driver_sql("SELECT @@gtid_binlog_pos").scalar_one())
-    rows = _rows(count)
+    inserted = rows(count)
     for first in range(0, count, per_transaction):
         with db.engine.begin() as conn:
             conn.execute(
                 sa.text(f"INSERT INTO {table} (id, name, amount) VALUES (:id, :name, :amount)"),
-                rows.slice(first, per_transaction).to_pylist(),
+                inserted.slice(first, per_transaction).to_pylist(),
             )
     paved = pa.table(
-        {f"after_{name}": rows.column(name) for name in SCHEMA.names}, schema=BINLOG_SCHEMA
+        {f"after_{name}": inserted.column(name) for name in SCHEMA.names}, schema=BINLOG_SCHEMA
     )
     return table, start, paved
 
@@ -341,7 +296,7 @@ class TestBinlogCrash(CrashConformance):
     def job_case(self, maria_db: Database, tmp_path: Path) -> JobCase:
         table, start, expected = _binlog_source(maria_db, 300, per_transaction=10)
         out = tmp_path / "out"
-        job = _job(
+        job = kit_cases.job(
             _binlog_reader(maria_db, table, start),
             {"name": "filewriter", "parameter": {"path": str(out), "fileType": "parquet"}},
         )
