@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,7 +26,7 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed")
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from sync.testing import (
@@ -40,6 +39,7 @@ from sync.testing import (
 )
 from tests import kit_cases
 from tests.kit_cases import SCHEMA
+from tests.servers.kafka import consume_all
 
 pytestmark = pytest.mark.kafka
 
@@ -72,30 +72,10 @@ class Topics:
             assert producer.flush(10) == 0
         return name
 
-    def read(self, table: str, quiet: float = 1.0) -> pa.Table:
+    def read(self, table: str) -> pa.Table:
         """The rows a ``read_committed`` consumer sees in topic ``table`` (parsed from the JSON
-        values), read until none came for ``quiet`` seconds."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"kit-check-{uuid.uuid4().hex[:6]}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "log_level": 0,
-            }
-        )
-        consumer.assign([TopicPartition(table, p, 0) for p in range(PARTITIONS)])
-        found: list[dict[str, Any]] = []
-        last = time.monotonic()
-        try:
-            while time.monotonic() - last < quiet:
-                message = consumer.poll(0.1)
-                if message is None or message.error():
-                    continue
-                found.append(json.loads(message.value()))
-                last = time.monotonic()
-        finally:
-            consumer.close()
+        values), read to the end of every partition."""
+        found = [json.loads(m.value()) for m in consume_all(self.bootstrap, table)]
         return pa.Table.from_pylist(
             [{name: row.get(name) for name in SCHEMA.names} for row in found], schema=SCHEMA
         )

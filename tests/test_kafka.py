@@ -47,6 +47,7 @@ from tests.conftest import (
     syncx_command,
 )
 from tests.crash import Kill, mixed_kill_plan, run_until_done
+from tests.servers.kafka import consume_all
 from writers.kafka import KafkaTxn, KafkaWriter, KafkaWriterParams
 from writers.kafka.writer import TAG
 
@@ -76,30 +77,6 @@ def produce(
         key = keys[index] if keys else None
         producer.produce(topic, value, key)
     assert producer.flush(10) == 0
-
-
-def consume_all(bootstrap: str, topic: str, partitions: int = 3, quiet: float = 2.0) -> list[Any]:
-    """Every message of ``topic`` (read_committed), in partition order."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "log_level": 0,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    found: list[Any] = []
-    last = time.monotonic()
-    while time.monotonic() - last < quiet:
-        message = consumer.poll(0.2)
-        if message is None or message.error():
-            continue
-        found.append(message)
-        last = time.monotonic()
-    consumer.close()
-    return found
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> dict[int, int]:

@@ -28,8 +28,9 @@ from confluent_kafka import Producer
 
 from tests.conftest import REPO, compat_file, syncx_command
 from tests.crash import mixed_kill_plan, run_until_done
+from tests.servers.kafka import consume_all
 from tests.servers.mariadb import MariaDB, ensure_server
-from tests.test_kafka import REAL_KAFKA, consume_all, new_topic
+from tests.test_kafka import REAL_KAFKA, new_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mysql]
 
