@@ -12,8 +12,8 @@
    a produce loop of the same number of pre-serialized ~200-byte messages (idempotent producer,
    acks=all, one flush). Ratio job / limit (target 0.6). With the private broker, the CPU time
    of each process (the bench's producer, syncx, Tansu, MariaDB) is read from ``/proc`` around
-   both runs and printed per message, with the highest rate the machine's cores allow for the
-   job when syncx's own share is cut to the bare loop's: the budget a 0.6 target must fit.
+   both runs and printed per message, with what the machine's cores leave syncx per row at 0.6
+   of the limit once Tansu and MariaDB have had theirs: the budget the target must fit.
 3. **Lag**: an endless ``binlogreader → kafkawriter`` job (exactly-once, checkpoints every
    0.5 s: a change becomes visible when its checkpoint's transaction commits) while 5,000
    changes/s run on the source; a read_committed consumer measures, for every inserted row, the
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,13 @@ _MEASURE = (
 other children."""
 
 
+@dataclass(frozen=True)
 class Job:
     """A finished job run: wall seconds, CPU seconds, peak RSS in MB."""
 
-    def __init__(self, seconds: float, cpu: float, rss: float) -> None:
-        self.seconds, self.cpu, self.rss = seconds, cpu, rss
+    seconds: float
+    cpu: float
+    rss: float
 
 
 def cpu_seconds(pid: int | None) -> float:

@@ -41,11 +41,15 @@ def _escaped(text: pa.Array) -> pa.Array | None:
     """The JSON escapes of a string array, without its quotes (nulls stay null); ``None`` when
     a value holds a control character (the caller encodes those with :func:`json.dumps`).
 
-    The bytes of the whole column are searched once each for ``\\`` and ``"`` (``bytes``
-    search) and their least byte is taken (NumPy) for control characters; ``"`` and ``\\`` are
-    then escaped column-wise where they occur."""
-    data = text.buffers()[2]
-    raw = data.to_pybytes() if data is not None else b""
+    The column's bytes (only its own: a batch sliced from a larger one shares its buffer) are
+    searched once each for ``\\`` and ``"`` (``bytes`` search) and their least byte is taken
+    (NumPy) for control characters; ``"`` and ``\\`` are then escaped column-wise where they
+    occur."""
+    _validity, offsets, data = text.buffers()
+    if not len(text) or data is None:
+        return text
+    bounds = np.frombuffer(offsets, np.int32, len(text) + 1, text.offset * 4)
+    raw = data[int(bounds[0]) : int(bounds[-1])].to_pybytes()
     if raw and np.frombuffer(raw, np.uint8).min() < 0x20:
         return None
     for old, new in (("\\", "\\\\"), ('"', '\\"')):
