@@ -1,0 +1,223 @@
+"""Arrow arrays of messages into a confluent-kafka producer, a batch per librdkafka call.
+
+confluent-kafka's ``Producer.produce`` is a Python call per message: about 2 µs of CPU each on
+the bench machine, the whole of the bench's produce limit loop, and more than syncx spends on
+reading and encoding a row. librdkafka's own ``rd_kafka_produce_batch`` enqueues an array of
+messages in one call, but confluent-kafka does not wrap it (its ``produce_batch`` takes a Python
+dict per message). So :class:`BatchProducer` calls it through :mod:`ctypes`, on the librdkafka
+that confluent-kafka loaded and the ``rd_kafka_t`` of a confluent-kafka ``Producer``: the first
+field of its C object in every confluent-kafka since 1.0 (``Handle.rk``, after
+``PyObject_HEAD``). Payloads and keys are pointers into the Arrow buffers; librdkafka copies
+them (``RD_KAFKA_MSG_F_COPY``) before the call returns, and the call runs without the GIL. The
+producer's configuration, transactions and flushes stay confluent-kafka's.
+
+Order: when the local queue is full, librdkafka fails that message and every later one of the
+call with ``_QUEUE_FULL`` (never a later one alone), so producing the rest again after a short
+wait keeps the order. Messages produced this way have no delivery report in Python: a
+transactional producer's commit fails when one of them was not delivered, which is how the
+exactly-once writer learns of it; the at-least-once writer, which needs the reports, and
+platforms where the library cannot be found (no ``/proc/self/maps``, a confluent-kafka major
+version other than 1 or 2) use ``produce`` per message instead, with the same results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["QUEUE_FULL", "TOO_LARGE", "BatchProducer"]
+
+log = logging.getLogger(__name__)
+
+QUEUE_FULL = -184
+"""``RD_KAFKA_RESP_ERR__QUEUE_FULL``."""
+TOO_LARGE = 10
+"""``RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE``."""
+_F_COPY = 0x2
+_INVALID_ARG = -186
+_PARTITION_UA = -1
+
+_MESSAGE = np.dtype(
+    [
+        ("err", "<i4"),
+        ("_pad0", "<i4"),
+        ("rkt", "<u8"),
+        ("partition", "<i4"),
+        ("_pad1", "<i4"),
+        ("payload", "<u8"),
+        ("len", "<u8"),
+        ("key", "<u8"),
+        ("key_len", "<u8"),
+        ("offset", "<i8"),
+        ("_private", "<u8"),
+    ]
+)
+"""``rd_kafka_message_t`` on a 64-bit platform (72 bytes)."""
+
+
+@cache
+def _library() -> ctypes.CDLL | None:
+    """The librdkafka confluent-kafka loaded, with the signatures used here; ``None`` when it
+    cannot be found or trusted."""
+    import confluent_kafka  # noqa: PLC0415 - the driver is imported on use
+
+    if ctypes.sizeof(ctypes.c_void_p) != 8 or _MESSAGE.itemsize != 72:
+        return None
+    if confluent_kafka.version()[0].split(".")[0] not in ("1", "2"):
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    paths = {line.split()[-1] for line in maps.splitlines() if "librdkafka" in line}
+    if len(paths) != 1:
+        return None
+    lib = ctypes.CDLL(paths.pop())
+    lib.rd_kafka_name.restype = ctypes.c_char_p
+    lib.rd_kafka_name.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_type.restype = ctypes.c_int
+    lib.rd_kafka_type.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_topic_new.restype = ctypes.c_void_p
+    lib.rd_kafka_topic_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    lib.rd_kafka_topic_destroy.restype = None
+    lib.rd_kafka_topic_destroy.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_produce_batch.restype = ctypes.c_int
+    lib.rd_kafka_produce_batch.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int,
+    ]
+    return lib
+
+
+def _handle(lib: ctypes.CDLL, producer: Any) -> int | None:
+    """The ``rd_kafka_t *`` of a confluent-kafka ``Producer``, checked to be a producer's."""
+    rk = ctypes.c_void_p.from_address(id(producer) + object.__basicsize__).value
+    if not rk or lib.rd_kafka_type(rk) != 0:  # RD_KAFKA_PRODUCER
+        return None
+    name = lib.rd_kafka_name(rk) or b""
+    return rk if name.startswith(b"rdkafka#producer-") else None
+
+
+def _pointers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's address and length in a string or binary array (nulls: 0 and 0)."""
+    validity, offsets, data = array.buffers()[:3]
+    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    bounds = np.frombuffer(offsets, np.int64 if wide else np.int32)
+    bounds = bounds[array.offset : array.offset + len(array) + 1].astype(np.uint64)
+    base = np.uint64(data.address if data is not None else 0)
+    addresses, lengths = bounds[:-1] + base, np.diff(bounds)
+    if validity is not None and array.null_count:
+        missing = ~np.asarray(array.is_valid())
+        addresses[missing] = 0
+        lengths[missing] = 0
+    return addresses, lengths
+
+
+class BatchProducer:
+    """Produces Arrow arrays of keys and values through one confluent-kafka ``Producer``."""
+
+    def __init__(self, kafka: ModuleType, producer: Any, *, per_message: bool = False) -> None:
+        self.kafka = kafka
+        self.producer = producer
+        lib = None if per_message else _library()
+        self._lib = lib
+        self._rk = _handle(lib, producer) if lib is not None else None
+        self._topics: dict[str, int] = {}
+
+    @property
+    def batched(self) -> bool:
+        """Whether messages go through ``rd_kafka_produce_batch`` (else ``produce`` each)."""
+        return self._rk is not None
+
+    def produce(
+        self, topic: str, keys: pa.Array | None, values: pa.Array, partition: int = _PARTITION_UA
+    ) -> dict[int, str]:
+        """Enqueue ``values`` (``keys[i]`` the key of ``values[i]``; null values are
+        tombstones), waiting while the local queue is full; returns the index and error name
+        of each message librdkafka refused for itself (over ``message.max.bytes``). Any other
+        refusal raises ``KafkaException``."""
+        if not len(values):
+            return {}
+        if self._rk is None:
+            return self._one_by_one(topic, keys, values, partition)
+        messages = np.zeros(len(values), _MESSAGE)
+        messages["payload"], messages["len"] = _pointers(values)
+        if keys is not None:
+            messages["key"], messages["key_len"] = _pointers(keys)
+        rkt = self._topic(topic)
+        refused: dict[int, str] = {}
+        done = 0
+        while done < len(messages):
+            rest = messages[done:]
+            assert self._lib is not None
+            self._lib.rd_kafka_produce_batch(rkt, partition, _F_COPY, rest.ctypes.data, len(rest))
+            failed = np.flatnonzero(rest["err"])
+            full = failed[rest["err"][failed] == QUEUE_FULL]
+            end = int(full[0]) if len(full) else len(rest)  # from there on: all queue full
+            for index in failed[failed < end]:
+                refused[done + int(index)] = self._refusal(int(rest["err"][index]))
+            if not len(full):
+                break
+            done += end
+            self.producer.poll(0.005)
+        return refused
+
+    def _refusal(self, code: int) -> str:
+        """The name of an error librdkafka gave a single message; raises unless it is one the
+        caller records as a dirty message."""
+        error = self.kafka.KafkaError(code)
+        if code != TOO_LARGE:
+            raise self.kafka.KafkaException(error)
+        return error.name()
+
+    def _one_by_one(
+        self, topic: str, keys: pa.Array | None, values: pa.Array, partition: int
+    ) -> dict[int, str]:
+        produce: Callable[..., None] = self.producer.produce
+        refused: dict[int, str] = {}
+        texts = values.to_pylist()
+        names = keys.to_pylist() if keys is not None else [None] * len(texts)
+        for index, (key, value) in enumerate(zip(names, texts, strict=True)):
+            while True:
+                try:
+                    produce(topic, value, key, partition)
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+                except self.kafka.KafkaException as exc:
+                    error = exc.args[0]
+                    if error.code() != TOO_LARGE:
+                        raise
+                    refused[index] = error.name()
+                    break
+        self.producer.poll(0)
+        return refused
+
+    def _topic(self, topic: str) -> int:
+        rkt = self._topics.get(topic)
+        if rkt is None:
+            assert self._lib is not None
+            rkt = self._lib.rd_kafka_topic_new(self._rk, topic.encode(), None)
+            if not rkt:
+                reason = f"librdkafka refuses a handle for topic {topic!r}"
+                raise self.kafka.KafkaException(self.kafka.KafkaError(_INVALID_ARG, reason))
+            self._topics[topic] = rkt
+        return rkt
+
+    def close(self) -> None:
+        """Release the topic handles (before the producer itself goes)."""
+        if self._lib is not None:
+            for rkt in self._topics.values():
+                self._lib.rd_kafka_topic_destroy(rkt)
+        self._topics.clear()
