@@ -7,8 +7,8 @@ public surface is used: they are loaded by name and configured as a job file con
 
 Tansu (the private broker) hides open transactions from ``read_committed`` consumers but not
 aborted ones, and a consumer cannot tell a message of an aborted transaction from one of a
-committed transaction (the ``syncx.txn`` header names the transaction, not its outcome; the
-commit/abort markers are control records librdkafka never delivers). So the writer's exact
+committed transaction (the commit/abort markers are control records librdkafka never
+delivers). So the writer's exact
 checks (:class:`TestKafkaWriter`, and the crash round's exact end state) need a real Kafka
 (``$KAFKA_BOOTSTRAP``); on Tansu the crash round checks that no message is lost or invented.
 """

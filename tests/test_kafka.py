@@ -28,14 +28,16 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="the kafka extra is not installed")
 
+import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from libs.kafka.batch import BatchProducer
 from libs.kafka.jsonenc import json_objects
 from libs.kafka.settings import translate, validate_settings
 from readers.kafka.params import KafkaReaderParams, parse_offsets
 from sync.contract import JobContext
-from sync.errors import FatalError, JobFileError
+from sync.errors import FatalError, JobFailedError, JobFileError
 from sync.jobfile import load_job
 from sync.model import Setting
 from tests.conftest import (
@@ -49,7 +51,6 @@ from tests.conftest import (
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.kafka import consume_all
 from writers.kafka import KafkaTxn, KafkaWriter, KafkaWriterParams
-from writers.kafka.writer import TAG
 
 pytestmark = pytest.mark.kafka
 
@@ -274,7 +275,6 @@ def test_stream_to_kafka_to_parquet_commits_group_offsets(
         by_partition.setdefault(message.key().decode(), set()).add(message.partition())
     assert all(len(parts) == 1 for parts in by_partition.values())  # a key stays on one partition
     assert len({m.partition() for m in messages}) == 3
-    assert all((TAG, m.headers()[0][1]) == m.headers()[0] for m in messages)
 
     out = tmp_path / "out"
     reader = kafka_reader(
@@ -437,6 +437,35 @@ def test_oversized_message_is_dirty(
     assert "message.max.bytes" in text
 
 
+def test_batches_keep_their_order_through_a_full_queue_and_refuse_only_oversize_messages(
+    bootstrap: str,
+) -> None:
+    """librdkafka's batch call, with a local queue of 50 messages for 3,000: every message
+    arrives once, in order; one over ``message.max.bytes`` is refused by index, not raised."""
+    topic = new_topic(bootstrap, 1)
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "queue.buffering.max.messages": 50,
+            "message.max.bytes": 2000,
+            "log_level": 0,
+        }
+    )
+    client = BatchProducer(confluent_kafka, producer)
+    assert client.batched, "the batch call is used on this platform"
+    values = [f'{{"n":{i}}}' for i in range(3000)]
+    values[1234] = "x" * 3000
+    keys = pa.array([str(i % 7) for i in range(3000)])
+    refused = client.produce(topic, keys, pa.array(values))
+    assert refused == {1234: "MSG_SIZE_TOO_LARGE"}
+    assert producer.flush(30) == 0
+    client.close()
+    messages = consume_all(bootstrap, topic)
+    expected = [v for i, v in enumerate(values) if i != 1234]
+    assert [m.value().decode() for m in messages] == expected
+    assert [m.key().decode() for m in messages] == [str(i % 7) for i in range(3000) if i != 1234]
+
+
 # -- exactly-once: tokens, fencing, recovery ------------------------------------------------------
 
 
@@ -481,6 +510,12 @@ def test_a_transaction_lost_with_its_process_is_written_again_once(
     assert lost.count == 70 and lost.checkpoint == 2
     stored = KafkaTxn.from_json(json.loads(json.dumps(lost.to_json())))
 
+    spool = writer.spool_path(lost.spool)
+    assert spool.exists()
+    # where the lost transaction's messages end: what is written from there is the rewrite
+    uncommitted = consume_all(bootstrap, topic, committed=False)
+    ends = {m.partition(): m.offset() + 1 for m in uncommitted}
+
     again = _writer(
         bootstrap,
         topic,
@@ -490,11 +525,12 @@ def test_a_transaction_lost_with_its_process_is_written_again_once(
         tableFields=["id", "v"],
     )
     again.begin([stored], fresh=False)  # fences the dead producer, writes checkpoint 2 again
+    assert not spool.exists()
     again.begin([stored], fresh=False)  # idempotent: the token says it is committed now
     token = committed(bootstrap, writer.token_group(0), topic, 1)
     assert token[0] == 2
     messages = consume_all(bootstrap, topic)
-    rewritten = [m for m in messages if (TAG, lost.tag.encode() + b"/again") in (m.headers() or [])]
+    rewritten = [m for m in messages if m.offset() >= ends.get(m.partition(), 0)]
     assert sorted(json.loads(m.value())["id"] for m in rewritten) == list(range(50, 120))
     ids = [json.loads(m.value())["id"] for m in messages]
     assert set(ids) == set(range(120))
@@ -503,6 +539,22 @@ def test_a_transaction_lost_with_its_process_is_written_again_once(
     for partition in range(3):  # the rewrite keeps partition order
         seen = [json.loads(m.value())["id"] for m in rewritten if m.partition() == partition]
         assert seen == sorted(seen)
+
+
+def test_a_lost_transaction_without_its_spool_fails_naming_it(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(bootstrap)
+    writer = _writer(bootstrap, topic, "nospool", tmp_path)
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    task.write(_rows(0, 10))
+    lost: KafkaTxn = task.prepare(1)  # stored, then the process dies before commit
+    spool = writer.spool_path(lost.spool)
+    spool.unlink()  # the state folder's tmp/ emptied by hand
+    again = _writer(bootstrap, topic, "nospool", tmp_path)
+    with pytest.raises(JobFailedError, match=f"its spool {spool}, which holds its 10 messages"):
+        again.begin([lost], fresh=False)
 
 
 def test_a_second_job_with_the_same_id_is_fenced(bootstrap: str, tmp_path: Path) -> None:

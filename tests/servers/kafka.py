@@ -9,9 +9,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 
-def consume_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
-    """Every message of ``topic`` (all its partitions) a ``read_committed`` consumer sees, in
-    the order polled.
+def consume_all(
+    bootstrap: str, topic: str, timeout: float = 60.0, *, committed: bool = True
+) -> list[Any]:
+    """Every message of ``topic`` (all its partitions) a ``read_committed`` consumer sees
+    (``read_uncommitted`` unless ``committed``), in the order polled.
 
     It reads until every partition has signalled its end (``enable.partition.eof``) at or past
     its high watermark as the read began, not until the topic has been quiet for a while: a busy
@@ -22,7 +24,7 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"check-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
+            "isolation.level": "read_committed" if committed else "read_uncommitted",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "log_level": 0,

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,15 +37,18 @@ log = logging.getLogger(__name__)
 
 WHERE = "job.content[0].writer.parameter"
 
+_NO_TEXT = pa.scalar(None, pa.string())
+
 
 @dataclass(frozen=True)
 class Messages:
-    """Messages for one topic, in order: ``values[i]`` is ``None`` for a tombstone."""
+    """Messages for one topic, in order, as Arrow string arrays: a null value is a tombstone;
+    ``keys`` is ``None`` when the messages have no key."""
 
     topic: str
-    keys: list[str | None]
-    values: list[str | None]
-    rows: list[int]
+    keys: pa.Array | None
+    values: pa.Array
+    rows: np.ndarray
     """The batch row each message comes from (for dirty records)."""
 
 
@@ -64,15 +68,13 @@ def encode(params: KafkaWriterParams, batch: pa.RecordBatch) -> Messages | None:
     names = batch.schema.names
     if params.table_fields and len(params.table_fields) >= len(names):
         names = params.table_fields[: len(names)]
-    values = json_object(names, batch.columns).to_pylist()
-    keys: list[str | None]
+    values = json_object(names, batch.columns)
+    keys = None
     if params.partition_assign_columns:
         index = {name: i for i, name in enumerate(names)}
         columns = [batch.column(index[c]) for c in params.partition_assign_columns]
-        keys = json_object(params.partition_assign_columns, columns).to_pylist()
-    else:
-        keys = [None] * batch.num_rows
-    return Messages(params.topic, keys, values, list(range(batch.num_rows)))
+        keys = json_object(params.partition_assign_columns, columns)
+    return Messages(params.topic, keys, values, np.arange(batch.num_rows))
 
 
 def topic_of(params: KafkaWriterParams, table: str) -> str:
@@ -142,12 +144,18 @@ def _changes(params: KafkaWriterParams, batch: pa.RecordBatch) -> Messages:
             for k in key
         ]
         values = json_object(batch.schema.names, batch.columns)
-    keys = json_object(key, key_columns).to_pylist() if key else [None] * batch.num_rows
-    texts: list[str | None] = values.to_pylist()
-    rows = list(range(batch.num_rows))
+    keys = json_object(key, key_columns) if key else None
+    rows = np.arange(batch.num_rows)
     if params.tombstones:
-        texts, keys, rows = _with_tombstones(texts, keys, tombstone.to_pylist())
-    return Messages(topic_of(params, table), keys, texts, rows)
+        # each delete is followed by a message of its key and a null value
+        gone = np.asarray(tombstone.fill_null(False))
+        rows = np.repeat(rows, 1 + gone)
+        second = np.zeros(len(rows), bool)
+        second[1:] = rows[1:] == rows[:-1]
+        taken = pa.array(rows)
+        values = pc.if_else(pa.array(second), _NO_TEXT, values.take(taken))
+        keys = keys.take(taken) if keys is not None else None
+    return Messages(topic_of(params, table), keys, values, rows)
 
 
 def _split_key_changes(batch: pa.RecordBatch, kind: str, key: list[str]) -> pa.RecordBatch:
@@ -192,20 +200,3 @@ def _split_key_changes(batch: pa.RecordBatch, kind: str, key: list[str]) -> pa.R
             split = column
         columns.append(split)
     return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
-
-
-def _with_tombstones(
-    values: list[str | None], keys: list[str | None], deleted: list[bool]
-) -> tuple[list[str | None], list[str | None], list[int]]:
-    out_values: list[str | None] = []
-    out_keys: list[str | None] = []
-    rows: list[int] = []
-    for index, (value, key, gone) in enumerate(zip(values, keys, deleted, strict=True)):
-        out_values.append(value)
-        out_keys.append(key)
-        rows.append(index)
-        if gone:
-            out_values.append(None)
-            out_keys.append(key)
-            rows.append(index)
-    return out_values, out_keys, rows

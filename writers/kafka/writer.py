@@ -13,23 +13,27 @@ checkpoints keeps one transaction open to its end: 15 minutes, Kafka's default m
 broker whose ``transaction.max.timeout.ms`` is lower refuses it at start with a message saying
 which knob to turn.
 
-*The commit token.* librdkafka cannot commit a transaction prepared by a process that died, so
-the crash window between "checkpoint stored" and "transaction committed" would lose that
-checkpoint's messages. Each transaction therefore also commits, through
+*The commit token and the spool.* librdkafka cannot commit a transaction prepared by a process
+that died, so the crash window between "checkpoint stored" and "transaction committed" would lose
+that checkpoint's messages. Each transaction therefore also commits, through
 ``send_offsets_to_transaction``, an offset of the checkpoint id for a syncx-owned group
-(``<prefix>-<channel>-token``), and every message carries a header ``syncx.txn`` naming its
-transaction. On restore, a handle whose token is below its checkpoint belongs to a transaction
-that never committed: its producer id is fenced (the broker aborts the transaction), its
-messages are read back from the partition offsets recorded when it began (with
-``read_uncommitted``: aborted records stay in the log until retention removes them), and written
-again in one new transaction with the token, in their partition order. A transaction that did
-commit is left alone, so a restore neither loses nor repeats a message.
+(``<prefix>-<channel>-token``), and its messages are kept in a spool file on local disk
+(:mod:`writers.kafka.spool`, in the state folder's ``tmp/kafka/``), made durable before the
+checkpoint is stored and replaced by an empty commit marker once the transaction has committed.
+On restore, a handle whose token is below its checkpoint and that has no commit marker belongs to
+a transaction that never committed: its producer id is
+fenced (the broker aborts the transaction) and the spool's messages are written again in one new
+transaction with the token, in their produce order. A transaction that did commit is left alone,
+so a restore neither loses nor repeats a message. Messages go to librdkafka a batch per call
+(:mod:`libs.kafka.batch`), without a Python call per message.
 
 **At-least-once** (``semantic: at-least-once``): one idempotent producer per channel, flushed at
 each checkpoint; messages after the last checkpoint are written again on a restore.
 
 Bad input: a message over ``message.max.bytes`` is a dirty record; a transaction fenced by
-another process (a second run of the same job) fails the job naming the transactional id.
+another process (a second run of the same job) fails the job naming the transactional id; a
+restore that needs a spool which is gone (the state folder's ``tmp/`` emptied by hand, or a Ray
+channel's spool on another node) fails naming the file and the checkpoint.
 """
 
 from __future__ import annotations
@@ -37,29 +41,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar, NoReturn
 
+import numpy as np
 import pyarrow as pa
 from typing_extensions import override
 
+from libs.kafka.batch import BatchProducer
 from libs.kafka.client import describe, driver, ensure_topics, error_code, list_topics, quiet
 from libs.kafka.settings import client_config
 from sync.contract import DirtyRecord, Handle, JobContext, Semantic, State, Writer, WriterTask
 from sync.errors import FatalError, JobFailedError, JobFileError, RetriableError
 from writers.kafka.messages import WHERE, Messages, encode
 from writers.kafka.params import KafkaWriterParams
+from writers.kafka.spool import Spool, commit_marker, read_spool, spool_folder
 
 __all__ = ["KafkaTxn", "KafkaWriter"]
 
 log = logging.getLogger(__name__)
-
-TAG = "syncx.txn"
-"""The header naming the transaction a message was written in (for the read-back on restore)."""
 
 _MAX_TXN_MS = 900_000
 _TIMEOUT = 30.0
@@ -74,16 +77,15 @@ _FENCED = {
 @dataclass(frozen=True)
 class KafkaTxn(State):
     """The handle of one prepared transaction: enough to find out whether it committed and, if
-    not, to read its messages back."""
+    not, to write its messages again."""
 
     subtask: int
     transactional_id: str
     checkpoint: int
-    tag: str
     token_group: str
     token_topic: str
-    starts: dict[str, int]
-    """``topic:partition`` → the partition's end offset when the transaction began."""
+    spool: str
+    """The spool file's name in :func:`~writers.kafka.spool.spool_folder`."""
     count: int
 
 
@@ -209,12 +211,24 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         finally:
             consumer.close()
 
+    @property
+    def partition(self) -> int:
+        """The partition of every message (``all-to-zero``), or -1: librdkafka's partitioner."""
+        return 0 if self.params.partition_strategy == "all-to-zero" else -1
+
+    def spool_path(self, name: str) -> Path:
+        """A transaction spool of this job's, by file name."""
+        return spool_folder(self.ctx.temp_dir) / name
+
     @override
     def begin(self, handles: list[Handle], *, fresh: bool) -> None:
         if self.params.semantic != "exactly-once":
             return
         for handle in sorted(handles, key=lambda h: (h.subtask, h.checkpoint)):
             Recovery(self, handle).run()
+        # spools and markers no restored handle needs: transactions aborted with their process
+        for leftover in spool_folder(self.ctx.temp_dir).glob(f"{self.prefix}-*"):
+            leftover.unlink(missing_ok=True)
         for subtask in range(self.ctx.writers):
             for slot in range(self.slots):
                 self.producer(self.transactional_id(subtask, slot)).flush(0)
@@ -254,12 +268,11 @@ class _Txn:
     """A transaction being written or waiting for its commit, on one slot's producer."""
 
     slot: int
-    producer: Any
+    client: BatchProducer
     transactional_id: str
-    tag: bytes = b""
-    starts: dict[str, int] = field(default_factory=dict)
+    spool: Spool
+    token_topic: str = ""
     count: int = 0
-    checkpoint: int | None = None
 
 
 class _Task(WriterTask):
@@ -270,36 +283,32 @@ class _Task(WriterTask):
         self.kafka = writer.kafka
         self.subtask = subtask
         self.params = writer.params
-        self.partition = 0 if self.params.partition_strategy == "all-to-zero" else -1
 
     def produce_all(
-        self, producer: Any, messages: Messages, batch: pa.RecordBatch, headers: Any
-    ) -> list[DirtyRecord]:
-        """Produce ``messages``, waiting while the local queue is full; oversize ones are dirty."""
-        dirty: list[DirtyRecord] = []
-        produce = producer.produce
-        topic, partition = messages.topic, self.partition
-        for key, value, row in zip(messages.keys, messages.values, messages.rows, strict=True):
-            while True:
-                try:
-                    produce(topic, value, key, partition, headers=headers)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-                except self.kafka.KafkaException as exc:
-                    if error_code(exc) != "MSG_SIZE_TOO_LARGE":
-                        raise
-                    dirty.append(
-                        DirtyRecord(
-                            batch.slice(row, 1).to_pylist()[0],
-                            f"message of {len(value or '')} bytes is over the producer's "
-                            "message.max.bytes (producerSettings.message.max.bytes, and the "
-                            "topic's max.message.bytes)",
-                        )
-                    )
-                    break
-        producer.poll(0)
-        return dirty
+        self, client: BatchProducer, messages: Messages, batch: pa.RecordBatch
+    ) -> tuple[list[DirtyRecord], Messages]:
+        """Produce ``messages``; ones over ``message.max.bytes`` are dirty. Returns the dirty
+        records and the messages produced."""
+        refused = client.produce(
+            messages.topic, messages.keys, messages.values, self.writer.partition
+        )
+        if not refused:
+            return [], messages
+        dirty = [
+            DirtyRecord(
+                batch.slice(int(messages.rows[index]), 1).to_pylist()[0],
+                f"message of {len(messages.values[index].as_py() or '')} bytes is over the "
+                "producer's message.max.bytes (producerSettings.message.max.bytes, and the "
+                "topic's max.message.bytes)",
+            )
+            for index in sorted(refused)
+        ]
+        keep = np.ones(len(messages.values), bool)
+        keep[list(refused)] = False
+        mask = pa.array(keep)
+        keys = messages.keys.filter(mask) if messages.keys is not None else None
+        kept = Messages(messages.topic, keys, messages.values.filter(mask), messages.rows[keep])
+        return dirty, kept
 
     def messages(self, batch: pa.RecordBatch) -> Messages | None:
         """The batch's messages, their topic checked first."""
@@ -314,15 +323,17 @@ class _TransactionalTask(_Task):
 
     def __init__(self, writer: KafkaWriter, subtask: int) -> None:
         super().__init__(writer, subtask)
-        self._free: dict[int, Any] = {}
+        self._free: dict[int, BatchProducer] = {}
         self._open: _Txn | None = None
         self._prepared: dict[int, _Txn] = {}
         self._aborted: set[int] = set()
         """Checkpoints whose transaction this task aborted: never written again by a commit."""
+        self._clients: list[BatchProducer] = []
         self._nonce = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._serial = 0
-        self._watermarks: Any = None
         self._metadata: Any = None
+        self._marker: Path | None = None
+        """The commit marker of this task's last committed transaction."""
 
     def _begin(self) -> _Txn:
         busy = {t.slot for t in self._prepared.values()}
@@ -335,54 +346,33 @@ class _TransactionalTask(_Task):
             )
             raise JobFailedError(msg)
         tid = self.writer.transactional_id(self.subtask, slot)
-        producer = self._free.pop(slot, None) or self.writer.producer(tid)
+        client = self._free.pop(slot, None)
+        if client is None:
+            client = BatchProducer(self.kafka, self.writer.producer(tid))
+            self._clients.append(client)
         try:
-            producer.begin_transaction()
+            client.producer.begin_transaction()
         except self.kafka.KafkaException as exc:
             fail(exc, tid, self.writer.transaction_timeout_ms())
         self._serial += 1
-        tag = f"{tid}/{self._nonce}/{self._serial}".encode()
-        return _Txn(slot, producer, tid, tag)
-
-    def _mark_start(self, txn: _Txn, topic: str) -> None:
-        """Record where ``topic``'s partitions end before this transaction writes to them."""
-        if any(key.startswith(f"{topic}:") for key in txn.starts):
-            return
-        if self._watermarks is None:
-            config = self.writer.config()
-            consumer_config = {
-                "bootstrap.servers": config["bootstrap.servers"],
-                "group.id": f"{self.writer.prefix}-watermarks",
-                "enable.auto.commit": "false",
-                "isolation.level": "read_uncommitted",
-            }
-            extra = {
-                k: v for k, v in config.items() if k.startswith(("security.", "sasl.", "ssl."))
-            }
-            self._watermarks = self.kafka.Consumer(quiet({**consumer_config, **extra}))
-        partitions = self.writer._topics.get(topic) or 1
-        for partition in range(partitions):
-            tp = self.kafka.TopicPartition(topic, partition)
-            try:
-                _low, high = self._watermarks.get_watermark_offsets(tp, _TIMEOUT, cached=False)
-            except self.kafka.KafkaException as exc:
-                raise RetriableError(f"Kafka watermarks of {topic}: {describe(exc)}") from exc
-            txn.starts[f"{topic}:{partition}"] = max(0, high)
+        spool = Spool(self.writer.spool_path(f"{tid}-{self._nonce}-{self._serial}.arrows"))
+        return _Txn(slot, client, tid, spool)
 
     @override
     def write(self, batch: pa.RecordBatch) -> list[DirtyRecord]:
         messages = self.messages(batch)
-        if messages is None or not messages.keys:
+        if messages is None or not len(messages.values):
             return []
         if self._open is None:
             self._open = self._begin()
         txn = self._open
-        self._mark_start(txn, messages.topic)
+        txn.token_topic = txn.token_topic or messages.topic
         try:
-            dirty = self.produce_all(txn.producer, messages, batch, [(TAG, txn.tag)])
+            dirty, produced = self.produce_all(txn.client, messages, batch)
         except self.kafka.KafkaException as exc:
             fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
-        txn.count += len(messages.keys) - len(dirty)
+        txn.spool.add(produced.topic, produced.keys, produced.values)
+        txn.count += len(produced.values)
         return dirty
 
     @override
@@ -390,30 +380,28 @@ class _TransactionalTask(_Task):
         txn, self._open = self._open, None
         if txn is None:
             return None
-        token_topic = next(iter(txn.starts)).rpartition(":")[0]
         group = self.writer.token_group(self.subtask)
+        producer = txn.client.producer
         try:
-            remaining = txn.producer.flush(_TIMEOUT)
+            remaining = producer.flush(_TIMEOUT)
             if remaining:
                 msg = f"{remaining} message(s) not delivered within {_TIMEOUT}s"
                 raise RetriableError(f"Kafka producer {txn.transactional_id}: {msg}")
             if self._metadata is None:
                 self._metadata = self.writer.group_metadata(group)
-            metadata = self._metadata
-            offsets = [self.kafka.TopicPartition(token_topic, 0, checkpoint_id)]
-            txn.producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
+            offsets = [self.kafka.TopicPartition(txn.token_topic, 0, checkpoint_id)]
+            producer.send_offsets_to_transaction(offsets, self._metadata, _TIMEOUT)
         except self.kafka.KafkaException as exc:
             fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
-        txn.checkpoint = checkpoint_id
+        txn.spool.seal()
         self._prepared[checkpoint_id] = txn
         return KafkaTxn(
             subtask=self.subtask,
             transactional_id=txn.transactional_id,
             checkpoint=checkpoint_id,
-            tag=txn.tag.decode(),
             token_group=group,
-            token_topic=token_topic,
-            starts=dict(txn.starts),
+            token_topic=txn.token_topic,
+            spool=txn.spool.path.name,
             count=txn.count,
         )
 
@@ -431,11 +419,15 @@ class _TransactionalTask(_Task):
             Recovery(self.writer, handle).run()
             return
         try:
-            txn.producer.commit_transaction(_TIMEOUT)
+            txn.client.producer.commit_transaction(_TIMEOUT)
         except self.kafka.KafkaException as exc:
             self._prepared[handle.checkpoint] = txn
             fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
-        self._free[txn.slot] = txn.producer
+        marker = txn.spool.committed()
+        if self._marker is not None:
+            self._marker.unlink(missing_ok=True)
+        self._marker = marker
+        self._free[txn.slot] = txn.client
 
     @override
     def abort(self, handle: Handle) -> None:
@@ -445,9 +437,10 @@ class _TransactionalTask(_Task):
             self._abort(txn)
 
     def _abort(self, txn: _Txn) -> None:
+        txn.spool.discard()
         try:
-            txn.producer.abort_transaction(_TIMEOUT)
-            self._free[txn.slot] = txn.producer
+            txn.client.producer.abort_transaction(_TIMEOUT)
+            self._free[txn.slot] = txn.client
         except self.kafka.KafkaException as exc:
             log.warning(
                 "aborting %s failed (%s); the next start fences it",
@@ -463,8 +456,8 @@ class _TransactionalTask(_Task):
 
     @override
     def close(self) -> None:
-        if self._watermarks is not None:
-            self._watermarks.close()
+        for client in self._clients:
+            client.close()
 
 
 class _IdempotentTask(_Task):
@@ -474,7 +467,8 @@ class _IdempotentTask(_Task):
     def __init__(self, writer: KafkaWriter, subtask: int) -> None:
         super().__init__(writer, subtask)
         self._errors: list[str] = []
-        self._producer = writer.producer(None, on_delivery=self._delivered)
+        producer = writer.producer(None, on_delivery=self._delivered)
+        self._client = BatchProducer(self.kafka, producer, per_message=True)
 
     def _delivered(self, error: Any, _message: Any) -> None:
         if error is not None:
@@ -485,11 +479,11 @@ class _IdempotentTask(_Task):
         messages = self.messages(batch)
         if messages is None:
             return []
-        return self.produce_all(self._producer, messages, batch, None)
+        return self.produce_all(self._client, messages, batch)[0]
 
     @override
     def prepare(self, checkpoint_id: int) -> Handle:
-        remaining = self._producer.flush(_TIMEOUT)
+        remaining = self._client.producer.flush(_TIMEOUT)
         if remaining or self._errors:
             first = self._errors[0] if self._errors else f"not delivered within {_TIMEOUT}s"
             msg = f"Kafka producer: {remaining + len(self._errors)} message(s) lost: {first}"
@@ -507,12 +501,12 @@ class _IdempotentTask(_Task):
     @override
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self._producer.flush(5)
+            self._client.producer.flush(5)
 
 
 class Recovery:
     """Make sure a restored handle's transaction is committed: by its token, or by writing its
-    messages again from the log (see the module docstring)."""
+    messages again from its spool (see the module docstring)."""
 
     def __init__(self, writer: KafkaWriter, handle: KafkaTxn) -> None:
         self.writer = writer
@@ -545,82 +539,47 @@ class Recovery:
     def run(self) -> None:
         """Commit the handle's messages unless they already are."""
         handle = self.handle
-        if self.committed():
+        path = self.writer.spool_path(handle.spool)
+        marker = commit_marker(path)
+        if self.committed() or marker.exists():
+            path.unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
             return
-        producer = self.writer.producer(handle.transactional_id)  # fences: the broker aborts it
-        messages = list(self.read_back())
+        if not path.exists():
+            msg = (
+                f"checkpoint {handle.checkpoint}'s Kafka transaction {handle.transactional_id} "
+                f"did not commit, and its spool {path}, which holds its {handle.count} "
+                "messages, is gone: those messages are lost; restore an earlier checkpoint or "
+                "start anew"
+            )
+            raise JobFailedError(msg)
         log.warning(
             "kafkawriter: checkpoint %d's transaction %s did not commit before the process "
             "stopped; writing its %d message(s) again",
             handle.checkpoint,
             handle.transactional_id,
-            len(messages),
+            handle.count,
         )
+        producer = self.writer.producer(handle.transactional_id)  # fences: the broker aborts it
+        client = BatchProducer(self.kafka, producer)
         try:
             producer.begin_transaction()
-            for topic, partition, key, value, headers in messages:
-                while True:
-                    try:
-                        producer.produce(topic, value, key, partition, headers=headers)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+            written = 0
+            for topic, keys, values in read_spool(path):
+                refused = client.produce(topic, keys, values, self.writer.partition)
+                written += len(values) - len(refused)
+            if written != handle.count:
+                msg = (
+                    f"the spool {path} of checkpoint {handle.checkpoint}'s Kafka transaction "
+                    f"holds {written} messages where the checkpoint recorded {handle.count}"
+                )
+                raise JobFailedError(msg)
             metadata = self.writer.group_metadata(handle.token_group)
             tp = self.kafka.TopicPartition(handle.token_topic, 0, handle.checkpoint)
             producer.send_offsets_to_transaction([tp], metadata, _TIMEOUT)
             producer.commit_transaction(_TIMEOUT)
         except self.kafka.KafkaException as exc:
             fail(exc, handle.transactional_id, self.writer.transaction_timeout_ms())
-
-    def read_back(
-        self,
-    ) -> Iterator[tuple[str, int, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
-        """The transaction's messages, in partition order, found by their header."""
-        handle = self.handle
-        config = self.writer.config()
-        consumer = self.kafka.Consumer(
-            quiet(
-                {
-                    "bootstrap.servers": config["bootstrap.servers"],
-                    "group.id": f"{self.writer.prefix}-recovery",
-                    "enable.auto.commit": "false",
-                    "isolation.level": "read_uncommitted",
-                    "enable.partition.eof": "true",
-                }
-            )
-        )
-        tag = handle.tag.encode()
-        assigned = []
-        for key, offset in handle.starts.items():
-            topic, _, partition = key.rpartition(":")
-            assigned.append(self.kafka.TopicPartition(topic, int(partition), offset))
-        consumer.assign(assigned)
-        found = 0
-        deadline = time.monotonic() + 60
-        try:
-            while found < handle.count and time.monotonic() < deadline:
-                message = consumer.poll(0.5)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == self.kafka.KafkaError._PARTITION_EOF:
-                        continue
-                    msg = f"reading back {handle.transactional_id}: {error.str()}"
-                    raise RetriableError(msg)
-                headers = message.headers() or []
-                if (TAG, tag) not in headers:
-                    continue
-                found += 1
-                replayed = [(TAG, tag + b"/again")]
-                yield message.topic(), message.partition(), message.key(), message.value(), replayed
         finally:
-            consumer.close()
-        if found < handle.count:
-            msg = (
-                f"checkpoint {handle.checkpoint}'s Kafka transaction {handle.transactional_id} "
-                f"did not commit, and only {found} of its {handle.count} messages are still in "
-                "the topic log (retention removed the rest?): those messages are lost; restore "
-                "an earlier checkpoint or start anew"
-            )
-            raise JobFailedError(msg)
+            client.close()
+        path.unlink()
