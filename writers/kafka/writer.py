@@ -42,6 +42,7 @@ import contextlib
 import logging
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -101,6 +102,8 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         self.slots = ctx.restore.tolerable_failed_checkpoints + 2
         self._kafka: ModuleType | None = None
         self._topics: dict[str, int] = {}
+        self._fenced: dict[str, Any] = {}
+        """Producers :meth:`begin` initialized, by transactional id, for the tasks to take."""
 
     @property
     def kafka(self) -> ModuleType:
@@ -229,9 +232,19 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         # spools and markers no restored handle needs: transactions aborted with their process
         for leftover in spool_folder(self.ctx.temp_dir).glob(f"{self.prefix}-*"):
             leftover.unlink(missing_ok=True)
-        for subtask in range(self.ctx.writers):
-            for slot in range(self.slots):
-                self.producer(self.transactional_id(subtask, slot)).flush(0)
+        # fence every slot's id (the broker aborts what an earlier process left open), all at
+        # once: an init is a round trip to the transaction coordinator, and the job waits for it
+        ids = [
+            self.transactional_id(subtask, slot)
+            for subtask in range(self.ctx.writers)
+            for slot in range(self.slots)
+        ]
+        with ThreadPoolExecutor(len(ids), thread_name_prefix="kafka-fence") as pool:
+            self._fenced = dict(zip(ids, pool.map(self.producer, ids), strict=True))
+
+    def fenced(self, transactional_id: str) -> Any:
+        """The producer :meth:`begin` initialized for an id (once), else a new one."""
+        return self._fenced.pop(transactional_id, None) or self.producer(transactional_id)
 
     @override
     def open(self, subtask: int, subtasks: int, schema: pa.Schema | None) -> WriterTask:
@@ -348,7 +361,7 @@ class _TransactionalTask(_Task):
         tid = self.writer.transactional_id(self.subtask, slot)
         client = self._free.pop(slot, None)
         if client is None:
-            client = BatchProducer(self.kafka, self.writer.producer(tid))
+            client = BatchProducer(self.kafka, self.writer.fenced(tid))
             self._clients.append(client)
         try:
             client.producer.begin_transaction()
