@@ -10,17 +10,20 @@
 2. **Produce**: the ``orders`` table (``--rows``, bench/orders.py) into a 3-partition topic by
    ``mysqlreader → kafkawriter`` exactly-once (keyed by id, hash-by-key, 2 channels). The limit:
    a produce loop of the same number of pre-serialized ~200-byte messages (idempotent producer,
-   acks=all, one flush). Ratio job / limit (target 0.6); the same messages through librdkafka's
-   batch call (as the writer produces them) are printed beside it. With the private broker, the CPU time
-   of each process (the bench's producer, syncx, Tansu, MariaDB) is read from ``/proc`` around
-   both runs and printed per message, with what the machine's cores leave syncx per row at 0.6
-   of the limit once Tansu and MariaDB have had theirs: the budget the target must fit.
+   acks=all, one flush). Ratio job / limit (target 0.6); the same messages through
+   librdkafka's batch call (as the writer produces them) are printed beside it. With the
+   private broker, the CPU time of each process (the bench's producer, syncx, Tansu, MariaDB) is
+   read from ``/proc`` around both runs and printed per message, with what the machine's cores
+   leave syncx per row at 0.6 of the limit once Tansu and MariaDB have had theirs: the budget
+   the target must fit.
 3. **Lag**: an endless ``binlogreader → kafkawriter`` job (exactly-once, checkpoints every
    0.5 s: a change becomes visible when its checkpoint's transaction commits) while 5,000
    changes/s run on the source; a read_committed consumer measures, for every inserted row, the
    time from its source transaction to its arrival (target: p99 under 2 s).
 
-Rates are messages (rows) per second of a real ``syncx run`` process, start-up included.
+Rates are messages (rows) per second of a real ``syncx run`` process, start-up included. With
+the private broker, each limit and each job starts on a restarted, empty Tansu (see
+:func:`broker`).
 """
 
 from __future__ import annotations
@@ -53,13 +56,18 @@ from tests.servers.mariadb import MariaDB, ensure_server  # noqa: E402
 SYNCX = [sys.executable, "-c", "from sync.cli import main; main()"]
 
 
-def broker() -> str:
-    """``$KAFKA_BOOTSTRAP``, else the private Tansu broker (started when needed)."""
+def broker(*, empty: bool = False) -> str:
+    """``$KAFKA_BOOTSTRAP``, else the private Tansu broker (started when needed; restarted
+    ``empty`` when asked: its memory storage slows down with every message it keeps, which a
+    real Kafka's log does not, so each measurement of a pair starts on an empty broker)."""
     given = os.environ.get("KAFKA_BOOTSTRAP")
     if given:
         return given
     env = {**os.environ, "PYTHON": sys.executable}
-    subprocess.run([str(REPO / "scripts" / "kafka-test-server.sh"), "start"], check=True, env=env)
+    script = str(REPO / "scripts" / "kafka-test-server.sh")
+    if empty:
+        subprocess.run([script, "stop"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run([script, "start"], check=True, env=env, stdout=subprocess.DEVNULL)
     return f"127.0.0.1:{os.environ.get('SYNCX_TEST_KAFKA_PORT', '19092')}"
 
 
@@ -256,7 +264,8 @@ def consume_job(bootstrap: str, name: str, out: Path) -> dict[str, Any]:
     return {"job": {"content": content, "setting": {"speed": {"channel": 3}}}}
 
 
-def consume(bootstrap: str, count: int, folder: Path) -> None:
+def consume(count: int, folder: Path) -> None:
+    bootstrap = broker(empty=True)
     small = topic(bootstrap)
     raw_produce(bootstrap, small, messages(count // 5))
     rss_small = run_job(
@@ -275,20 +284,22 @@ def consume(bootstrap: str, count: int, folder: Path) -> None:
     )
 
 
-def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
+def produce(server: MariaDB, rows: int, folder: Path) -> None:
     database = f"kafka_bench_{uuid.uuid4().hex[:8]}"
     conn = server.connect()
     conn.local_infile = True
     create_orders(server.connect(), database, rows)
     conn.close()
     try:
-        name = topic(bootstrap)
         values = [v + b" " * 40 for v in messages(rows)]  # about the size of a row's JSON
-        broker, mariadb = broker_pid(), mariadb_pid(server)
-        before = time.process_time(), cpu_seconds(broker)
+        bootstrap = broker(empty=True)
+        broker_id, mariadb = broker_pid(), mariadb_pid(server)
+        before = time.process_time(), cpu_seconds(broker_id)
         limit = raw_produce(bootstrap, topic(bootstrap), values)
         loop_cpu = time.process_time() - before[0]
-        loop_broker_cpu = cpu_seconds(broker) - before[1]
+        loop_broker_cpu = cpu_seconds(broker_id) - before[1]
+        bootstrap = broker(empty=True)
+        broker_id, name = broker_pid(), topic(bootstrap)
         reader = {
             "name": "mysqlreader",
             "parameter": {
@@ -330,12 +341,12 @@ def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
                 "setting": {"speed": {"channel": 2}},
             }
         }
-        servers = cpu_seconds(broker), cpu_seconds(mariadb)
+        servers = cpu_seconds(broker_id), cpu_seconds(mariadb)
         run = run_job(job, folder, "produce")
-        broker_cpu = cpu_seconds(broker) - servers[0]
+        broker_cpu = cpu_seconds(broker_id) - servers[0]
         mariadb_cpu = cpu_seconds(mariadb) - servers[1]
         rate = rows / run.seconds
-        # after the job: Tansu keeps every message in memory and slows down as it grows
+        bootstrap = broker(empty=True)
         batched = raw_produce_batched(bootstrap, topic(bootstrap), values)
         print(
             f"produce: limit {limit:,.0f} msg/s; mysql orders → kafka exactly-once "
@@ -344,7 +355,7 @@ def produce(server: MariaDB, bootstrap: str, rows: int, folder: Path) -> None:
             f"that {rate / batched:.2f})",
             flush=True,
         )
-        if broker is not None:
+        if broker_id is not None:
             per_row = 1e6 / rows
             budget = (os.cpu_count() or 1) / (0.6 * limit) * 1e6
             left = budget - (broker_cpu + mariadb_cpu) * per_row
@@ -448,15 +459,14 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=float, default=20)
     parser.add_argument("--only", choices=["consume", "produce", "lag"], default=None)
     args = parser.parse_args()
-    bootstrap = broker()
     with tempfile.TemporaryDirectory(prefix="syncx-kafka-bench-") as tmp:
         folder = Path(tmp)
         if args.only in (None, "consume"):
-            consume(bootstrap, args.messages, folder)
+            consume(args.messages, folder)
         if args.only in (None, "produce"):
-            produce(ensure_server(), bootstrap, args.rows, folder)
+            produce(ensure_server(), args.rows, folder)
         if args.only in (None, "lag"):
-            lag(ensure_server(), bootstrap, args.lag_rate, args.lag_seconds, folder)
+            lag(ensure_server(), broker(empty=True), args.lag_rate, args.lag_seconds, folder)
 
 
 if __name__ == "__main__":
