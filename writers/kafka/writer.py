@@ -200,6 +200,9 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         producer = self.kafka.Producer(config)
         if transactional_id:
             try:
+                # connected first: an init that starts before the connection is up waits for
+                # librdkafka's next coordinator query, 0.5 s later (half the fresh inits here)
+                producer.list_topics(timeout=_TIMEOUT)
                 producer.init_transactions(_TIMEOUT)
             except self.kafka.KafkaException as exc:
                 fail(exc, transactional_id, self.transaction_timeout_ms())
