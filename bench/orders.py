@@ -187,6 +187,25 @@ def write_tsv(path: Path, rows: int, seed: int = DEFAULT_SEED) -> None:
             out.write(chunk_tsv(chunk, start + 1, count, seed, corpus))
 
 
+def settle(conn: pymysql.connections.Connection, timeout: float = 120.0) -> None:
+    """Wait until InnoDB has flushed its dirty pages (forced by a 0% dirty-page target for the
+    wait): a measurement that starts right after a bulk load or a DROP shares the cores with
+    the server's background flushing, which moved the Kafka bench's ratios by a third."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+        (saved,) = cur.fetchone()
+        cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
+                if int(cur.fetchone()[1]) == 0:
+                    return
+                time.sleep(0.2)
+        finally:
+            cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = %s", (saved,))
+
+
 def create_orders(
     conn: pymysql.connections.Connection,
     database: str,
