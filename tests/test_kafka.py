@@ -557,6 +557,26 @@ def test_a_lost_transaction_without_its_spool_fails_naming_it(
         again.begin([lost], fresh=False)
 
 
+def test_a_handle_from_before_the_spools_restores_when_committed_and_fails_plainly_if_not(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    topic = new_topic(bootstrap)
+    writer = _writer(bootstrap, topic, "v1", tmp_path)
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    task.write(_rows(0, 10))
+    handle: KafkaTxn = task.prepare(1)
+    task.commit(handle)
+    old = {**handle.to_json(), "v": 1, "tag": "t/1", "starts": {f"{topic}:0": 0}}
+    del old["spool"]
+    upgraded = KafkaTxn.from_json(old)
+    assert upgraded.spool == "" and upgraded.checkpoint == 1
+    _writer(bootstrap, topic, "v1", tmp_path).begin([upgraded], fresh=False)  # the token: done
+    lost = KafkaTxn.from_json({**old, "checkpoint": 2})
+    with pytest.raises(JobFailedError, match="written by a syncx older than the transaction"):
+        _writer(bootstrap, topic, "v1", tmp_path).begin([lost], fresh=False)
+
+
 def test_a_second_job_with_the_same_id_is_fenced(bootstrap: str, tmp_path: Path) -> None:
     topic = new_topic(bootstrap, 1)
     first = _writer(bootstrap, topic, "fenced", tmp_path)

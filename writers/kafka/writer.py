@@ -80,14 +80,24 @@ class KafkaTxn(State):
     """The handle of one prepared transaction: enough to find out whether it committed and, if
     not, to write its messages again."""
 
+    VERSION: ClassVar[int] = 2
+
     subtask: int
     transactional_id: str
     checkpoint: int
     token_group: str
     token_topic: str
     spool: str
-    """The spool file's name in :func:`~writers.kafka.spool.spool_folder`."""
+    """The spool file's name in :func:`~writers.kafka.spool.spool_folder` (empty for a
+    version 1 handle, whose messages were tagged in the topic log instead)."""
     count: int
+
+    @classmethod
+    @override
+    def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
+        # version 1 named a header tag and the partitions' start offsets, and had no spool
+        del data["tag"], data["starts"]
+        return {**data, "spool": ""}
 
 
 class KafkaWriter(Writer[KafkaWriterParams]):
@@ -555,12 +565,21 @@ class Recovery:
     def run(self) -> None:
         """Commit the handle's messages unless they already are."""
         handle = self.handle
-        path = self.writer.spool_path(handle.spool)
-        marker = commit_marker(path)
-        if self.committed() or marker.exists():
-            path.unlink(missing_ok=True)
-            marker.unlink(missing_ok=True)
+        path = self.writer.spool_path(handle.spool) if handle.spool else None
+        marker = commit_marker(path) if path is not None else None
+        if self.committed() or (marker is not None and marker.exists()):
+            for done in (path, marker):
+                if done is not None:
+                    done.unlink(missing_ok=True)
             return
+        if path is None:
+            msg = (
+                f"checkpoint {handle.checkpoint}'s Kafka transaction {handle.transactional_id} "
+                "did not commit, and it was written by a syncx older than the transaction "
+                "spools (its messages are tagged in the topic log, which this syncx no longer "
+                "reads back): restore this checkpoint with the syncx that wrote it, or start anew"
+            )
+            raise JobFailedError(msg)
         if not path.exists():
             msg = (
                 f"checkpoint {handle.checkpoint}'s Kafka transaction {handle.transactional_id} "
