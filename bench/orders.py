@@ -190,7 +190,7 @@ def write_tsv(path: Path, rows: int, seed: int = DEFAULT_SEED) -> None:
 def settle(conn: pymysql.connections.Connection, timeout: float = 120.0) -> None:
     """Wait until InnoDB has flushed its dirty pages (forced by a 0% dirty-page target for the
     wait): a measurement that starts right after a bulk load or a DROP shares the cores with
-    the server's background flushing, which moved the Kafka bench's ratios by a third."""
+    the server's background flushing. Gives up quietly after ``timeout`` seconds."""
     with conn.cursor() as cur:
         cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
         (saved,) = cur.fetchone()

@@ -12,8 +12,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 def consume_all(
     bootstrap: str, topic: str, timeout: float = 60.0, *, committed: bool = True
 ) -> list[Any]:
-    """Every message of ``topic`` (all its partitions) a ``read_committed`` consumer sees
-    (``read_uncommitted`` unless ``committed``), in the order polled.
+    """Every message of ``topic`` (all its partitions) that a ``read_committed`` consumer sees
+    (a ``read_uncommitted`` one when ``committed`` is false), in the order polled.
 
     It reads until every partition has signalled its end (``enable.partition.eof``) at or past
     its high watermark as the read began, not until the topic has been quiet for a while: a busy
