@@ -242,9 +242,15 @@ class KafkaWriter(Writer[KafkaWriterParams]):
             return
         for handle in sorted(handles, key=lambda h: (h.subtask, h.checkpoint)):
             Recovery(self, handle).run()
-        # spools and markers no restored handle needs: transactions aborted with their process
+        # spools and markers no restored handle names: transactions aborted with their process
+        # (a restored handle's marker stays: this run may die before its next checkpoint, and
+        # the marker must answer for the handle again then)
+        named = {
+            n for h in handles if h.spool for n in (h.spool, commit_marker(Path(h.spool)).name)
+        }
         for leftover in spool_folder(self.ctx.temp_dir).glob(f"{self.prefix}-*"):
-            leftover.unlink(missing_ok=True)
+            if leftover.name not in named:
+                leftover.unlink(missing_ok=True)
         # fence every slot's id (the broker aborts what an earlier process left open), all at
         # once: an init is a round trip to the transaction coordinator, and the job waits for it
         ids = [
@@ -567,10 +573,13 @@ class Recovery:
         handle = self.handle
         path = self.writer.spool_path(handle.spool) if handle.spool else None
         marker = commit_marker(path) if path is not None else None
-        if self.committed() or (marker is not None and marker.exists()):
+        if self.committed():
             for done in (path, marker):
                 if done is not None:
                     done.unlink(missing_ok=True)
+            return
+        if marker is not None and marker.exists():  # committed; the broker lost its token
+            path.unlink(missing_ok=True)
             return
         if path is None:
             msg = (
@@ -617,4 +626,5 @@ class Recovery:
             fail(exc, handle.transactional_id, self.writer.transaction_timeout_ms())
         finally:
             client.close()
+        marker.touch()  # the commit's token may be lost as well (see Spool.committed)
         path.unlink()
