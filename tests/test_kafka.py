@@ -541,15 +541,23 @@ def test_a_transaction_lost_with_its_process_is_written_again_once(
         assert seen == sorted(seen)
 
 
+def _prepared(
+    bootstrap: str, topic: str, job: str, tmp_path: Path
+) -> tuple[KafkaWriter, Any, KafkaTxn]:
+    """A fresh writer whose one task wrote 10 rows and prepared checkpoint 1."""
+    writer = _writer(bootstrap, topic, job, tmp_path)
+    writer.begin([], fresh=True)
+    task = writer.open(0, 1, None)
+    task.write(_rows(0, 10))
+    return writer, task, task.prepare(1)
+
+
 def test_a_lost_transaction_without_its_spool_fails_naming_it(
     bootstrap: str, tmp_path: Path
 ) -> None:
     topic = new_topic(bootstrap)
-    writer = _writer(bootstrap, topic, "nospool", tmp_path)
-    writer.begin([], fresh=True)
-    task = writer.open(0, 1, None)
-    task.write(_rows(0, 10))
-    lost: KafkaTxn = task.prepare(1)  # stored, then the process dies before commit
+    writer, _task, lost = _prepared(bootstrap, topic, "nospool", tmp_path)
+    # checkpoint 1 stored, then the process dies before commit
     spool = writer.spool_path(lost.spool)
     spool.unlink()  # the state folder's tmp/ emptied by hand
     again = _writer(bootstrap, topic, "nospool", tmp_path)
@@ -561,11 +569,7 @@ def test_a_handle_from_before_the_spools_restores_when_committed_and_fails_plain
     bootstrap: str, tmp_path: Path
 ) -> None:
     topic = new_topic(bootstrap)
-    writer = _writer(bootstrap, topic, "v1", tmp_path)
-    writer.begin([], fresh=True)
-    task = writer.open(0, 1, None)
-    task.write(_rows(0, 10))
-    handle: KafkaTxn = task.prepare(1)
+    _, task, handle = _prepared(bootstrap, topic, "v1", tmp_path)
     task.commit(handle)
     old = {**handle.to_json(), "v": 1, "tag": "t/1", "starts": {f"{topic}:0": 0}}
     del old["spool"]
