@@ -239,9 +239,20 @@ def _rollback_prepared(server: MariaDB, name: str) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s", (name,))
-            for (session,) in cur.fetchall():
+            killed = [int(session) for (session,) in cur.fetchall()]
+            for session in killed:
                 with contextlib.suppress(Exception):
-                    cur.execute(f"KILL CONNECTION {int(session)}")
+                    cur.execute(f"KILL CONNECTION {session}")
+            # a killed session's prepared transaction is in no list while the session ends
+            deadline = time.monotonic() + 10
+            while killed and time.monotonic() < deadline:
+                cur.execute(
+                    "SELECT COUNT(*) FROM information_schema.processlist WHERE id IN %s",
+                    (killed,),
+                )
+                if cur.fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ UNCOMMITTED")
             try:
                 cur.execute(f"SELECT `run`, `segment` FROM `{name}`.`_syncx_commits`")

@@ -322,8 +322,11 @@ def test_node_lost_mysql_xa_exact(
         },
     )
     path = _write(tmp_path / "job.json", job)
-    _run_losing_the_worker(nodes, tmp_path, path, point)
-    _assert_same_rows(db, "src", "dst")
+    try:
+        _run_losing_the_worker(nodes, tmp_path, path, point)
+        _assert_same_rows(db, "src", "dst")
+    except AssertionError as exc:  # a lock held on: show by whom
+        raise AssertionError(f"{exc}\n{db.server.lock_report()}") from exc
     # no prepared transaction of this job's run is left (other tests share the server)
     runs = {str(row[1]).encode() for row in db.query("SELECT * FROM _syncx_commits")}
     assert runs

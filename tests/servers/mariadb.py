@@ -29,6 +29,24 @@ BINLOG_VARIABLES: tuple[str, ...] = (
 )
 
 
+LOCK_WAIT_TIMEOUT = 1205
+
+_LOCK_QUERIES: tuple[tuple[str, str], ...] = (
+    (
+        "InnoDB transactions",
+        "SELECT trx_id, trx_state, trx_started, trx_mysql_thread_id, trx_rows_locked, "
+        "trx_rows_modified, trx_query FROM information_schema.innodb_trx",
+    ),
+    ("lock waits", "SELECT * FROM information_schema.innodb_lock_waits"),
+    (
+        "sessions",
+        "SELECT id, host, db, command, time, state, LEFT(info, 120) "
+        "FROM information_schema.processlist",
+    ),
+    ("prepared XA", "XA RECOVER"),
+)
+
+
 def _quote_ident(name: str) -> str:
     """Quote an SQL identifier with backticks."""
     return "`" + name.replace("`", "``") + "`"
@@ -74,13 +92,49 @@ class MariaDB:
         return name
 
     def drop_database(self, name: str) -> None:
-        """Drop database ``name`` if it exists."""
+        """Drop database ``name`` if it exists; a lock wait that fails it is raised with
+        :meth:`lock_report` (who holds what), since it means a test left a transaction open."""
         conn = self.connect()
         try:
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)}")
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] != LOCK_WAIT_TIMEOUT:
+                raise
+            msg = f"DROP DATABASE {name}: {exc.args[1]}\n{self.lock_report()}"
+            raise AssertionError(msg) from exc
         finally:
             conn.close()
+
+    def lock_report(self) -> str:
+        """The server's open transactions, lock waits, sessions and prepared XA transactions,
+        with the local process owning each session's socket: what a test that failed on a
+        lock (1205) needs to show."""
+        owners = subprocess.run(
+            ["ss", "-tnpH", "dst", f"{self.host}:{self.port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        conn = self.connect()
+        lines: list[str] = []
+        try:
+            with conn.cursor() as cur:
+                for title, query in _LOCK_QUERIES:
+                    cur.execute(query)
+                    lines.append(f"-- {title}")
+                    lines.extend(f"   {row!r}" for row in cur.fetchall())
+                cur.execute("SHOW ENGINE INNODB STATUS")
+                status = cur.fetchone()[2]
+                start = status.find("\nTRANSACTIONS\n")
+                end = status.find("\nFILE I/O\n", start)
+                lines.append("-- InnoDB status, transactions (prepared ones included)")
+                lines.append(status[start:end] if start >= 0 else status)
+        finally:
+            conn.close()
+        lines.append("-- client sockets (ss)")
+        lines.extend(f"   {line}" for line in owners.splitlines())
+        return "\n".join(lines)
 
 
 def server_port() -> int:
