@@ -9,6 +9,7 @@ states) and count exact message totals only against a real Kafka (``REAL_KAFKA``
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import os
@@ -32,8 +33,9 @@ import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from libs.kafka.batch import BatchProducer
+from libs.kafka.batch import BatchProducer, _library
 from libs.kafka.jsonenc import json_objects
+from libs.kafka.murmur2 import partitions
 from libs.kafka.settings import translate, validate_settings
 from readers.kafka.params import KafkaReaderParams, parse_offsets
 from sync.contract import JobContext
@@ -464,6 +466,62 @@ def test_batches_keep_their_order_through_a_full_queue_and_refuse_only_oversize_
     expected = [v for i, v in enumerate(values) if i != 1234]
     assert [m.value().decode() for m in messages] == expected
     assert [m.key().decode() for m in messages] == [str(i % 7) for i in range(3000) if i != 1234]
+
+
+def test_keys_partition_as_librdkafkas_murmur2() -> None:
+    """syncx's vectorized murmur2 against librdkafka's own (exported) partitioner: every key
+    length's tail, empty keys, a sliced and a large-offset array; null keys get -1."""
+    lib = _library()
+    assert lib is not None, "librdkafka is found on this platform"
+    reference = lib.rd_kafka_msg_partitioner_murmur2
+    reference.restype = ctypes.c_int32
+    reference.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int32]
+    rng = random.Random(7)
+    keys = [bytes(rng.randrange(256) for _ in range(rng.randrange(40))) for _ in range(3000)]
+    keys += [b"", b"21", b"foobar", b"abc"]
+    for count in (1, 3, 7, 2**31 - 1):
+        expected = [reference(None, k, len(k), count) for k in keys]
+        assert partitions(pa.array(keys, pa.binary()), count).tolist() == expected
+        assert partitions(pa.array(keys, pa.large_binary()), count).tolist() == expected
+        assert partitions(pa.array([b"x", *keys])[1:], count).tolist() == expected
+    assert partitions(pa.array([b"abc", None]), 2**31 - 1).tolist() == [479470107, -1]
+
+
+def test_batches_land_on_the_partitions_librdkafka_would_choose(bootstrap: str) -> None:
+    """Keyed messages partitioned by syncx (a batch call per partition) land where
+    ``produce()`` with the ``murmur2_random`` partitioner puts the same keys, in their order;
+    keyless ones arrive too."""
+    topic = new_topic(bootstrap, 5)
+    config = {"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "log_level": 0}
+    plain = Producer(config)
+    keys = [f'{{"id":{i % 400}}}' for i in range(2000)]
+    for key in keys:
+        plain.produce(topic, b"plain", key.encode())
+    assert plain.flush(30) == 0
+    batched = Producer(config)
+    client = BatchProducer(confluent_kafka, batched, murmur2=True)
+    assert client.batched, "the batch call is used on this platform"
+    values = pa.array([f"batch {i}" for i in range(2000)] + ["keyless"] * 10)
+    assert client.produce(topic, pa.array([*keys, *[None] * 10]), values) == {}
+    assert batched.flush(30) == 0
+    client.close()
+    by_source: dict[bytes, dict[str, set[int]]] = {b"plain": {}, b"batch": {}}
+    order: dict[int, list[int]] = {}
+    keyless = 0
+    for message in consume_all(bootstrap, topic):
+        value = message.value()
+        if value == b"keyless":
+            keyless += 1
+            continue
+        source = value.split(b" ")[0]
+        by_source[source].setdefault(message.key().decode(), set()).add(message.partition())
+        if source == b"batch":
+            order.setdefault(message.partition(), []).append(int(value.split(b" ")[1]))
+    assert keyless == 10
+    assert by_source[b"batch"] == by_source[b"plain"]
+    assert all(len(found) == 1 for found in by_source[b"plain"].values())
+    assert len(order) == 5, "the keys spread over every partition"
+    assert all(numbers == sorted(numbers) for numbers in order.values())
 
 
 # -- exactly-once: tokens, fencing, recovery ------------------------------------------------------

@@ -11,6 +11,13 @@ field of its C object in every confluent-kafka since 1.0 (``Handle.rk``, after
 them (``RD_KAFKA_MSG_F_COPY``) before the call returns, and the call runs without the GIL. The
 producer's configuration, transactions and flushes stay confluent-kafka's.
 
+Partitions: for a producer configured with the ``murmur2_random`` partitioner, keyed messages
+are partitioned here (:mod:`libs.kafka.murmur2`, the same function) and each partition's
+messages go in one call for that partition: librdkafka's single-partition path, without a
+partitioner call and a partition lookup per message. The partition count comes from the
+topic's metadata, asked again every :data:`METADATA_AGE` seconds (a topic that gains
+partitions gets keys moved as librdkafka's partitioner would move them, a little later).
+
 Order: when the local queue is full, librdkafka fails that message and every later one of the
 call with ``_QUEUE_FULL`` (never a later one alone), so producing the rest again after a short
 wait keeps the order. Messages produced this way have no delivery report in Python: a
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -33,7 +41,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["QUEUE_FULL", "TOO_LARGE", "BatchProducer"]
+from libs.kafka.murmur2 import partitions, spans
+
+__all__ = ["METADATA_AGE", "QUEUE_FULL", "TOO_LARGE", "BatchProducer"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ TOO_LARGE = 10
 _F_COPY = 0x2
 _INVALID_ARG = -186
 _PARTITION_UA = -1
+METADATA_AGE = 60.0
+"""Seconds a topic's partition count is used before its metadata is asked again."""
 
 _MESSAGE = np.dtype(
     [
@@ -111,13 +123,11 @@ def _handle(lib: ctypes.CDLL, producer: Any) -> int | None:
 
 def _pointers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Each value's address and length in a string or binary array (nulls: 0 and 0)."""
-    validity, offsets, data = array.buffers()[:3]
-    wide = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-    bounds = np.frombuffer(offsets, np.int64 if wide else np.int32)
-    bounds = bounds[array.offset : array.offset + len(array) + 1].astype(np.uint64)
-    base = np.uint64(data.address if data is not None else 0)
-    addresses, lengths = bounds[:-1] + base, np.diff(bounds)
-    if validity is not None and array.null_count:
+    starts, lengths = spans(array)
+    data = array.buffers()[2]
+    addresses = starts.astype(np.uint64) + np.uint64(data.address if data is not None else 0)
+    lengths = lengths.astype(np.uint64)
+    if array.null_count:
         missing = ~np.asarray(array.is_valid())
         addresses[missing] = 0
         lengths[missing] = 0
@@ -127,13 +137,19 @@ def _pointers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 class BatchProducer:
     """Produces Arrow arrays of keys and values through one confluent-kafka ``Producer``."""
 
-    def __init__(self, kafka: ModuleType, producer: Any, *, per_message: bool = False) -> None:
+    def __init__(
+        self, kafka: ModuleType, producer: Any, *, per_message: bool = False, murmur2: bool = False
+    ) -> None:
+        """``murmur2``: the producer's partitioner is ``murmur2_random`` (keyed messages are
+        partitioned here, see the module docs)."""
         self.kafka = kafka
         self.producer = producer
         lib = None if per_message else _library()
         self._lib = lib
         self._rk = _handle(lib, producer) if lib is not None else None
+        self._murmur2 = murmur2
         self._topics: dict[str, int] = {}
+        self._counts: dict[str, tuple[int, float]] = {}
 
     @property
     def batched(self) -> bool:
@@ -156,11 +172,25 @@ class BatchProducer:
         if keys is not None:
             messages["key"], messages["key_len"] = _pointers(keys)
         rkt = self._topic(topic)
+        count = self._partition_count(topic) if partition == _PARTITION_UA else 0
+        if keys is None or not count:
+            return self._produce_batch(rkt, partition, messages)
+        chosen = partitions(keys, count)
+        refused: dict[int, str] = {}
+        for target in np.unique(chosen):
+            members = np.flatnonzero(chosen == target)
+            for index, name in self._produce_batch(rkt, int(target), messages[members]).items():
+                refused[int(members[index])] = name
+        return refused
+
+    def _produce_batch(self, rkt: int, partition: int, messages: np.ndarray) -> dict[int, str]:
+        """One ``rd_kafka_produce_batch`` of ``messages``, again from the first one the full
+        queue refused until all are in; the refused messages' indexes and error names."""
+        assert self._lib is not None
         refused: dict[int, str] = {}
         done = 0
         while done < len(messages):
             rest = messages[done:]
-            assert self._lib is not None
             self._lib.rd_kafka_produce_batch(rkt, partition, _F_COPY, rest.ctypes.data, len(rest))
             failed = np.flatnonzero(rest["err"])
             full = failed[rest["err"][failed] == QUEUE_FULL]
@@ -172,6 +202,21 @@ class BatchProducer:
             done += end
             self.producer.poll(0.005)
         return refused
+
+    def _partition_count(self, topic: str) -> int:
+        """The topic's partition count when this producer partitions keys itself, else 0."""
+        if not self._murmur2:
+            return 0
+        count, since = self._counts.get(topic, (0, -METADATA_AGE))
+        now = time.monotonic()
+        if now - since >= METADATA_AGE:
+            try:
+                found = self.producer.list_topics(topic, timeout=10).topics.get(topic)
+            except self.kafka.KafkaException:
+                found = None
+            count = len(found.partitions) if found is not None and found.error is None else 0
+            self._counts[topic] = (count, now)
+        return count
 
     def _refusal(self, code: int) -> str:
         """The name of an error librdkafka gave a single message; raises unless it is one the

@@ -379,7 +379,7 @@ class _TransactionalTask(_Task):
         tid = self.writer.transactional_id(self.subtask, slot)
         client = self._free.pop(slot, None)
         if client is None:
-            client = BatchProducer(self.kafka, self.writer.fenced(tid))
+            client = BatchProducer(self.kafka, self.writer.fenced(tid), murmur2=True)
             self._clients.append(client)
         try:
             client.producer.begin_transaction()
@@ -604,7 +604,7 @@ class Recovery:
             handle.count,
         )
         producer = self.writer.producer(handle.transactional_id)  # fences: the broker aborts it
-        client = BatchProducer(self.kafka, producer)
+        client = BatchProducer(self.kafka, producer, murmur2=True)
         try:
             producer.begin_transaction()
             written = 0
