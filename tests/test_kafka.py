@@ -712,7 +712,9 @@ def test_killed_runs_lose_no_key(bootstrap: str, tmp_path: Path) -> None:
     assert report.runs[0].killed, report.summary()
     restored = "".join(run.output for run in report.runs[1:])
     assert "did not commit before the process stopped" in restored
-    messages = consume_all(bootstrap, topic)
+    # Tansu's read_committed view can end for good before committed messages when the two
+    # channels commit at once (TestKafkaCrash in test_conformance_kafka.py): read it all there
+    messages = consume_all(bootstrap, topic, committed=REAL_KAFKA)
     keys = [(json.loads(m.key())["id"], json.loads(m.value())["v"]) for m in messages]
     assert {k for k, _ in keys} == set(range(20_000))  # ids repeat per channel: both present
     assert len(set(keys)) == 40_000, "no row lost"

@@ -19,7 +19,9 @@ def consume_all(
     its high watermark as the read began, not until the topic has been quiet for a while: a busy
     machine can pause longer than any quiet period, and a read-back that stops early reports
     messages as lost. A partition that does not reach its end within ``timeout`` fails the
-    read-back, naming it."""
+    read-back, naming it. A ``read_committed`` read's watermark and end are the partition's last
+    stable offset; Tansu can keep that below committed messages for good (and then answers 0 for
+    the watermark): see ``TestKafkaCrash`` in ``tests/test_conformance_kafka.py``."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
