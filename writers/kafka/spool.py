@@ -101,7 +101,7 @@ class Spool:
     def committed(self) -> Path:
         """Replace the spool by its commit marker (its transaction committed); returns the
         marker. The marker answers for the transaction when the broker's commit token does not
-        show it (Tansu loses the token of the first commit after a fenced transaction's abort):
+        show it (Tansu can leave an acknowledged commit unresolved, its token never applied):
         a restore must not write it again, nor fail for want of its spool."""
         marker = commit_marker(self.path)
         marker.touch()

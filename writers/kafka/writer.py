@@ -251,8 +251,9 @@ class KafkaWriter(Writer[KafkaWriterParams]):
             if leftover.name not in named:
                 leftover.unlink(missing_ok=True)
         # fence every slot's id (the broker aborts what an earlier process left open), one
-        # after the other: fenced at once, Tansu lost rows of the crash round's read-back in 4
-        # of 6 runs (1 of 12 one by one); the tasks take these producers (see fenced)
+        # after the other: Tansu can leave commits unresolved when transactions end at the same
+        # moment, and fenced at once that happened in 4 of 6 crash rounds (1 of 12 one by one);
+        # the tasks take these producers (see fenced)
         ids = [
             self.transactional_id(subtask, slot)
             for subtask in range(self.ctx.writers)
