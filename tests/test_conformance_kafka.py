@@ -173,8 +173,9 @@ class TestKafkaCrash(CrashConformance):
     epoch 4 while that one was still writing its commit markers; its last marker, offset 125 of
     partition 2, put the range 125..125 back on the Committed epoch, which was then listed among
     the overlapping transactions of every later EndTxn; the three transactions committed after
-    it stayed PrepareCommit, the first from offsets 159/143/126. The other failing rounds ended the same way (``read_committed``: 65,
-    110, 160 and 25 ids missing; ``read_uncommitted``: all 300).
+    it stayed PrepareCommit, the first from offsets 159/143/126. The other failing rounds ended
+    the same way (``read_committed``: 65, 110, 160 and 25 ids missing; ``read_uncommitted``: all
+    300).
 
     Reading uncommitted adds only records whose transaction the broker acknowledged the end of:
     the last run initializes every transactional id of the job, which aborts what a killed run
