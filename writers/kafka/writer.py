@@ -261,6 +261,11 @@ class KafkaWriter(Writer[KafkaWriterParams]):
         ]
         self._fenced = {tid: self.producer(tid) for tid in ids}
 
+    def client(self, producer: Any) -> BatchProducer:
+        """The batch client of a producer of this writer's :meth:`config`, whose forced
+        ``murmur2_random`` partitioner lets the client partition keys itself."""
+        return BatchProducer(self.kafka, producer, murmur2=True)
+
     def fenced(self, transactional_id: str) -> Any:
         """The producer :meth:`begin` initialized for an id (once), else a new one."""
         return self._fenced.pop(transactional_id, None) or self.producer(transactional_id)
@@ -380,7 +385,7 @@ class _TransactionalTask(_Task):
         tid = self.writer.transactional_id(self.subtask, slot)
         client = self._free.pop(slot, None)
         if client is None:
-            client = BatchProducer(self.kafka, self.writer.fenced(tid), murmur2=True)
+            client = self.writer.client(self.writer.fenced(tid))
             self._clients.append(client)
         try:
             client.producer.begin_transaction()
@@ -605,7 +610,7 @@ class Recovery:
             handle.count,
         )
         producer = self.writer.producer(handle.transactional_id)  # fences: the broker aborts it
-        client = BatchProducer(self.kafka, producer, murmur2=True)
+        client = self.writer.client(producer)
         try:
             producer.begin_transaction()
             written = 0
