@@ -9,12 +9,16 @@ atomically within one folder tree (POSIX and HDFS both do). A full local disk ra
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import fnmatch
 import io
+import mmap
 import os
 import shutil
 import typing
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -23,7 +27,14 @@ from typing_extensions import Buffer
 
 from sync.errors import disk_full_as
 
-__all__ = ["FileInfo", "FileSystem", "LocalFileSystem", "expand_paths", "is_hidden"]
+__all__ = [
+    "DurableFile",
+    "FileInfo",
+    "FileSystem",
+    "LocalFileSystem",
+    "expand_paths",
+    "is_hidden",
+]
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ class LocalFileSystem(FileSystem):
     def open_write(self, path: str) -> BinaryIO:
         with disk_full_as(path):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            return typing.cast(BinaryIO, io.BufferedWriter(_SyncedRaw(path, "wb"), 1 << 20))
+            return typing.cast(BinaryIO, io.BufferedWriter(DurableFile(path), 1 << 16))
 
     def open_read(self, path: str) -> BinaryIO:
         return Path(path).open("rb")
@@ -242,19 +253,123 @@ def _walk(fs: FileSystem, folder: str) -> list[FileInfo]:
     return files
 
 
-class _SyncedRaw(io.FileIO):
-    """A raw file whose ``close`` fsyncs: prepare must leave staged data durable. A full disk
-    (on ``write``, or on the ``fsync`` of a filesystem that allocates late) is a
-    :class:`~sync.errors.DiskFullError` naming the file."""
+_BLOCK = 4096
+"""The alignment of direct I/O: offsets, lengths and memory (a multiple of 512 and of 4 KiB
+logical blocks)."""
+_CHUNK = 1 << 20
+"""Bytes a :class:`DurableFile` hands to the device at once (1 MiB wrote as fast as 4 MiB)."""
+_device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
+"""Writes the chunks of every :class:`DurableFile` in the background: the writing thread fills
+the next chunk meanwhile."""
+
+
+class DurableFile(io.RawIOBase):
+    """A new local file whose ``close`` makes it durable, written without the page cache where
+    the system allows it.
+
+    Why: on the project's machine (ext4 on a virtual disk), fsync of 520 MB written through the
+    page cache cost 1.3-1.5 s of kernel CPU whenever the filesystem gave the file blocks it had
+    not used lately (the first large file of a run, every run of the benchmarks), and 0.14 s when
+    it reused blocks just freed; the same bytes written with ``O_DIRECT`` cost 0.05-0.14 s either
+    way. So the bytes are staged in two aligned 1 MiB buffers and written a chunk at a time
+    (``O_DIRECT``) by a background thread while the caller fills the other buffer; ``close``
+    writes the tail padded to a block, truncates the padding and fsyncs (the file's size, and
+    the device's cache). Where ``O_DIRECT`` is missing (macOS) or the filesystem refuses it, the
+    same chunks go through the page cache. Sequential only: ``tell`` works, ``seek`` does not.
+    A full disk is a :class:`~sync.errors.DiskFullError` naming the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        self.name = str(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        direct = getattr(os, "O_DIRECT", 0)
+        with disk_full_as(self.name):
+            try:
+                self._fd = os.open(path, flags | direct, 0o644)
+            except OSError as exc:
+                if not direct or exc.errno != errno.EINVAL:
+                    raise
+                self._fd, direct = os.open(path, flags, 0o644), 0
+        self._direct = bool(direct)
+        self._buffers = [mmap.mmap(-1, _CHUNK), mmap.mmap(-1, _CHUNK)]
+        self._filled = 0
+        self._written = 0
+        self._pending: Future[None] | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._written
+
+    def fileno(self) -> int:
+        return self._fd
 
     def write(self, data: Buffer, /) -> int:
-        with disk_full_as(str(self.name)):
-            return super().write(data)
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            take = min(_CHUNK - self._filled, len(view) - done)
+            self._buffers[0][self._filled : self._filled + take] = view[done : done + take]
+            self._filled += take
+            done += take
+            if self._filled == _CHUNK:
+                self._wait()
+                self._pending = _device.submit(self._write_out, self._buffers[0], _CHUNK)
+                self._buffers.reverse()
+                self._filled = 0
+        self._written += done
+        return done
+
+    def _write_out(self, buffer: mmap.mmap, length: int) -> None:
+        view = memoryview(buffer)[:length]
+        try:
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except OSError as exc:  # a device whose blocks are larger than _BLOCK
+                    if not self._direct or exc.errno != errno.EINVAL:
+                        raise
+                    fcntl.fcntl(self._fd, fcntl.F_SETFL, os.O_WRONLY)
+                    self._direct = False
+        finally:
+            view.release()
+
+    def _wait(self) -> None:
+        """Wait for the chunk being written (its error, a full disk, is the caller's)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with disk_full_as(self.name):
+                pending.result()
 
     def close(self) -> None:
+        """Write the tail and fsync; the file is then durable."""
+        if self.closed:
+            return
         try:
-            with disk_full_as(str(self.name)):
-                if not self.closed:
-                    os.fsync(self.fileno())
+            self._wait()
+            if self._filled:
+                padded = -(-self._filled // _BLOCK) * _BLOCK if self._direct else self._filled
+                self._buffers[0][self._filled : padded] = bytes(padded - self._filled)
+                with disk_full_as(self.name):
+                    self._write_out(self._buffers[0], padded)
+                    if padded != self._filled:
+                        os.ftruncate(self._fd, self._written)
+            with disk_full_as(self.name):
+                os.fsync(self._fd)
         finally:
-            super().close()
+            self._release()
+
+    def abandon(self) -> None:
+        """Close without writing the tail or syncing: the file is about to be deleted."""
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._wait()
+            self._release()
+
+    def _release(self) -> None:
+        os.close(self._fd)
+        for buffer in self._buffers:
+            buffer.close()
+        super().close()

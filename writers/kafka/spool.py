@@ -4,11 +4,12 @@ librdkafka cannot commit a transaction prepared by a process that died, so the m
 checkpoint whose transaction had not committed when its process stopped must be written again
 on the restore. The spool keeps them for that: one Arrow IPC stream file per transaction (topic,
 key, value of each message, in produce order), written as the messages are produced, made
-durable (fsync of the file and its folder) when the transaction is prepared, that is before the
-checkpoint naming it is stored, and deleted once the transaction aborted or committed (then an
-empty commit marker stays until the task's next commit). Writing
-it costs a copy of the message bytes into the page cache; a header on every message, which the
-alternative (finding the messages again in the topic log) needs, cost several times more.
+durable (:class:`~libs.fs.DurableFile`, and an fsync of its folder) when the transaction is
+prepared, that is before the checkpoint naming it is stored, and deleted once the transaction
+aborted or committed (then an empty commit marker stays until the task's next commit). Writing
+it costs a copy of the message bytes on their way to the disk, beside the producing thread; a
+header on every message, which the alternative (finding the messages again in the topic log)
+needs, cost several times more.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
+
+from libs.fs import DurableFile
 
 __all__ = ["Spool", "commit_marker", "read_spool", "spool_folder"]
 
@@ -39,22 +40,14 @@ def spool_folder(temp_dir: Path) -> Path:
     return temp_dir / "kafka"
 
 
-_SYNC_BYTES = 64 << 20
-"""Written bytes after which the spool is synced in the background, so that sealing a large
-transaction waits only for its tail (a 280 MB spool took 0.22 s to fsync at once)."""
-_syncer = ThreadPoolExecutor(1, thread_name_prefix="kafka-spool-sync")
-
-
 class Spool:
     """The spool of one open transaction."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: BinaryIO = path.open("wb")
+        self._file = DurableFile(path)
         self._stream = pa.ipc.new_stream(self._file, _SCHEMA)
-        self._unsynced = 0
-        self._syncing: Future[None] | None = None
 
     def add(self, topic: str, keys: pa.Array | None, values: pa.Array) -> None:
         """Append messages (``keys`` ``None``: messages without a key)."""
@@ -65,24 +58,10 @@ class Spool:
         if keys is None:
             keys = pa.nulls(count, pa.string())
         self._stream.write_batch(pa.record_batch([topics, keys, values], schema=_SCHEMA))
-        self._unsynced += values.nbytes + keys.nbytes
-        if self._unsynced >= _SYNC_BYTES and (self._syncing is None or self._syncing.done()):
-            self._file.flush()
-            self._syncing = _syncer.submit(os.fdatasync, self._file.fileno())
-            self._unsynced = 0
-
-    def _synced(self) -> None:
-        """Wait for the background sync (before the file is closed under it)."""
-        if self._syncing is not None:
-            self._syncing.result()
-            self._syncing = None
 
     def seal(self) -> None:
         """Close the file and make it durable: the checkpoint that names it is stored next."""
-        self._synced()
         self._stream.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         folder = os.open(self.path.parent, os.O_RDONLY)
         try:
@@ -93,9 +72,8 @@ class Spool:
     def discard(self) -> None:
         """Close and delete the spool (its transaction aborted)."""
         with contextlib.suppress(Exception):
-            self._synced()
             self._stream.close()
-        self._file.close()
+        self._file.abandon()
         self.path.unlink(missing_ok=True)
 
     def committed(self) -> Path:
