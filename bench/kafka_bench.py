@@ -1,6 +1,7 @@
 """Kafka benchmarks against the private broker, each with its physical limit measured in the same run.
 
-    .venv/bin/python bench/kafka_bench.py [--messages 1000000] [--rows 2000000] [--lag-seconds 20]
+    .venv/bin/python bench/kafka_bench.py [--messages 1000000] [--rows 2000000] [--rounds 3]
+                                          [--lag-seconds 20] [--only consume|produce|lag]
 
 1. **Consume**: ``--messages`` JSON order messages in a 3-partition topic. The limit: a
    confluent-kafka consume loop that only counts messages (3 partitions assigned). The job:
@@ -10,12 +11,18 @@
 2. **Produce**: the ``orders`` table (``--rows``, bench/orders.py) into a 3-partition topic by
    ``mysqlreader → kafkawriter`` exactly-once (keyed by id, hash-by-key, 2 channels). The limit:
    a produce loop of the same number of pre-serialized ~200-byte messages (idempotent producer,
-   acks=all, one flush). Ratio job / limit (target 0.6); the same messages through
-   librdkafka's batch call (as the writer produces them) are printed beside it. With the
-   private broker, the CPU time of each process (the bench's producer, syncx, Tansu, MariaDB) is
-   read from ``/proc`` around both runs and printed per message, with what the machine's cores
-   leave syncx per row at 0.6 of the limit once Tansu and MariaDB have had theirs: the budget
-   the target must fit.
+   acks=all, one flush). ``--rounds`` rounds (3) each measure the limit, then the job; the
+   round of the median ratio job / limit is compared with the target (0.6): the machine's speed
+   moves from minute to minute (the limit alone varied by a third between runs), and a round's
+   two sides are measured a few seconds apart. The same messages through librdkafka's batch
+   call (as the writer produces them) are printed beside it. With the private broker, the CPU
+   time of each process (the bench's producer, syncx, Tansu, MariaDB) is read from ``/proc``
+   around both runs and printed per message, with what the machine's cores leave syncx per row
+   at 0.6 of the limit once Tansu and MariaDB have had theirs: the budget the target must fit.
+   Last, the *floor*: the job's parts done alone on the same rows (connectorx reading the
+   table, syncx's JSON encoding, the batch produce in a transaction, with MariaDB's and the
+   broker's CPU), their CPU a row summed, and the ratio that sum would reach with every core
+   busy all the time and no start-up (:func:`produce_floor`).
 3. **Lag**: an endless ``binlogreader → kafkawriter`` job (exactly-once, checkpoints every
    0.5 s: a change becomes visible when its checkpoint's transaction commits) while 5,000
    changes/s run on the source; a read_committed consumer measures, for every inserted row, the
@@ -120,30 +127,45 @@ def raw_produce(bootstrap: str, name: str, values: list[bytes]) -> float:
     return len(values) / (time.perf_counter() - started)
 
 
-def raw_produce_batched(bootstrap: str, name: str, values: list[bytes]) -> float:
+def raw_produce_batched(
+    bootstrap: str, name: str, values: list[bytes], *, transactional: bool = False
+) -> tuple[float, float, float]:
     """The same messages as :func:`raw_produce` through librdkafka's batch call (4,096 a call,
-    as syncx's writer makes them): what the library can do without a Python call a message."""
+    keys partitioned by syncx's murmur2, as the writer makes them; in one transaction when
+    ``transactional``, as exactly-once): what the library can do without a Python call a
+    message. Returns (msg/s, this process's CPU seconds, the broker's CPU seconds)."""
     import confluent_kafka  # noqa: PLC0415 - beside the names imported above
 
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "log_level": 0,
-        }
-    )
-    client = BatchProducer(confluent_kafka, producer)
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "linger.ms": 20,
+        "partitioner": "murmur2_random",
+        "log_level": 0,
+    }
+    if transactional:
+        config["transactional.id"] = f"bench-{name}"
+    producer = Producer(config)
+    client = BatchProducer(confluent_kafka, producer, murmur2=True)
     array = pa.array(values, pa.binary())
-    keys = pa.array([str(i).encode() for i in range(len(values))], pa.binary())
+    keys = pa.array([f'{{"id":{i}}}'.encode() for i in range(len(values))], pa.binary())
     producer.list_topics(timeout=10)
+    if transactional:
+        producer.init_transactions(10)
+        producer.begin_transaction()
+    broker_id = broker_pid()
+    before = time.process_time(), cpu_seconds(broker_id)
     started = time.perf_counter()
     for start in range(0, len(values), 4096):
         client.produce(name, keys.slice(start, 4096), array.slice(start, 4096))
     producer.flush(120)
+    if transactional:
+        producer.commit_transaction(30)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - before[0]
+    broker_cpu = cpu_seconds(broker_id) - before[1]
     client.close()
-    return len(values) / elapsed
+    return len(values) / elapsed, cpu, broker_cpu
 
 
 def raw_consume(bootstrap: str, name: str, count: int) -> float:
@@ -286,7 +308,130 @@ def consume(count: int, folder: Path) -> None:
     )
 
 
-def produce(server: MariaDB, rows: int, folder: Path) -> None:
+def produce_job(server: MariaDB, database: str, bootstrap: str, name: str) -> dict[str, Any]:
+    """``orders`` → a 3-partition topic, exactly-once, keyed by id, 2 channels."""
+    reader = {
+        "name": "mysqlreader",
+        "parameter": {
+            "connection": [
+                {
+                    "jdbcUrl": [f"jdbc:mysql://{server.host}:{server.port}/{database}"],
+                    "table": ["orders"],
+                }
+            ],
+            "username": server.user,
+            "password": server.password,
+            "column": ["*"],
+            "splitPk": "id",
+        },
+    }
+    fields = ["id", "user_id", "sku", "qty", "price", "status", "note", "created_at", "updated_at"]
+    writer = {
+        "name": "kafkawriter",
+        "parameter": {
+            "topic": name,
+            "partitionAssignColumns": ["id"],
+            "tableFields": fields,
+            "partitionStrategy": "hash-by-key",
+            "producerSettings": {"bootstrap.servers": bootstrap, "linger.ms": 20},
+        },
+    }
+    content = [{"reader": reader, "writer": writer}]
+    return {"job": {"content": content, "setting": {"speed": {"channel": 2}}}}
+
+
+@dataclass(frozen=True)
+class ProduceRound:
+    """One round: the limit loop's rate and CPU, the job's rate and every process's CPU."""
+
+    limit: float
+    loop_cpu: float
+    loop_broker_cpu: float
+    rate: float
+    job: Job
+    broker_cpu: float
+    mariadb_cpu: float
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.limit
+
+
+def produce_round(
+    server: MariaDB, database: str, rows: int, values: list[bytes], folder: Path, index: int
+) -> ProduceRound:
+    """The limit loop, then the job, each on a restarted empty broker."""
+    bootstrap = broker(empty=True)
+    broker_id, mariadb = broker_pid(), mariadb_pid(server)
+    before = time.process_time(), cpu_seconds(broker_id)
+    limit = raw_produce(bootstrap, topic(bootstrap), values)
+    loop_cpu = time.process_time() - before[0]
+    loop_broker_cpu = cpu_seconds(broker_id) - before[1]
+    bootstrap = broker(empty=True)
+    broker_id = broker_pid()
+    job = produce_job(server, database, bootstrap, topic(bootstrap))
+    servers = cpu_seconds(broker_id), cpu_seconds(mariadb)
+    run = run_job(job, folder, f"produce-{index}")
+    return ProduceRound(
+        limit,
+        loop_cpu,
+        loop_broker_cpu,
+        rows / run.seconds,
+        run,
+        cpu_seconds(broker_id) - servers[0],
+        cpu_seconds(mariadb) - servers[1],
+    )
+
+
+@dataclass(frozen=True)
+class Floor:
+    """CPU seconds of the job's parts done alone: what no MySQL → Kafka job of these tools
+    can spend less than (see :func:`produce_floor`)."""
+
+    read: float
+    mariadb: float
+    encode: float
+    produce: float
+    broker: float
+
+    @property
+    def total(self) -> float:
+        return self.read + self.mariadb + self.encode + self.produce + self.broker
+
+
+def produce_floor(server: MariaDB, database: str, values: list[bytes]) -> Floor:
+    """The job's three parts alone, on the same rows: connectorx reading the table in 2
+    partitions (the job's 2 channels; the CPU of this process and of MariaDB), syncx's JSON
+    encoding of its batches (values and keys, each batch dropped as the job drops it), and
+    the batch produce of as many messages in one transaction (this process and the broker).
+    What the job spends beyond their sum is syncx's own: start-up, conversions, the engine's
+    hand-over, the spool."""
+    import connectorx  # noqa: PLC0415 - a bench extra
+
+    from libs.kafka.jsonenc import json_object  # noqa: PLC0415 - beside the engine's imports
+
+    mariadb = mariadb_pid(server)
+    url = f"mysql://{server.user}:{server.password}@{server.host}:{server.port}/{database}"
+    before = time.process_time(), cpu_seconds(mariadb)
+    table = connectorx.read_sql(
+        url, "SELECT * FROM orders", partition_on="id", partition_num=2, return_type="arrow"
+    )
+    read, mariadb_cpu = time.process_time() - before[0], cpu_seconds(mariadb) - before[1]
+    table = table.set_column(4, "price", table.column("price").cast(pa.decimal128(12, 2)))
+    started = time.process_time()
+    for batch in table.to_batches(4096):
+        json_object(table.schema.names, batch.columns)
+        json_object(["id"], [batch.column(0)])
+    encode = time.process_time() - started
+    del table
+    bootstrap = broker(empty=True)
+    _, produce_cpu, broker_cpu = raw_produce_batched(
+        bootstrap, topic(bootstrap), values, transactional=True
+    )
+    return Floor(read, mariadb_cpu, encode, produce_cpu, broker_cpu)
+
+
+def produce(server: MariaDB, rows: int, rounds: int, folder: Path) -> None:
     database = f"kafka_bench_{uuid.uuid4().hex[:8]}"
     conn = server.connect()
     conn.local_infile = True
@@ -295,80 +440,58 @@ def produce(server: MariaDB, rows: int, folder: Path) -> None:
     conn.close()
     try:
         values = [v + b" " * 40 for v in messages(rows)]  # about the size of a row's JSON
+        done: list[ProduceRound] = []
+        per_row = 1e6 / rows
+        for index in range(rounds):
+            one = produce_round(server, database, rows, values, folder, index)
+            done.append(one)
+            cpu = ""
+            if broker_pid() is not None:
+                cpu = (
+                    f"; CPU µs a message: the loop {one.loop_cpu * per_row:.2f} (+ broker "
+                    f"{one.loop_broker_cpu * per_row:.2f}), the job: syncx "
+                    f"{one.job.cpu * per_row:.2f}, broker {one.broker_cpu * per_row:.2f}, "
+                    f"MariaDB {one.mariadb_cpu * per_row:.2f}"
+                )
+            print(
+                f"produce round {index + 1}: limit {one.limit:,.0f} msg/s; job "
+                f"{one.rate:,.0f} rows/s (ratio {one.ratio:.2f}); peak RSS {one.job.rss:.0f} MB"
+                + cpu,
+                flush=True,
+            )
+        middle = sorted(done, key=lambda r: r.ratio)[len(done) // 2]
         bootstrap = broker(empty=True)
-        broker_id, mariadb = broker_pid(), mariadb_pid(server)
-        before = time.process_time(), cpu_seconds(broker_id)
-        limit = raw_produce(bootstrap, topic(bootstrap), values)
-        loop_cpu = time.process_time() - before[0]
-        loop_broker_cpu = cpu_seconds(broker_id) - before[1]
-        bootstrap = broker(empty=True)
-        broker_id, name = broker_pid(), topic(bootstrap)
-        reader = {
-            "name": "mysqlreader",
-            "parameter": {
-                "connection": [
-                    {
-                        "jdbcUrl": [f"jdbc:mysql://{server.host}:{server.port}/{database}"],
-                        "table": ["orders"],
-                    }
-                ],
-                "username": server.user,
-                "password": server.password,
-                "column": ["*"],
-                "splitPk": "id",
-            },
-        }
-        writer = {
-            "name": "kafkawriter",
-            "parameter": {
-                "topic": name,
-                "partitionAssignColumns": ["id"],
-                "tableFields": [
-                    "id",
-                    "user_id",
-                    "sku",
-                    "qty",
-                    "price",
-                    "status",
-                    "note",
-                    "created_at",
-                    "updated_at",
-                ],
-                "partitionStrategy": "hash-by-key",
-                "producerSettings": {"bootstrap.servers": bootstrap, "linger.ms": 20},
-            },
-        }
-        job = {
-            "job": {
-                "content": [{"reader": reader, "writer": writer}],
-                "setting": {"speed": {"channel": 2}},
-            }
-        }
-        servers = cpu_seconds(broker_id), cpu_seconds(mariadb)
-        run = run_job(job, folder, "produce")
-        broker_cpu = cpu_seconds(broker_id) - servers[0]
-        mariadb_cpu = cpu_seconds(mariadb) - servers[1]
-        rate = rows / run.seconds
-        bootstrap = broker(empty=True)
-        batched = raw_produce_batched(bootstrap, topic(bootstrap), values)
+        batched = raw_produce_batched(bootstrap, topic(bootstrap), values)[0]
         print(
-            f"produce: limit {limit:,.0f} msg/s; mysql orders → kafka exactly-once "
-            f"{rate:,.0f} rows/s (ratio {rate / limit:.2f}, target 0.6); peak RSS {run.rss:.0f} MB; "
-            f"the same messages through librdkafka's batch call: {batched:,.0f} msg/s (job / "
-            f"that {rate / batched:.2f})",
+            f"produce: median of {rounds} rounds: limit {middle.limit:,.0f} msg/s; mysql orders "
+            f"→ kafka exactly-once {middle.rate:,.0f} rows/s (ratio {middle.ratio:.2f}, target "
+            f"0.6); peak RSS {max(r.job.rss for r in done):.0f} MB; the same messages through "
+            f"librdkafka's batch call: {batched:,.0f} msg/s (job / that "
+            f"{middle.rate / batched:.2f})",
             flush=True,
         )
-        if broker_id is not None:
-            per_row = 1e6 / rows
-            budget = (os.cpu_count() or 1) / (0.6 * limit) * 1e6
-            left = budget - (broker_cpu + mariadb_cpu) * per_row
+        if broker_pid() is not None:
+            cores = os.cpu_count() or 1
+            budget = cores / (0.6 * middle.limit) * 1e6
+            left = budget - (middle.broker_cpu + middle.mariadb_cpu) * per_row
             print(
-                f"produce CPU, µs a message: the limit's loop {loop_cpu * per_row:.2f} "
-                f"(+ broker {loop_broker_cpu * per_row:.2f}); "
-                f"the job: syncx {run.cpu * per_row:.2f}, broker {broker_cpu * per_row:.2f}, "
-                f"MariaDB {mariadb_cpu * per_row:.2f}. At 0.6 of the limit, {os.cpu_count()} "
-                f"cores give {budget:.2f} µs a row in all: {left:.2f} for syncx, of which the "
-                f"bare produce call takes {loop_cpu * per_row:.2f}",
+                f"produce CPU budget (median round): at 0.6 of the limit, {cores} cores give "
+                f"{budget:.2f} µs a row in all: {left:.2f} for syncx once the broker and "
+                f"MariaDB have had theirs; syncx used {middle.job.cpu * per_row:.2f}, of which "
+                f"the bare produce call of the limit's loop takes "
+                f"{middle.loop_cpu * per_row:.2f}",
+                flush=True,
+            )
+            floor = produce_floor(server, database, values)
+            best = cores / (floor.total / rows) / middle.limit
+            print(
+                f"produce floor, µs a row, the parts alone: connectorx read {floor.read * per_row:.2f} "
+                f"+ MariaDB {floor.mariadb * per_row:.2f}, JSON encoding "
+                f"{floor.encode * per_row:.2f}, batch produce in a transaction "
+                f"{floor.produce * per_row:.2f} + broker {floor.broker * per_row:.2f}: "
+                f"{floor.total * per_row:.2f} in all against the budget's {budget:.2f}. With "
+                f"every core busy all the time and no start-up, that floor reaches "
+                f"{best:.2f} of the median round's limit",
                 flush=True,
             )
     finally:
@@ -458,6 +581,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="produce: rounds, median compared")
     parser.add_argument("--lag-rate", type=int, default=5000)
     parser.add_argument("--lag-seconds", type=float, default=20)
     parser.add_argument("--only", choices=["consume", "produce", "lag"], default=None)
@@ -467,7 +591,7 @@ def main() -> None:
         if args.only in (None, "consume"):
             consume(args.messages, folder)
         if args.only in (None, "produce"):
-            produce(ensure_server(), args.rows, folder)
+            produce(ensure_server(), args.rows, args.rounds, folder)
         if args.only in (None, "lag"):
             lag(ensure_server(), broker(empty=True), args.lag_rate, args.lag_seconds, folder)
 
