@@ -263,6 +263,16 @@ _device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
 the next chunk meanwhile."""
 
 
+def _device_after_fork() -> None:
+    """A forked child has no thread behind its parent's executor (its files would wait for a
+    write that never runs): it gets one of its own."""
+    global _device
+    _device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
+
+
+os.register_at_fork(after_in_child=_device_after_fork)
+
+
 class DurableFile(io.RawIOBase):
     """A new local file whose ``close`` makes it durable, written without the page cache where
     the system allows it.

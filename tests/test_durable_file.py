@@ -15,6 +15,8 @@ import errno
 import fcntl
 import os
 import random
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,29 @@ def test_a_full_disk_names_the_file(small_fs: Mount) -> None:
     with contextlib.suppress(DiskFullError):
         file.close()
     assert file.closed
+
+
+def test_a_forked_child_writes_too(tmp_path: Path) -> None:
+    """The background writer thread does not survive a fork; the child gets its own."""
+    warm = DurableFile(tmp_path / "parent.bin")
+    warm.write(b"p" * (CHUNK + 1))  # the parent's writer thread is running
+    warm.close()
+    data = random.Random(7).randbytes(2 * CHUNK + 5)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with DurableFile(tmp_path / "child.bin") as child:
+                child.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's write never finished")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert (tmp_path / "child.bin").read_bytes() == data
