@@ -176,10 +176,13 @@ class BatchProducer:
         if keys is None or not count:
             return self._produce_batch(rkt, partition, messages)
         chosen = partitions(keys, count)
+        # one stable sort groups the messages by partition, each group in its produce order
+        order = np.argsort(chosen, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(chosen[order])) + 1)
         refused: dict[int, str] = {}
-        for target in np.unique(chosen):
-            members = np.flatnonzero(chosen == target)
-            for index, name in self._produce_batch(rkt, int(target), messages[members]).items():
+        for members in groups:
+            target = int(chosen[members[0]])
+            for index, name in self._produce_batch(rkt, target, messages[members]).items():
                 refused[int(members[index])] = name
         return refused
 
