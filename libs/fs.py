@@ -18,6 +18,7 @@ import os
 import shutil
 import typing
 from abc import ABC, abstractmethod
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,16 +259,21 @@ _BLOCK = 4096
 logical blocks)."""
 _CHUNK = 1 << 20
 """Bytes a :class:`DurableFile` hands to the device at once (1 MiB wrote as fast as 4 MiB)."""
+_SYNC_EVERY = 32 * _CHUNK
+"""Bytes a :class:`DurableFile` hands to the device between two background ``fdatasync`` s."""
 _device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
 """Writes the chunks of every :class:`DurableFile` in the background: the writing thread fills
 the next chunk meanwhile."""
+_flusher = ThreadPoolExecutor(1, thread_name_prefix="durable-sync")
+"""Runs the background ``fdatasync`` s, apart from the chunk writes, which go on meanwhile."""
 
 
 def _device_after_fork() -> None:
-    """A forked child has no thread behind its parent's executor (its files would wait for a
-    write that never runs): it gets one of its own."""
-    global _device
+    """A forked child has no thread behind its parent's executors (its files would wait for a
+    write that never runs): it gets its own."""
+    global _device, _flusher
     _device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
+    _flusher = ThreadPoolExecutor(1, thread_name_prefix="durable-sync")
 
 
 os.register_at_fork(after_in_child=_device_after_fork)
@@ -287,6 +293,13 @@ class DurableFile(io.RawIOBase):
     the device's cache). Where ``O_DIRECT`` is missing (macOS) or the filesystem refuses it, the
     same chunks go through the page cache. Sequential only: ``tell`` works, ``seek`` does not.
     A full disk is a :class:`~sync.errors.DiskFullError` naming the file.
+
+    What an fsync still costs is the device flushing what it took since its last flush: on a
+    virtual disk, the host writing its cache out (0.36-0.42 s for 260 MB on the project's
+    machine on some days, direct or not). Every :data:`_SYNC_EVERY` bytes a second background
+    thread runs ``fdatasync`` while the chunks go on, so that cost is paid while the data flows
+    and ``close`` flushes only the last stretch (~10 ms). Its error is raised by the next write
+    or by ``close``: the kernel reports a failed writeback once, so it is never dropped.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -306,6 +319,11 @@ class DurableFile(io.RawIOBase):
         self._filled = 0
         self._written = 0
         self._pending: Future[None] | None = None
+        self._handed = 0
+        """Bytes handed to the device thread."""
+        self._synced = 0
+        """``_handed`` when the last background ``fdatasync`` was asked for."""
+        self._sync: Future[None] | None = None
 
     def writable(self) -> bool:
         return True
@@ -329,8 +347,27 @@ class DurableFile(io.RawIOBase):
                 self._pending = _device.submit(self._write_out, self._buffers[0], _CHUNK)
                 self._buffers.reverse()
                 self._filled = 0
+                self._handed += _CHUNK
+                if self._handed - self._synced >= _SYNC_EVERY and self._flushed():
+                    self._sync = _flusher.submit(os.fdatasync, self._fd)
+                    self._synced = self._handed
         self._written += done
         return done
+
+    def _flushed(self) -> bool:
+        """Whether no background ``fdatasync`` is running (raising the error of the last)."""
+        if self._sync is not None:
+            if not self._sync.done():
+                return False
+            self._wait_sync()
+        return True
+
+    def _wait_sync(self) -> None:
+        """Wait for the background ``fdatasync``; its error is the caller's."""
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            with disk_full_as(self.name):
+                sync.result()
 
     def _write_out(self, buffer: mmap.mmap, length: int) -> None:
         view = memoryview(buffer)[:length]
@@ -366,6 +403,7 @@ class DurableFile(io.RawIOBase):
                     self._write_out(self._buffers[0], padded)
                     if padded != self._filled:
                         os.ftruncate(self._fd, self._written)
+            self._wait_sync()
             with disk_full_as(self.name):
                 os.fsync(self._fd)
         finally:
@@ -379,6 +417,8 @@ class DurableFile(io.RawIOBase):
             self._release()
 
     def _release(self) -> None:
+        if self._sync is not None:  # never close the descriptor under a running fdatasync
+            futures.wait([self._sync])
         os.close(self._fd)
         for buffer in self._buffers:
             buffer.close()

@@ -83,6 +83,48 @@ def test_local_open_write_buffers_small_writes_and_tells(folder: Path) -> None:
     assert (folder / "sub" / "t.csv").read_bytes() == b"".join(lines)
 
 
+def test_flushes_in_the_background_while_written(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``_SYNC_EVERY`` bytes the device is flushed from the background (``fdatasync``),
+    so that ``close`` has only the last stretch to flush; the bytes stay exact."""
+    real, calls = os.fdatasync, []
+
+    def fdatasync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    data = random.Random(3).randbytes(fs._SYNC_EVERY + 2 * CHUNK + 77)
+    path = folder / "flushed.bin"
+    with DurableFile(path) as file:
+        file.write(data)
+    assert calls, "no background fdatasync"
+    assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize(("code", "raised"), [(errno.EIO, OSError), (errno.ENOSPC, DiskFullError)])
+def test_a_failed_background_flush_fails_the_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, raised: type[Exception]
+) -> None:
+    """The kernel reports a failed writeback once: the background ``fdatasync`` that got it
+    must fail the file, or the final fsync would say all is well."""
+
+    def fdatasync(fd: int) -> None:
+        del fd
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    path = tmp_path / "failed.bin"
+    file = DurableFile(path)
+    with pytest.raises(raised) as caught:
+        file.write(b"z" * (fs._SYNC_EVERY + CHUNK))
+        file.close()
+    assert caught.value.errno == code if raised is OSError else str(path) in str(caught.value)
+    file.close()
+    assert file.closed
+
+
 def test_abandon_closes_without_the_tail(tmp_path: Path) -> None:
     path = tmp_path / "gone.bin"
     file = DurableFile(path)
