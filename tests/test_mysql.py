@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pymysql
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from libs.mysql import fetch
@@ -1381,6 +1382,19 @@ def test_pymysql_connections_share_one_tls_context(db: Db) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_the_reader_pool_shares_the_tls_context(db: Db) -> None:
+    """mysqlreader's SQLAlchemy pool opens syncx's pymysql connections too: no CA certificates
+    loaded for a connection (the TLS context of the process is reused)."""
+    db.execute("CREATE TABLE tls (id INT PRIMARY KEY)")
+    reader = db.reader("tls")
+    with reader.engine().connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        assert raw.ctx is not None
+        assert raw.ctx.cert_store_stats()["x509_ca"] == 0
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
 
 
 def test_lost_connections_are_retried_then_the_job_restarts_from_its_checkpoint(
