@@ -468,6 +468,36 @@ def test_batches_keep_their_order_through_a_full_queue_and_refuse_only_oversize_
     assert [m.key().decode() for m in messages] == [str(i % 7) for i in range(3000) if i != 1234]
 
 
+def test_partitioned_batches_refuse_oversize_messages_by_their_own_index(bootstrap: str) -> None:
+    """Keyed messages partitioned by syncx go out sorted by partition: a refused message is
+    still reported by its index in the batch given, and the others arrive in their order."""
+    topic = new_topic(bootstrap, 3)
+    config = {
+        "bootstrap.servers": bootstrap,
+        "partitioner": "murmur2_random",
+        "message.max.bytes": 2000,
+        "log_level": 0,
+    }
+    producer = Producer(config)
+    client = BatchProducer(confluent_kafka, producer, murmur2=True)
+    values = [f"v{i}" for i in range(600)]
+    for big in (5, 301, 598):
+        values[big] = "x" * 3000
+    keys = pa.array([f'{{"id":{i}}}' for i in range(600)])
+    refused = client.produce(topic, keys, pa.array(values))
+    assert refused == dict.fromkeys((5, 301, 598), "MSG_SIZE_TOO_LARGE")
+    assert producer.flush(30) == 0
+    client.close()
+    by_partition: dict[int, list[int]] = {}
+    for message in consume_all(bootstrap, topic):
+        by_partition.setdefault(message.partition(), []).append(int(message.value()[1:]))
+    assert len(by_partition) == 3
+    assert sorted(n for found in by_partition.values() for n in found) == [
+        i for i in range(600) if i not in (5, 301, 598)
+    ]
+    assert all(found == sorted(found) for found in by_partition.values())
+
+
 def test_keys_partition_as_librdkafkas_murmur2() -> None:
     """syncx's vectorized murmur2 against librdkafka's own (exported) partitioner: every key
     length's tail, empty keys, a sliced and a large-offset array; null keys get -1."""

@@ -30,6 +30,7 @@ version other than 1 or 2) use ``produce`` per message instead, with the same re
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -176,14 +177,17 @@ class BatchProducer:
         if keys is None or not count:
             return self._produce_batch(rkt, partition, messages)
         chosen = partitions(keys, count)
-        # one stable sort groups the messages by partition, each group in its produce order
+        # one stable sort puts each partition's messages together, in their produce order; the
+        # messages are taken in that order as rows of words (a structured take is 4x slower)
         order = np.argsort(chosen, kind="stable")
-        groups = np.split(order, np.flatnonzero(np.diff(chosen[order])) + 1)
+        words = messages.view(np.uint64).reshape(len(messages), _MESSAGE.itemsize // 8)
+        ordered = words[order].view(_MESSAGE).reshape(len(messages))
+        bounds = [0, *(np.flatnonzero(np.diff(chosen[order])) + 1).tolist(), len(order)]
         refused: dict[int, str] = {}
-        for members in groups:
-            target = int(chosen[members[0]])
-            for index, name in self._produce_batch(rkt, target, messages[members]).items():
-                refused[int(members[index])] = name
+        for start, end in itertools.pairwise(bounds):
+            target = int(chosen[order[start]])
+            for index, name in self._produce_batch(rkt, target, ordered[start:end]).items():
+                refused[int(order[start + index])] = name
         return refused
 
     def _produce_batch(self, rkt: int, partition: int, messages: np.ndarray) -> dict[int, str]:
