@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
+from libs import fs
 from libs.kafka.batch import BatchProducer, _library
 from libs.kafka.jsonenc import json_objects
 from libs.kafka.murmur2 import partitions
@@ -53,6 +55,7 @@ from tests.conftest import (
 from tests.crash import Kill, mixed_kill_plan, run_until_done
 from tests.servers.kafka import consume_all
 from writers.kafka import KafkaTxn, KafkaWriter, KafkaWriterParams
+from writers.kafka.spool import commit_marker
 
 pytestmark = pytest.mark.kafka
 
@@ -638,6 +641,27 @@ def _prepared(
     task = writer.open(0, 1, None)
     task.write(_rows(0, 10))
     return writer, task, task.prepare(1)
+
+
+def test_a_committed_spool_is_deleted_in_the_background_and_gone_at_close(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    """The commit leaves the spool's deletion (slow where the disk discards freed blocks) to a
+    background thread, and the task's close waits for it: a finished run leaves no spool."""
+    writer, task, handle = _prepared(bootstrap, new_topic(bootstrap), "removal", tmp_path)
+    spool = writer.spool_path(handle.spool)
+    hold = threading.Event()
+    held = fs._remover.submit(hold.wait)  # the deletion queues behind this
+    try:
+        task.commit(handle)
+        assert commit_marker(spool).exists()
+        assert spool.exists(), "the commit waited for the deletion"
+    finally:
+        hold.set()
+    held.result()
+    task.close()
+    assert not spool.exists()
+    assert commit_marker(spool).exists()
 
 
 def test_a_lost_transaction_without_its_spool_fails_naming_it(

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from libs.fs import DurableFile
+from libs.fs import DurableFile, remove_later
 
 __all__ = ["Spool", "commit_marker", "read_spool", "spool_folder"]
 
@@ -76,15 +77,16 @@ class Spool:
         self._file.abandon()
         self.path.unlink(missing_ok=True)
 
-    def committed(self) -> Path:
+    def committed(self) -> tuple[Path, Future[None]]:
         """Replace the spool by its commit marker (its transaction committed); returns the
-        marker. The marker answers for the transaction when the broker's commit token does not
-        show it (Tansu can leave an acknowledged commit unresolved, its token never applied):
-        a restore must not write it again, nor fail for want of its spool."""
+        marker, and the deletion of the spool, which runs in the background (it can take a
+        while: :func:`~libs.fs.remove_later`; a spool left beside its marker is deleted by the
+        next start). The marker answers for the transaction when the broker's commit token
+        does not show it (Tansu can leave an acknowledged commit unresolved, its token never
+        applied): a restore must not write it again, nor fail for want of its spool."""
         marker = commit_marker(self.path)
         marker.touch()
-        self.path.unlink(missing_ok=True)
-        return marker
+        return marker, remove_later(self.path)
 
 
 def commit_marker(spool: Path) -> Path:

@@ -42,7 +42,8 @@ import contextlib
 import logging
 import os
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -391,6 +392,8 @@ class _TransactionalTask(_Task):
         self._metadata: Any = None
         self._marker: Path | None = None
         """The commit marker of this task's last committed transaction."""
+        self._removals: list[Future[None]] = []
+        """The background deletions of committed spools (waited for at close)."""
 
     def _begin(self) -> _Txn:
         busy = {t.slot for t in self._prepared.values()}
@@ -480,7 +483,8 @@ class _TransactionalTask(_Task):
         except self.kafka.KafkaException as exc:
             self._prepared[handle.checkpoint] = txn
             fail(exc, txn.transactional_id, self.writer.transaction_timeout_ms())
-        marker = txn.spool.committed()
+        marker, removal = txn.spool.committed()
+        self._removals = [r for r in self._removals if not r.done()] + [removal]
         if self._marker is not None:
             self._marker.unlink(missing_ok=True)
         self._marker = marker
@@ -515,6 +519,10 @@ class _TransactionalTask(_Task):
     def close(self) -> None:
         for client in self._clients:
             client.close()
+        for removal in futures.as_completed(self._removals):  # the run leaves no spool
+            if removal.exception() is not None:
+                log.warning("kafkawriter: a committed spool stays: %s", removal.exception())
+        self._removals = []
 
 
 class _IdempotentTask(_Task):
