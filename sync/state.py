@@ -64,6 +64,7 @@ __all__ = [
     "StateLockedError",
     "commit_order",
     "open_state_filesystem",
+    "process_alive",
 ]
 
 log = logging.getLogger(__name__)
@@ -436,7 +437,11 @@ class StateDir:
             except FileNotFoundError:
                 continue
             words = holder.split()
-            if len(words) > 4 and words[4] == socket.gethostname() and not _alive(int(words[1])):
+            if (
+                len(words) > 4
+                and words[4] == socket.gethostname()
+                and not process_alive(int(words[1]))
+            ):
                 self.fs.delete(path)
                 continue
             msg = self._locked_message(holder.rsplit(" token ", 1)[0])
@@ -588,7 +593,9 @@ def _holder() -> str:
     return f"pid {os.getpid()} on host {socket.gethostname()} since {started}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts): a lock whose
+    holder is gone may be taken over."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -85,6 +85,7 @@ from libs.webhdfs import HdfsConnectionParams, TextParams
 from sync.contract import DirtyRecord, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
 from sync.model import Params, default_fs_without_path, hadoop_config_without_default_fs_path
+from sync.state import process_alive
 from writers.file import (
     OVERWRITE_ALL_DESCRIPTION,
     OVERWRITE_DESCRIPTION,
@@ -461,7 +462,7 @@ class HdfsWriter(StagedFileWriter[HdfsWriterParams]):
         pid = holder.get("pid")
         if pid == os.getpid():
             return same_job
-        return not (isinstance(pid, int) and _alive(pid))
+        return not (isinstance(pid, int) and process_alive(pid))
 
     def _release_lock(self) -> None:
         token, self._lock_token = self._lock_token, None
@@ -639,16 +640,6 @@ def _as_text(array: pa.Array) -> pa.Array:
     """A column written as string: Hive's text of it where that is not Arrow's cast."""
     text = hive_text(array)
     return array if text is None else text
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _HdfsTask(StagedWriterTask):
