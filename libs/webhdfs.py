@@ -57,7 +57,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from libs.fs import FileInfo, FileSystem, LocalFileSystem
 from sync.errors import JobFileError, RetriableError
-from sync.model import Params
+from sync.model import Params, default_fs_without_path, hadoop_config_without_default_fs_path
 from sync.registry import require
 
 __all__ = [
@@ -311,6 +311,16 @@ class HdfsConnectionParams(Params):
             "sleep.max.millis. Other keys are accepted and ignored."
         ),
     )
+
+    @field_validator("default_fs")
+    @classmethod
+    def _default_fs(cls, value: str | None) -> str | None:
+        return default_fs_without_path(value)
+
+    @field_validator("hadoop_config")
+    @classmethod
+    def _configured_default_fs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return hadoop_config_without_default_fs_path(value)
 
     def effective_default_fs(self, path: str | list[str] | None = None) -> str | None:
         """``defaultFS``, else ``hadoopConfig`` ``fs.defaultFS``, else the scheme and authority

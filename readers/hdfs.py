@@ -40,7 +40,7 @@ from libs.webhdfs import HdfsConnectionParams, TextParams
 from readers.file import BaseFileReader, FileColumn, FileSplitData
 from sync.contract import DirtyRecord, JobContext, Split
 from sync.errors import JobFileError
-from sync.model import default_fs_without_path, hadoop_config_without_default_fs_path, regex
+from sync.model import regex
 
 __all__ = ["HdfsReader", "HdfsReaderColumn", "HdfsReaderParams", "HdfsSplitData"]
 
@@ -91,16 +91,6 @@ class HdfsReaderParams(HdfsConnectionParams, TextParams):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("default_fs")
-    @classmethod
-    def _default_fs(cls, value: str | None) -> str | None:
-        return default_fs_without_path(value)
-
-    @field_validator("hadoop_config")
-    @classmethod
-    def _configured_default_fs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return hadoop_config_without_default_fs_path(value)
 
     @field_validator("filter_regex")
     @classmethod

@@ -84,7 +84,7 @@ from libs.types import arrow_type, conform
 from libs.webhdfs import HdfsConnectionParams, TextParams
 from sync.contract import DirtyRecord, JobContext, WriterTask
 from sync.errors import JobFailedError, JobFileError
-from sync.model import Params, default_fs_without_path, hadoop_config_without_default_fs_path
+from sync.model import Params
 from sync.state import process_alive
 from writers.file import (
     OVERWRITE_ALL_DESCRIPTION,
@@ -211,16 +211,6 @@ class HdfsWriterParams(HdfsConnectionParams, TextParams):
     @classmethod
     def _lower_mode(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("default_fs")
-    @classmethod
-    def _default_fs(cls, value: str | None) -> str | None:
-        return default_fs_without_path(value)
-
-    @field_validator("hadoop_config")
-    @classmethod
-    def _configured_default_fs(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return hadoop_config_without_default_fs_path(value)
 
     @field_validator("partition", mode="before")
     @classmethod
