@@ -266,8 +266,6 @@ _device = ThreadPoolExecutor(1, thread_name_prefix="durable-write")
 the next chunk meanwhile."""
 _flusher = ThreadPoolExecutor(1, thread_name_prefix="durable-sync")
 """Runs the background ``fdatasync`` s, apart from the chunk writes, which go on meanwhile."""
-
-
 _remover = ThreadPoolExecutor(1, thread_name_prefix="remove")
 """Deletes the files handed to :func:`remove_later`."""
 

@@ -135,6 +135,11 @@ class EngineHolder:
         """Connect; each plugin knows its URL parameters."""
         raise NotImplementedError
 
+    def dbapi_connect(self) -> Callable[..., Any] | None:
+        """How the pool opens a DB-API connection from the driver's keyword arguments (None:
+        the driver's own ``connect``)."""
+        return None
+
     def engine(self) -> Engine:
         """The connection pool (opened on first use)."""
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import decimal
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -221,11 +221,6 @@ class SqlReader(EngineHolder, Reader[SqlReaderParams]):
             secret=self.params.secret(),
             connect=self.dbapi_connect(),
         )
-
-    def dbapi_connect(self) -> Callable[..., Any] | None:
-        """How the pool opens a DB-API connection from the driver's keyword arguments (None:
-        the driver's own ``connect``)."""
-        return None
 
     def query_timeout(self) -> float | None:
         """Seconds a statement of the reader's pool may run (``queryTimeOut``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -149,11 +149,6 @@ class SqlWriter(EngineHolder, Writer[SqlWriterParams]):
             write=True,
             connect=self.dbapi_connect(),
         )
-
-    def dbapi_connect(self) -> Callable[..., Any] | None:
-        """How the pool opens a DB-API connection from the driver's keyword arguments (None:
-        the driver's own ``connect``)."""
-        return None
 
     def column_field(self, column: ColumnInfo) -> pa.Field:
         """The Arrow field rows are converted to before they are written into ``column``."""
