@@ -270,7 +270,7 @@ _remover = ThreadPoolExecutor(1, thread_name_prefix="remove")
 """Deletes the files handed to :func:`remove_later`."""
 
 
-def _device_after_fork() -> None:
+def _executors_after_fork() -> None:
     """A forked child has no thread behind its parent's executors (its files would wait for a
     write that never runs): it gets its own."""
     global _device, _flusher, _remover
@@ -289,7 +289,7 @@ def remove_later(path: Path) -> Future[None]:
     return _remover.submit(path.unlink, missing_ok=True)
 
 
-os.register_at_fork(after_in_child=_device_after_fork)
+os.register_at_fork(after_in_child=_executors_after_fork)
 
 
 class DurableFile(io.RawIOBase):
@@ -361,19 +361,14 @@ class DurableFile(io.RawIOBase):
                 self._buffers.reverse()
                 self._filled = 0
                 self._handed += _CHUNK
-                if self._handed - self._synced >= _SYNC_EVERY and self._flushed():
+                if self._handed - self._synced >= _SYNC_EVERY and (
+                    self._sync is None or self._sync.done()
+                ):
+                    self._wait_sync()  # the last one's error is this write's
                     self._sync = _flusher.submit(os.fdatasync, self._fd)
                     self._synced = self._handed
         self._written += done
         return done
-
-    def _flushed(self) -> bool:
-        """Whether no background ``fdatasync`` is running (raising the error of the last)."""
-        if self._sync is not None:
-            if not self._sync.done():
-                return False
-            self._wait_sync()
-        return True
 
     def _wait_sync(self) -> None:
         """Wait for the background ``fdatasync``; its error is the caller's."""
