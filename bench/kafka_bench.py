@@ -44,6 +44,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,19 +155,16 @@ def raw_produce_batched(
     if transactional:
         producer.init_transactions(10)
         producer.begin_transaction()
-    broker_id = broker_pid()
-    before = time.process_time(), cpu_seconds(broker_id)
-    started = time.perf_counter()
-    for start in range(0, len(values), 4096):
-        client.produce(name, keys.slice(start, 4096), array.slice(start, 4096))
-    producer.flush(120)
-    if transactional:
-        producer.commit_transaction(30)
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - before[0]
-    broker_cpu = cpu_seconds(broker_id) - before[1]
+    with cpu_used(broker_pid()) as used:
+        started = time.perf_counter()
+        for start in range(0, len(values), 4096):
+            client.produce(name, keys.slice(start, 4096), array.slice(start, 4096))
+        producer.flush(120)
+        if transactional:
+            producer.commit_transaction(30)
+        elapsed = time.perf_counter() - started
     client.close()
-    return len(values) / elapsed, cpu, broker_cpu
+    return len(values) / elapsed, used.own, used.others[0]
 
 
 def raw_consume(bootstrap: str, name: str, count: int) -> float:
@@ -212,6 +211,25 @@ def cpu_seconds(pid: int | None) -> float:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuUsed:
+    """CPU seconds used inside a :func:`cpu_used` block: this process's, and each process's
+    given to it (in their order)."""
+
+    own: float = 0.0
+    others: tuple[float, ...] = ()
+
+
+@contextmanager
+def cpu_used(*pids: int | None) -> Iterator[CpuUsed]:
+    """Measure the CPU this process and the processes ``pids`` use inside the block."""
+    used = CpuUsed()
+    own, others = time.process_time(), [cpu_seconds(pid) for pid in pids]
+    yield used
+    used.own = time.process_time() - own
+    used.others = tuple(cpu_seconds(pid) - b for pid, b in zip(pids, others, strict=True))
 
 
 def broker_pid() -> int | None:
@@ -362,25 +380,13 @@ def produce_round(
 ) -> ProduceRound:
     """The limit loop, then the job, each on a restarted empty broker."""
     bootstrap = broker(empty=True)
-    broker_id, mariadb = broker_pid(), mariadb_pid(server)
-    before = time.process_time(), cpu_seconds(broker_id)
-    limit = raw_produce(bootstrap, topic(bootstrap), values)
-    loop_cpu = time.process_time() - before[0]
-    loop_broker_cpu = cpu_seconds(broker_id) - before[1]
+    with cpu_used(broker_pid()) as loop:
+        limit = raw_produce(bootstrap, topic(bootstrap), values)
     bootstrap = broker(empty=True)
-    broker_id = broker_pid()
     job = produce_job(server, database, bootstrap, topic(bootstrap))
-    servers = cpu_seconds(broker_id), cpu_seconds(mariadb)
-    run = run_job(job, folder, f"produce-{index}")
-    return ProduceRound(
-        limit,
-        loop_cpu,
-        loop_broker_cpu,
-        rows / run.seconds,
-        run,
-        cpu_seconds(broker_id) - servers[0],
-        cpu_seconds(mariadb) - servers[1],
-    )
+    with cpu_used(broker_pid(), mariadb_pid(server)) as servers:
+        run = run_job(job, folder, f"produce-{index}")
+    return ProduceRound(limit, loop.own, loop.others[0], rows / run.seconds, run, *servers.others)
 
 
 @dataclass(frozen=True)
@@ -410,25 +416,22 @@ def produce_floor(server: MariaDB, database: str, values: list[bytes]) -> Floor:
 
     from libs.kafka.jsonenc import json_object  # noqa: PLC0415 - beside the engine's imports
 
-    mariadb = mariadb_pid(server)
     url = f"mysql://{server.user}:{server.password}@{server.host}:{server.port}/{database}"
-    before = time.process_time(), cpu_seconds(mariadb)
-    table = connectorx.read_sql(
-        url, "SELECT * FROM orders", partition_on="id", partition_num=2, return_type="arrow"
-    )
-    read, mariadb_cpu = time.process_time() - before[0], cpu_seconds(mariadb) - before[1]
+    with cpu_used(mariadb_pid(server)) as read:
+        table = connectorx.read_sql(
+            url, "SELECT * FROM orders", partition_on="id", partition_num=2, return_type="arrow"
+        )
     table = table.set_column(4, "price", table.column("price").cast(pa.decimal128(12, 2)))
-    started = time.process_time()
-    for batch in table.to_batches(4096):
-        json_object(table.schema.names, batch.columns)
-        json_object(["id"], [batch.column(0)])
-    encode = time.process_time() - started
+    with cpu_used() as encode:
+        for batch in table.to_batches(4096):
+            json_object(table.schema.names, batch.columns)
+            json_object(["id"], [batch.column(0)])
     del table
     bootstrap = broker(empty=True)
     _, produce_cpu, broker_cpu = raw_produce_batched(
         bootstrap, topic(bootstrap), values, transactional=True
     )
-    return Floor(read, mariadb_cpu, encode, produce_cpu, broker_cpu)
+    return Floor(read.own, read.others[0], encode.own, produce_cpu, broker_cpu)
 
 
 def produce(server: MariaDB, rows: int, rounds: int, folder: Path) -> None:
