@@ -416,6 +416,62 @@ def test_connectorx_is_the_fast_path_and_falls_back_on_zero_dates(db: Db) -> Non
     assert len(dirty) == 1 and "0000-00-00" in dirty[0].error and dirty[0].kind == "conversion"
 
 
+_TRIM_PROBE = """
+import ctypes
+from libs.mysql import fetch
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+MB = 1 << 20
+
+
+def freed(size):
+    # 64 KiB blocks (below glibc's mmap threshold: they come from the heap), written to, then
+    # freed but the last, which keeps them off the heap's top (glibc gives the top back itself)
+    blocks = [libc.malloc(64 << 10) for _ in range(size // (64 << 10) + 1)]
+    for block in blocks:
+        ctypes.memset(block, 1, 64 << 10)
+    for block in blocks[:-1]:
+        libc.free(block)
+    return blocks[-1]
+
+
+fetch.trim_malloc()  # the first page sets the mark
+start = fetch.resident_bytes()
+pins = [freed(fetch.TRIM_GROWTH // 4)]
+small = fetch.resident_bytes()
+fetch.trim_malloc()
+after_small = fetch.resident_bytes()
+pins.append(freed(fetch.TRIM_GROWTH * 2))
+big = fetch.resident_bytes()
+fetch.trim_malloc()
+print((small - start) // MB, (after_small - start) // MB, (big - start) // MB,
+      (fetch.resident_bytes() - start) // MB)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_trim")
+def test_freed_memory_is_given_back_once_the_process_has_grown() -> None:
+    """A page's trim runs only when the process grew by TRIM_GROWTH since the last one: a trim
+    after every page made the next page fault its memory in again."""
+    done = subprocess.run(
+        [sys.executable, "-c", _TRIM_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    growth = fetch.TRIM_GROWTH >> 20
+    small, after_small, big, after_big = (int(v) for v in done.stdout.split())
+    assert small >= growth // 4 - 2  # the freed blocks stay resident...
+    assert after_small >= small - 1  # ...below the growth: kept for the next page
+    assert big >= 2 * growth - 2
+    assert after_big < big - growth  # past it: given back
+
+
 def test_declared_types_keep_the_exact_type_of_the_same_family(db: Db) -> None:
     db.execute(
         "CREATE TABLE t (id INT UNSIGNED PRIMARY KEY, money DECIMAL(12,2), ts TIMESTAMP(6) NULL, "

@@ -21,11 +21,12 @@ What the two plugins (and ``binlogreader``) share, on top of :mod:`libs.sql`, on
   fails on a value (zero dates) the query is read again with a text driver. connectorx reads a
   whole page (``pageSize`` rows) with the GIL released (its ``arrow_stream`` mode holds the GIL
   while it waits for the next batch, which stalled the job's other threads for a third of the
-  run); the page is cut into ``fetchSize`` batches without copying. Memory: what connectorx
-  allocated for a page is given back to the system after it (glibc ``malloc_trim``), and glibc's
-  arenas are capped at two (:func:`limit_malloc_arenas`): together about 70 MB less peak RSS on
-  the benchmark, at no measurable cost in time. The cap is set when a split starts reading,
-  not when a plugin is built (``syncx validate`` and other plugins are left alone).
+  run); the page is cut into ``fetchSize`` batches without copying. Memory: glibc's
+  arenas are capped at two (:func:`limit_malloc_arenas`), and what C/Rust code freed is given
+  back to the system after a page once the process has grown by 64 MiB since the last time
+  (:func:`trim_malloc`: a trim after every page cost the next page its page faults). The cap is
+  set when a split starts reading, not when a plugin is built (``syncx validate`` and other
+  plugins are left alone).
 - **Errors** (``connect``): MySQL error codes sorted into lost connections (retried, then
   :class:`~sync.errors.RetriableError`), rejected rows (dirty records) and the rest.
 - **Stalls** (``stall``: :class:`StallWatch`): the writer's connections have no read timeout; a
