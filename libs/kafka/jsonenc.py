@@ -16,6 +16,7 @@ a join of their own (which was most of the encoding's time).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Sequence
 
@@ -26,9 +27,12 @@ import pyarrow.compute as pc
 __all__ = ["json_column", "json_object", "json_objects"]
 
 
+@functools.lru_cache(maxsize=4096)
 def _text(value: str) -> pa.Scalar:
     """An Arrow string scalar: compute calls given Python strings convert them on every call,
-    and pyarrow's conversion retries a failed optional import each time (slow without pandas)."""
+    and pyarrow's conversion retries a failed optional import each time (slow without pandas).
+    Kept per text: a job's literals (names, separators) repeat in every batch, and each
+    scalar made costs a few µs."""
     return pa.scalar(value, pa.string())
 
 
