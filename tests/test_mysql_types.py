@@ -12,13 +12,16 @@ type name, so the binlog cannot tell them from ``BINARY(n)``).
 
 from __future__ import annotations
 
+import random
 import tempfile
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 from pymysqlreplication import BinLogStreamReader
@@ -26,6 +29,7 @@ from pymysqlreplication import row_event as rev
 
 from libs.mysql.types import (
     MysqlType,
+    from_connectorx,
     mysql_type,
     mysql_type_of_binlog,
     mysql_type_of_field,
@@ -311,3 +315,55 @@ def test_binlog_values_equal_what_the_mysqlreader_reads(
         want: list[Any] = copied.column(column).to_pylist()
         got: list[Any] = streamed.column(column).to_pylist()
         assert got == want, column
+
+
+@pytest.mark.parametrize(
+    ("precision", "scale", "digits", "fraction"),
+    [
+        (12, 2, 8, 2),
+        (12, 2, 12, 2),
+        (10, 0, 10, 0),
+        (18, 10, 18, 10),
+        (9, 4, 9, 4),
+        (20, 4, 20, 4),
+        (12, 2, 14, 2),  # more digits than the column holds
+        (3, 0, 9, 0),
+        (3, 0, 5, 0),  # more digits than the column holds, within an int64
+        (12, 2, 8, 3),  # more decimals than the column holds
+    ],
+)
+def test_connectorx_decimals_take_the_column_type_exactly_as_arrow_casts_them(
+    precision: int, scale: int, digits: int, fraction: int
+) -> None:
+    """connectorx reads every DECIMAL as decimal128(38, 10); the rescale to the column's type
+    (NumPy on int64 where the values allow, Arrow's cast otherwise) gives what Arrow's cast
+    gives, values and nulls, and fails where it fails (digits the column cannot hold)."""
+    rng = random.Random(precision * 100 + digits * 10 + fraction)
+    values: list[Decimal | None] = [
+        None
+        if rng.random() < 0.1
+        else Decimal(rng.randrange(-(10**digits) + 1, 10**digits)).scaleb(-fraction)
+        for _ in range(3000)
+    ]
+    values += [
+        Decimal(10**digits - 1).scaleb(-fraction),
+        Decimal(-(10**digits) + 1).scaleb(-fraction),
+    ]
+    mt = mysql_type_of_info("decimal", f"decimal({precision},{scale})", precision, scale)
+    assert mt.arrow == pa.decimal128(precision, scale)
+    whole = pa.array(values, pa.decimal128(38, 10))
+    for start in (0, 7):  # connectorx's pages arrive as slices of one array
+        array = whole.slice(start)
+        try:
+            expected = pc.cast(array, mt.arrow)
+        except pa.ArrowInvalid:
+            with pytest.raises(pa.ArrowInvalid):
+                from_connectorx(array, mt, "price")
+            continue
+        got, errors = from_connectorx(array, mt, "price")
+        assert errors == {}
+        assert got.type == mt.arrow
+        assert got.equals(expected)
+        assert got.to_pylist() == [
+            None if v is None else v.quantize(Decimal(1).scaleb(-scale)) for v in values[start:]
+        ]
