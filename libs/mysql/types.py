@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -557,7 +558,7 @@ def _rescaled(array: pa.Array, to: pa.Decimal128Type) -> pa.Array | None:
     ``None`` (Arrow's cast then, with its errors) unless every unscaled value fits in an int64,
     the division drops only zeros and the result fits ``to``'s precision."""
     scale = array.type.scale - to.scale
-    if not len(array) or not 0 <= scale <= 18:
+    if not len(array) or not 0 <= scale <= 18 or sys.byteorder != "little":
         return None
     validity = None
     if array.null_count:  # a bitmap from the array's first value (it may be a slice)
