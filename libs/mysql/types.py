@@ -566,8 +566,8 @@ def _rescaled(array: pa.Array, to: pa.Decimal128Type) -> pa.Array | None:
         if valid.offset:
             return None
         validity = valid.buffers()[1]
-    data = array.buffers()[1]
-    words = np.frombuffer(data, np.int64, 2 * len(array), 16 * array.offset).reshape(-1, 2)
+    words = np.frombuffer(array.buffers()[1], np.int64, 2 * len(array), 16 * array.offset)
+    words = words.reshape(-1, 2)
     low = words[:, 0]
     if not np.array_equal(words[:, 1], low >> 63):  # a value beyond int64
         return None
@@ -578,9 +578,7 @@ def _rescaled(array: pa.Array, to: pa.Decimal128Type) -> pa.Array | None:
         limit = 10**to.precision
         if ((unscaled >= limit) | (unscaled <= -limit)).any():
             return None
-    out = np.empty_like(words)
-    out[:, 0] = unscaled
-    out[:, 1] = unscaled >> 63
+    out = np.column_stack((unscaled, unscaled >> 63))  # (low, sign) words
     return pa.Array.from_buffers(to, len(array), [validity, pa.py_buffer(out)], array.null_count)
 
 
